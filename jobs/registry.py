@@ -1,0 +1,118 @@
+"""The registry of task types: name -> function, default retries, timeout, parameter model.
+
+A task type is a module-level function decorated with `@task(...)`. The API
+validates `task_type` (and, when the task declares one, `parameters`) against
+this registry; the worker looks the function up here by name. Built-in types
+live in `jobs/`; custom ones live in any module named in TASKRELAY_TASK_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from jobs.errors import TaskInputError, UnknownTaskType
+
+BUILTIN_MODULES = ("jobs.data_processing", "jobs.email_sending", "jobs.file_processing")
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_TIMEOUT_S = 300
+"""Longest one attempt of a task may run before RQ kills it, in seconds."""
+
+TaskFunc = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """One registered task type."""
+
+    name: str
+    func: TaskFunc
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout_s: int = DEFAULT_TIMEOUT_S
+    params_model: type[BaseModel] | None = None
+    description: str = ""
+
+    def parse_params(self, parameters: dict[str, Any]) -> Any:
+        """Return what the task function receives: the validated model, or the dict itself.
+
+        Raises TaskInputError naming each bad field when the parameters do not fit the model.
+        """
+        if self.params_model is None:
+            return parameters
+        try:
+            return self.params_model.model_validate(parameters)
+        except ValidationError as exc:
+            raise TaskInputError(describe_validation_error(exc, prefix="parameters")) from None
+
+
+_registry: dict[str, TaskType] = {}
+
+
+def task(
+    name: str,
+    *,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+    params_model: type[BaseModel] | None = None,
+) -> Callable[[TaskFunc], TaskFunc]:
+    """Register the decorated module-level function as task type `name`."""
+    if max_retries < 0:
+        raise ValueError("max_retries must be >= 0")
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be > 0")
+
+    def register(func: TaskFunc) -> TaskFunc:
+        existing = _registry.get(name)
+        if existing is not None and existing.func is not func:
+            same_place = (existing.func.__module__, existing.func.__qualname__) == (func.__module__, func.__qualname__)
+            if not same_place:
+                raise ValueError(f"task type {name!r} is already registered by {existing.func.__module__}")
+        doc = (func.__doc__ or "").strip().splitlines()
+        _registry[name] = TaskType(
+            name=name,
+            func=func,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
+            params_model=params_model,
+            description=doc[0] if doc else "",
+        )
+        return func
+
+    return register
+
+
+def unregister(name: str) -> None:
+    """Forget task type `name` (used by tests that register throw-away types)."""
+    _registry.pop(name, None)
+
+
+def load(modules: Iterable[str] = ()) -> None:
+    """Import the built-in task modules and `modules`, registering their task types."""
+    for module in (*BUILTIN_MODULES, *modules):
+        importlib.import_module(module)
+
+
+def get(name: str) -> TaskType:
+    """Return task type `name` or raise UnknownTaskType listing the known ones."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownTaskType(name, names()) from None
+
+
+def names() -> list[str]:
+    """Return the registered task type names, sorted."""
+    return sorted(_registry)
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """Turn a pydantic ValidationError into one sentence naming every bad field."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts.append(f"{loc or prefix or 'body'}: {err['msg']}")
+    return "; ".join(parts)

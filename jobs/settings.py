@@ -1,0 +1,130 @@
+"""Settings parsed once from the environment into a typed, frozen object.
+
+Every default lives here with its unit. Secrets (SMTP password, webhook secret)
+are read from the environment only and never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from jobs.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
+"""How long a finished task's result and status stay readable, in seconds (RQ's own default is 500)."""
+DEFAULT_FAILURE_TTL_S = 7 * 24 * 3600
+"""How long a failed task's status and error stay readable, in seconds."""
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+"""Largest accepted request body, in bytes."""
+DEFAULT_RETRY_BASE_S = 2.0
+"""First retry delay in seconds; attempt n waits base * 2**(n-1), with +-50% jitter."""
+DEFAULT_RETRY_MAX_S = 300.0
+"""Cap on any single retry delay, in seconds."""
+DEFAULT_MAINTENANCE_INTERVAL_S = 30
+"""How often a worker looks for abandoned jobs (worker killed mid-task), in seconds."""
+DEFAULT_WEBHOOK_ATTEMPTS = 4
+"""How many times a failure webhook is tried before giving up."""
+DEFAULT_SMTP_TIMEOUT_S = 10.0
+"""Socket timeout for SMTP connections, in seconds."""
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of Taskrelay; build it with `Settings.from_env()`."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    result_ttl_s: int = DEFAULT_RESULT_TTL_S
+    failure_ttl_s: int = DEFAULT_FAILURE_TTL_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    retry_base_s: float = DEFAULT_RETRY_BASE_S
+    retry_max_s: float = DEFAULT_RETRY_MAX_S
+    maintenance_interval_s: int = DEFAULT_MAINTENANCE_INTERVAL_S
+    task_modules: tuple[str, ...] = ()
+    files_dir: Path = Path("var/files")
+    output_dir: Path = Path("var/output")
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = False
+    smtp_from: str = "taskrelay@localhost"
+    smtp_timeout_s: float = DEFAULT_SMTP_TIMEOUT_S
+    failure_webhook_url: str = ""
+    failure_webhook_secret: str = field(default="", repr=False)
+    failure_webhook_attempts: int = DEFAULT_WEBHOOK_ATTEMPTS
+    failure_email_to: tuple[str, ...] = ()
+    s3_endpoint_url: str = ""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Read settings from `environ` (default: os.environ); raise ConfigError on bad values."""
+        env = dict(os.environ if environ is None else environ)
+        return cls(
+            redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            result_ttl_s=_int(env, "RESULT_TTL_S", DEFAULT_RESULT_TTL_S),
+            failure_ttl_s=_int(env, "FAILURE_TTL_S", DEFAULT_FAILURE_TTL_S),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+            retry_base_s=_float(env, "RETRY_BASE_S", DEFAULT_RETRY_BASE_S),
+            retry_max_s=_float(env, "RETRY_MAX_S", DEFAULT_RETRY_MAX_S),
+            maintenance_interval_s=_int(env, "MAINTENANCE_INTERVAL_S", DEFAULT_MAINTENANCE_INTERVAL_S),
+            task_modules=_list(env, "TASKRELAY_TASK_MODULES"),
+            files_dir=Path(env.get("FILES_DIR") or "var/files"),
+            output_dir=Path(env.get("OUTPUT_DIR") or "var/output"),
+            smtp_host=env.get("SMTP_HOST") or "127.0.0.1",
+            smtp_port=_int(env, "SMTP_PORT", 25),
+            smtp_user=env.get("SMTP_USER", ""),
+            smtp_password=env.get("SMTP_PASSWORD", ""),
+            smtp_starttls=_bool(env, "SMTP_STARTTLS", False),
+            smtp_from=env.get("SMTP_FROM") or "taskrelay@localhost",
+            smtp_timeout_s=_float(env, "SMTP_TIMEOUT_S", DEFAULT_SMTP_TIMEOUT_S),
+            failure_webhook_url=env.get("FAILURE_WEBHOOK_URL", ""),
+            failure_webhook_secret=env.get("FAILURE_WEBHOOK_SECRET", ""),
+            failure_webhook_attempts=_int(env, "FAILURE_WEBHOOK_ATTEMPTS", DEFAULT_WEBHOOK_ATTEMPTS),
+            failure_email_to=_list(env, "FAILURE_EMAIL_TO"),
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings.from_env()
