@@ -1,0 +1,129 @@
+"""The function every RQ job runs, and the callback RQ calls when an attempt fails.
+
+`run(task_type, parameters)` looks the task type up in the registry, counts the
+attempt in the job's meta, runs it and logs the outcome. `on_failure` records
+each failed attempt's error (type, message, time) in the job's meta, ends
+retries early for errors retrying cannot fix, and notifies once the failure is
+final. Full tracebacks go to the log only, never into the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+
+from jobs import notify, registry
+from jobs.errors import TaskInputError, UnknownTaskType
+from jobs.settings import get_settings
+
+log = logging.getLogger("taskrelay.worker")
+
+MAX_KEPT_ERRORS = 20
+"""Errors kept per task: the first and the latest attempts matter most."""
+MAX_ERROR_MESSAGE_CHARS = 2000
+NON_RETRYABLE = (TaskInputError, UnknownTaskType)
+
+_loaded = False
+
+
+def _ensure_registry() -> None:
+    # A plain `rq worker` never ran our worker's start-up, so load the task types on first use.
+    global _loaded
+    if not _loaded:
+        registry.load(get_settings().task_modules)
+        _loaded = True
+
+
+def _context(job: Job | None, task_type: str) -> dict[str, Any]:
+    if job is None:
+        return {"task_type": task_type}
+    return {
+        "task_id": job.id,
+        "task_type": task_type,
+        "queue": job.origin,
+        "attempt": job.meta.get("attempts"),
+    }
+
+
+def run(task_type: str, parameters: dict[str, Any]) -> Any:
+    """Run one attempt of task `task_type` with `parameters`; return its JSON-able result."""
+    _ensure_registry()
+    job = get_current_job()
+    if job is not None:
+        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+        job.meta["progress"] = None
+        job.save_meta()
+    context = _context(job, task_type)
+    spec = registry.get(task_type)
+    log.info("task started", extra=context)
+    started = time.perf_counter()
+    try:
+        result = spec.func(spec.parse_params(parameters))
+    except Exception as exc:
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.warning("task attempt failed", extra={**context, "duration_ms": duration_ms, "error": repr(exc)})
+        raise
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    log.info("task succeeded", extra={**context, "duration_ms": duration_ms, "state": "SUCCESS"})
+    return result
+
+
+def report_progress(done: float, total: float | None = None, message: str | None = None) -> None:
+    """Publish the running task's progress; readable in its status as `progress`.
+
+    Call it from inside a task function; outside a job it does nothing.
+    """
+    job = get_current_job()
+    if job is None:
+        return
+    progress: dict[str, Any] = {"done": done, "total": total, "message": message}
+    if total:
+        progress["percent"] = round(100.0 * done / total, 1)
+    job.meta["progress"] = progress
+    job.save_meta()
+
+
+def describe_error(exc_type: type[BaseException] | None, exc_value: BaseException | None) -> dict[str, Any]:
+    """Return the client-safe record of one failed attempt: type, message and time, no traceback."""
+    name = exc_type.__name__ if exc_type is not None else "Error"
+    message = str(exc_value) if exc_value is not None else ""
+    if name == "AbandonedJobError" and not message:
+        message = "the worker running this task stopped before it finished (process killed or lost)"
+    return {
+        "type": name,
+        "message": message[:MAX_ERROR_MESSAGE_CHARS],
+        "at": datetime.now(UTC).isoformat(),
+    }
+
+
+def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+    """Record a failed attempt; stop retrying for bad input; notify when the failure is final."""
+    error = describe_error(exc_type, exc_value)
+    error["attempt"] = job.meta.get("attempts", 0)
+    if isinstance(exc_value, NON_RETRYABLE):
+        job.retries_left = 0
+    errors = list(job.meta.get("errors", []))
+    errors.append(error)
+    if len(errors) > MAX_KEPT_ERRORS:
+        errors = [errors[0], *errors[-(MAX_KEPT_ERRORS - 1) :]]
+    job.meta["errors"] = errors
+    job.save_meta()
+    final = not job.should_retry
+    context = {
+        **_context(job, job.meta.get("task_type", job.description or "")),
+        "error": f"{error['type']}: {error['message']}",
+        "state": "FAILURE" if final else "RETRY",
+    }
+    has_traceback = isinstance(exc_value, BaseException) and exc_value.__traceback__ is not None
+    log.error(
+        "task failed for good" if final else "task attempt failed; will retry",
+        extra=context,
+        exc_info=(exc_type, exc_value, exc_value.__traceback__) if has_traceback else None,
+    )
+    if final:
+        notify.task_failed(job, error, get_settings())
