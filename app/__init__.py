@@ -1,0 +1,108 @@
+"""The Taskrelay HTTP API: `create_app()` builds the Flask app (flask-openapi3 for validation and docs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Response, g, request
+from flask_openapi3 import Info, OpenAPI
+from pydantic import ValidationError
+
+from app import errors
+from jobs import logs, registry
+from jobs.queues import connect
+from jobs.settings import Settings
+
+__version__ = "0.1.0"
+API_SOCKET_TIMEOUT_S = 10.0
+"""Longest the API waits on one Redis reply, in seconds."""
+
+log = logging.getLogger("taskrelay.api")
+
+
+@dataclass
+class AppState:
+    """What the views need: settings and the shared Redis client (one pool per process)."""
+
+    settings: Settings
+    connection: redis.Redis
+
+
+def _validation_failed(exc: ValidationError) -> Any:
+    return errors.render(errors.invalid_request(exc))
+
+
+def _check_json_body() -> Any:
+    """Refuse bodies that are not a JSON object before the views see them."""
+    if request.method not in ("POST", "PUT", "PATCH") or not request.path.startswith("/api/"):
+        return None
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw.strip():
+        return None
+    if not request.is_json:
+        error = errors.ApiError(
+            f"Content-Type must be application/json, got {request.content_type or 'none'!r}",
+            [{"field": "Content-Type", "message": "must be application/json"}],
+        )
+        error.status, error.code = 415, "unsupported_media_type"
+        return errors.render(error)
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return errors.render(
+            errors.InvalidRequest(f"body is not valid JSON: {exc}", [{"field": "body", "message": "invalid JSON"}])
+        )
+    if not isinstance(body, dict):
+        return errors.render(
+            errors.InvalidRequest("body must be a JSON object", [{"field": "body", "message": "must be an object"}])
+        )
+    return None
+
+
+def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> OpenAPI:
+    """Build the API app; `settings` default to the environment, `connection` to REDIS_URL."""
+    settings = settings or Settings.from_env()
+    logs.setup(os.environ.get("LOG_LEVEL", "INFO"))
+    registry.load(settings.task_modules)
+    app = OpenAPI(
+        __name__,
+        info=Info(title="Taskrelay", version=__version__, description="Task API on RQ (Celery-compatible contract)"),
+        validation_error_status=400,
+        validation_error_callback=_validation_failed,
+    )
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["taskrelay"] = AppState(
+        settings=settings,
+        connection=connection or connect(settings.redis_url, socket_timeout_s=API_SOCKET_TIMEOUT_S),
+    )
+    errors.init_app(app)
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    app.before_request(_check_json_body)
+
+    @app.after_request
+    def _log_request(response: Response) -> Response:
+        duration_ms = round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 3)
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={"path": request.path, "duration_ms": duration_ms},
+        )
+        return response
+
+    from app.api import api
+
+    app.register_api(api)
+    return app

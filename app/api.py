@@ -1,0 +1,75 @@
+"""The HTTP views: each validates its input, makes one call into the domain and returns JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+
+from app import listing, purge, tasks
+from app.schemas import ListQuery, SubmitTask, TaskPath, TaskSubmitted
+from jobs import registry
+from jobs.queues import all_queues, redis_errors
+
+tasks_tag = Tag(name="tasks", description="Submit, inspect, list and purge tasks")
+ops_tag = Tag(name="operations", description="Health and the registered task types")
+api = APIBlueprint("api", __name__, url_prefix="/api")
+
+
+def _state() -> Any:
+    return current_app.extensions["taskrelay"]
+
+
+@api.post("/tasks", tags=[tasks_tag], responses={202: TaskSubmitted})
+def submit_task(body: SubmitTask) -> Any:
+    """Submit a task: it is queued on its priority's queue and answered with its id."""
+    state = _state()
+    return jsonify(tasks.submit(state.connection, state.settings, body)), 202
+
+
+@api.get("/tasks/<task_id>", tags=[tasks_tag])
+def get_task(path: TaskPath) -> Any:
+    """Return a task's state, result, attempts, errors and progress; 404 for an unknown id."""
+    return jsonify(tasks.status(_state().connection, path.task_id))
+
+
+@api.get("/tasks", tags=[tasks_tag])
+def list_tasks(query: ListQuery) -> Any:
+    """List tasks, filtered by state, type, task_type and priority, a page at a time."""
+    return jsonify(listing.list_tasks(_state().connection, query))
+
+
+@api.post("/tasks/purge", tags=[tasks_tag])
+def purge_tasks() -> Any:
+    """Stop running tasks, drop queued and scheduled ones and delete all task history."""
+    return jsonify(purge.purge(_state().connection))
+
+
+@api.get("/task-types", tags=[ops_tag])
+def task_types() -> Any:
+    """List the registered task types with their default retries and timeout."""
+    types = []
+    for name in registry.names():
+        spec = registry.get(name)
+        types.append(
+            {
+                "name": name,
+                "description": spec.description,
+                "max_retries": spec.max_retries,
+                "timeout_s": spec.timeout_s,
+                "parameters_schema": spec.params_model.model_json_schema() if spec.params_model else None,
+            }
+        )
+    return jsonify({"task_types": types})
+
+
+@api.get("/health", tags=[ops_tag])
+def health() -> Any:
+    """Report whether Redis answers, the queue depths and how many workers are registered."""
+    connection = _state().connection
+    with redis_errors():
+        connection.ping()
+        queues = {queue.name: queue.count for queue in all_queues(connection)}
+        workers = connection.scard("rq:workers")
+    return jsonify({"status": "ok", "redis": "ok", "queues": queues, "workers": workers})

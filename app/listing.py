@@ -1,0 +1,216 @@
+"""List tasks by reading RQ's queues and registries, never by scanning keys.
+
+Each priority queue has seven places a job can be (its list, and the started,
+deferred, scheduled, finished, failed and canceled registries). A filter picks
+the places that can hold matching jobs; one pipelined LLEN/ZCARD round trip
+sizes them, pages are cut with LRANGE/ZRANGE, and only when a filter cannot be
+answered by the place alone (task_type, or PENDING vs RETRY) are job hashes
+read, in pipelined chunks. Finished and failed tasks come newest first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.utils import parse_composite_key
+
+from app.errors import InvalidRequest
+from app.schemas import ListQuery
+from app.states import LIST_TYPES, STATES, state_of
+from app.tasks import summarize
+from jobs import registry
+from jobs.queues import PRIORITIES, SERIALIZER, get_queue, redis_errors
+
+SCAN_CHUNK = 500
+"""Job hashes read per pipelined round trip when a filter needs them."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """One Redis list or sorted set where a queue keeps job ids."""
+
+    key: str
+    list_type: str
+    states: frozenset[str]
+    is_list: bool = False
+    composite: bool = False
+    newest_first: bool = False
+
+    def read(self, connection: redis.Redis, start: int, stop: int) -> list[str]:
+        """Return the job ids at positions start..stop (inclusive)."""
+        raw: Any
+        if self.is_list:
+            raw = connection.lrange(self.key, start, stop)
+        else:
+            raw = connection.zrange(self.key, start, stop, desc=self.newest_first)
+        ids: list[str] = [entry.decode() if isinstance(entry, bytes) else entry for entry in raw]
+        return [parse_composite_key(i)[0] for i in ids] if self.composite else ids
+
+
+def places_of(queue: Queue) -> list[Place]:
+    """Return every place `queue` keeps job ids, grouped by list type in LIST_TYPES order."""
+    waiting = frozenset({"PENDING", "RETRY"})
+    return [
+        Place(queue.started_job_registry.key, "active", frozenset({"STARTED"}), composite=True),
+        Place(queue.key, "reserved", waiting, is_list=True),
+        Place(queue.deferred_job_registry.key, "reserved", frozenset({"PENDING"})),
+        Place(queue.scheduled_job_registry.key, "scheduled", waiting),
+        Place(queue.finished_job_registry.key, "completed", frozenset({"SUCCESS"}), newest_first=True),
+        Place(queue.failed_job_registry.key, "completed", frozenset({"FAILURE"}), newest_first=True),
+        Place(queue.canceled_job_registry.key, "completed", frozenset({"FAILURE"}), newest_first=True),
+    ]
+
+
+def _select(connection: redis.Redis, query: ListQuery) -> list[Place]:
+    priorities = [query.priority.value] if query.priority else list(PRIORITIES)
+    by_queue = [places_of(get_queue(connection, p)) for p in priorities]
+    chosen = []
+    for list_type in LIST_TYPES:
+        for places in by_queue:
+            for place in places:
+                if place.list_type != list_type:
+                    continue
+                if query.type and place.list_type != query.type.value:
+                    continue
+                if query.state and query.state.value not in place.states:
+                    continue
+                chosen.append(place)
+    return chosen
+
+
+def _predicate(query: ListQuery, place: Place) -> Callable[[list[Any]], bool] | None:
+    """Return a test on [description, status, meta] of a job hash, or None when the place answers alone."""
+    wanted_state = query.state.value if query.state else None
+    check_state = wanted_state is not None and len(place.states) > 1
+    if not check_state and not query.task_type:
+        return None
+
+    def matches(fields: list[Any]) -> bool:
+        description, status, meta_raw = fields
+        if description is None:
+            return False  # expired or deleted between the two reads
+        if query.task_type and description.decode() != query.task_type:
+            return False
+        if check_state:
+            meta = json.loads(meta_raw) if meta_raw else {}
+            return state_of(status.decode() if status else None, meta)[0] == wanted_state
+        return True
+
+    return matches
+
+
+def _inspect(connection: redis.Redis, ids: list[str]) -> list[list[Any]]:
+    pipe = connection.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(Job.key_for(job_id), "description", "status", "meta")
+    return pipe.execute()
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        place_index, position = (int(part) for part in cursor.split(".", 1))
+    except ValueError:
+        raise InvalidRequest(
+            "cursor is not one this API gave out; pass next_cursor from the previous page unchanged",
+            [{"field": "cursor", "message": "malformed cursor"}],
+        ) from None
+    if place_index < 0 or position < 0:
+        raise InvalidRequest("cursor is out of range", [{"field": "cursor", "message": "out of range"}])
+    return place_index, position
+
+
+def _page(
+    connection: redis.Redis, query: ListQuery, places: list[Place], sizes: list[int]
+) -> tuple[list[str], str | None]:
+    """Collect up to `limit` matching ids starting at the cursor (or after `offset` matches)."""
+    start_index, start_pos = _parse_cursor(query.cursor) if query.cursor else (0, 0)
+    skip = 0 if query.cursor else query.offset
+    ids: list[str] = []
+    for index in range(start_index, len(places)):
+        place, size = places[index], sizes[index]
+        position = start_pos if index == start_index else 0
+        matches = _predicate(query, place)
+        while position < size:
+            if matches is None:
+                available = size - position
+                if skip >= available:
+                    skip -= available
+                    break
+                position += skip
+                skip = 0
+                take = min(query.limit - len(ids), size - position)
+                ids.extend(place.read(connection, position, position + take - 1))
+                position += take
+            else:
+                chunk = place.read(connection, position, position + SCAN_CHUNK - 1)
+                if not chunk:
+                    break
+                for offset_in_chunk, fields in enumerate(_inspect(connection, chunk)):
+                    if not matches(fields):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    ids.append(chunk[offset_in_chunk])
+                    if len(ids) == query.limit:
+                        position += offset_in_chunk + 1
+                        break
+                else:
+                    position += len(chunk)
+            if len(ids) == query.limit:
+                more = position < size or index + 1 < len(places)
+                return ids, (f"{index}.{position}" if more else None)
+    return ids, None
+
+
+def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes: list[int]) -> int:
+    total = 0
+    for place, size in zip(places, sizes, strict=True):
+        matches = _predicate(query, place)
+        if matches is None:
+            total += size
+            continue
+        for start in range(0, size, SCAN_CHUNK):
+            chunk = place.read(connection, start, start + SCAN_CHUNK - 1)
+            total += sum(1 for fields in _inspect(connection, chunk) if matches(fields))
+    return total
+
+
+def list_tasks(connection: redis.Redis, query: ListQuery) -> dict[str, Any]:
+    """Return the seed's `{tasks, total, filters, available_filters}` document plus paging fields."""
+    if query.task_type:
+        registry.get(query.task_type)  # an unknown name is a 400 listing the known ones
+    with redis_errors():
+        places = _select(connection, query)
+        pipe = connection.pipeline(transaction=False)
+        for place in places:
+            (pipe.llen if place.is_list else pipe.zcard)(place.key)
+        sizes = [int(n) for n in pipe.execute()]
+        ids, next_cursor = _page(connection, query, places, sizes)
+        jobs = Job.fetch_many(ids, connection=connection, serializer=SERIALIZER)
+        total = _total(connection, query, places, sizes)
+    return {
+        "tasks": [summarize(job) for job in jobs if job is not None],
+        "total": total,
+        "filters": {
+            "state": query.state.value if query.state else None,
+            "type": query.type.value if query.type else None,
+            "task_type": query.task_type,
+            "priority": query.priority.value if query.priority else None,
+        },
+        "available_filters": {
+            "states": list(STATES),
+            "types": list(LIST_TYPES),
+            "task_types": registry.names(),
+            "priorities": list(PRIORITIES),
+        },
+        "limit": query.limit,
+        "offset": query.offset,
+        "next_cursor": next_cursor,
+    }

@@ -1,0 +1,126 @@
+"""Purge all task history: stop running tasks, drop queued and scheduled ones, delete every task key.
+
+Each queue's list and registries are first RENAMEd, in one transaction, to
+private keys: a task submitted while the purge runs lands in a fresh queue and
+survives, and the purge deletes exactly the tasks that existed when it started.
+For each of those it deletes the job hash, its dependents/dependencies sets, its
+results stream (`job.delete()` alone leaves `rq:results:<id>`) and its execution
+records. Keys that are not Taskrelay's (other queues, other apps) are untouched.
+
+Limit: a task running on a non-forking worker (WORKER_CLASS=simple) cannot be
+interrupted; the purge waits up to PURGE_STOP_WAIT_S for it and then deletes it
+anyway, and such a task's final status write may reappear when it finishes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import uuid4
+
+import redis
+from rq.command import send_command
+from rq.executions import Execution, ExecutionRegistry
+from rq.job import Job
+from rq.results import Result
+
+from app.listing import Place, places_of
+from jobs.queues import all_queues, redis_errors
+
+PURGE_STOP_WAIT_S = 5.0
+"""How long a purge waits for stopped tasks to leave the started registries, in seconds."""
+DELETE_CHUNK = 1000
+"""Jobs deleted per pipelined round trip."""
+
+
+def _stop_running(connection: redis.Redis, started: list[Place]) -> int:
+    """Ask each worker to stop the task it runs; return how many were asked."""
+    job_ids = [job_id for place in started for job_id in place.read(connection, 0, -1)]
+    asked = 0
+    for job_id in job_ids:
+        worker_name = connection.hget(Job.key_for(job_id), "worker_name")
+        if isinstance(worker_name, bytes) and worker_name:
+            send_command(connection, worker_name.decode(), "stop-job", job_id=job_id)
+            asked += 1
+    deadline = time.monotonic() + PURGE_STOP_WAIT_S
+    while job_ids and time.monotonic() < deadline:
+        pipe = connection.pipeline(transaction=False)
+        for place in started:
+            pipe.zcard(place.key)
+        if not any(pipe.execute()):
+            break
+        time.sleep(0.05)
+    return asked
+
+
+def _detach(connection: redis.Redis, places: list[Place], token: str) -> list[Place]:
+    """Atomically move every existing place to a private key; return the moved places."""
+    pipe = connection.pipeline(transaction=False)
+    for place in places:
+        pipe.exists(place.key)
+    present = [place for place, exists in zip(places, pipe.execute(), strict=True) if exists]
+    moved = [
+        Place(f"taskrelay:purge:{token}:{n}", p.list_type, p.states, p.is_list, p.composite)
+        for n, p in enumerate(present)
+    ]
+    transaction = connection.pipeline(transaction=True)
+    for old, new in zip(present, moved, strict=True):
+        transaction.rename(old.key, new.key)
+    results = transaction.execute(raise_on_error=False)
+    return [new for new, result in zip(moved, results, strict=True) if not isinstance(result, Exception)]
+
+
+def _delete_jobs(connection: redis.Redis, job_ids: list[str]) -> int:
+    """Delete every key of each job; return how many keys were removed."""
+    removed = 0
+    for start in range(0, len(job_ids), DELETE_CHUNK):
+        chunk = job_ids[start : start + DELETE_CHUNK]
+        pipe = connection.pipeline(transaction=False)
+        for job_id in chunk:
+            pipe.zrange(ExecutionRegistry.key_template.format(job_id), 0, -1)
+        executions = pipe.execute()
+        pipe = connection.pipeline(transaction=False)
+        for job_id, execution_ids in zip(chunk, executions, strict=True):
+            job_key = Job.key_for(job_id)
+            keys = [
+                job_key,
+                f"{job_key}:dependents",
+                f"{job_key}:dependencies",
+                Result.get_key(job_id),
+                ExecutionRegistry.key_template.format(job_id),
+            ]
+            keys += [Execution(e.decode(), job_id, connection).key for e in execution_ids]
+            pipe.delete(*keys)
+        removed += sum(pipe.execute())
+    return removed
+
+
+def purge(connection: redis.Redis) -> dict[str, Any]:
+    """Purge every task of the three queues; return the seed's purge document."""
+    with redis_errors():
+        queues = all_queues(connection)
+        places = [place for queue in queues for place in places_of(queue)]
+        places += [Place(queue.intermediate_queue_key, "active", frozenset(), is_list=True) for queue in queues]
+        active = _stop_running(connection, [p for p in places if p.list_type == "active" and not p.is_list])
+        moved = _detach(connection, places, uuid4().hex)
+        counts = {"reserved": 0, "scheduled": 0}
+        job_ids: set[str] = set()
+        for place in moved:
+            ids = place.read(connection, 0, -1)
+            job_ids.update(ids)
+            if place.list_type in counts:
+                counts[place.list_type] += len(ids)
+        removed = _delete_jobs(connection, sorted(job_ids))
+        if moved:
+            connection.delete(*(place.key for place in moved))
+            removed += len(moved)
+    return {
+        "status": "success",
+        "message": "All task history has been purged",
+        "details": {
+            "active_tasks_revoked": active,
+            "reserved_tasks_revoked": counts["reserved"],
+            "scheduled_tasks_revoked": counts["scheduled"],
+            "redis_keys_cleared": removed,
+        },
+    }

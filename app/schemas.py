@@ -1,0 +1,81 @@
+"""Request and response models of the HTTP API (pydantic v2, rendered into the OpenAPI spec)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.states import LIST_TYPES, STATES
+
+MAX_DELAY_S = 366 * 24 * 3600
+"""Longest accepted delay_seconds: one year, in seconds."""
+MAX_RETRIES_LIMIT = 25
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+Priority = Enum("Priority", {p: p for p in ("high", "normal", "low")}, type=str)  # type: ignore[misc]
+State = Enum("State", {s: s for s in STATES}, type=str)  # type: ignore[misc]
+ListType = Enum("ListType", {t: t for t in LIST_TYPES}, type=str)  # type: ignore[misc]
+
+
+class SubmitTask(BaseModel):
+    """A task to run: which type, how urgent, its parameters, and optionally when."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: str = Field(description="A registered task type, e.g. data_processing", min_length=1, max_length=200)
+    priority: Priority = Field(default=Priority.normal, description="high, normal or low")  # type: ignore[attr-defined]
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Task-specific parameters (a JSON object)")
+    run_at: datetime | None = Field(default=None, description="Run no earlier than this ISO 8601 time (UTC if naive)")
+    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_S, description="Run after this many seconds")
+    max_retries: int | None = Field(
+        default=None, ge=0, le=MAX_RETRIES_LIMIT, description="Retries after a failed attempt (default: per task type)"
+    )
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> SubmitTask:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give run_at or delay_seconds, not both")
+        return self
+
+
+class TaskSubmitted(BaseModel):
+    """The answer to a submission (202)."""
+
+    task_id: str
+    status: str = "submitted"
+    message: str
+    queue: str
+
+
+class TaskPath(BaseModel):
+    """The task id in the URL."""
+
+    task_id: str = Field(max_length=200)
+
+
+class ListQuery(BaseModel):
+    """Filters and paging for GET /api/tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: State | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE or RETRY")
+    type: ListType | None = Field(default=None, description="active, reserved, scheduled or completed")
+    task_type: str | None = Field(default=None, description="Only tasks of this registered type")
+    priority: Priority | None = Field(default=None, description="Only tasks of this priority")
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(default=0, ge=0, description="Skip this many matching tasks")
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page (faster than offset)")
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _upper_state(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("type", "priority", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value

@@ -1,0 +1,121 @@
+"""Submit tasks and read their status: the calls the API views make into RQ."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import redis
+from pydantic import ValidationError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from app.errors import TaskNotFound, invalid_request
+from app.schemas import SubmitTask
+from app.states import state_of
+from jobs import registry
+from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, enqueue_task, redis_errors
+from jobs.settings import Settings
+
+SUBMITTED_MESSAGE = "Task has been submitted successfully"
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Return an ISO 8601 UTC string for `moment` (RQ stores naive UTC or aware times)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+def submit(connection: redis.Redis, settings: Settings, request: SubmitTask) -> dict[str, Any]:
+    """Validate `request` against the task registry and enqueue it; return the 202 body."""
+    spec = registry.get(request.task_type)
+    if spec.params_model is not None:
+        try:
+            spec.params_model.model_validate(request.parameters)
+        except ValidationError as exc:
+            raise invalid_request(exc, prefix="parameters") from None
+    now = datetime.now(UTC)
+    run_at = request.run_at
+    if run_at is not None and run_at.tzinfo is None:
+        run_at = run_at.replace(tzinfo=UTC)
+    if request.delay_seconds:
+        run_at = now + timedelta(seconds=request.delay_seconds)
+    priority = request.priority.value
+    task_id = str(uuid4())
+    with redis_errors():
+        enqueue_task(
+            connection,
+            settings,
+            task_id=task_id,
+            task_type=spec,
+            priority=priority,
+            parameters=request.parameters,
+            max_retries=request.max_retries,
+            run_at=run_at,
+            submitted_at=now.isoformat(),
+        )
+    return {
+        "task_id": task_id,
+        "status": "submitted",
+        "message": SUBMITTED_MESSAGE,
+        "queue": QUEUE_NAMES[priority],
+    }
+
+
+def summarize(job: Job) -> dict[str, Any]:
+    """Return the list entry for `job`: identity, state and times, without the result."""
+    meta = job.meta or {}
+    state, word = state_of(job.get_status(refresh=False), meta)
+    errors = meta.get("errors") or []
+    return {
+        "task_id": job.id,
+        "state": state,
+        "status": word,
+        "task_type": meta.get("task_type") or job.description,
+        "priority": meta.get("priority") or PRIORITY_OF_QUEUE.get(job.origin),
+        "queue": job.origin,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "ended_at": iso(job.ended_at),
+        "attempts": meta.get("attempts", 0),
+        "error": _public_error(errors[-1]) if state == "FAILURE" and errors else None,
+    }
+
+
+def _public_error(error: dict[str, Any]) -> dict[str, Any]:
+    return {"type": error.get("type"), "message": error.get("message")}
+
+
+def status(connection: redis.Redis, task_id: str) -> dict[str, Any]:
+    """Return the seed's `{state, status: {...}}` document for one task, or raise TaskNotFound."""
+    with redis_errors():
+        try:
+            job = Job.fetch(task_id, connection=connection, serializer=SERIALIZER)
+        except NoSuchJobError:
+            raise TaskNotFound(f"no task with id {task_id!r}; it was never submitted or has expired") from None
+        summary = summarize(job)
+        result = job.return_value(refresh=True) if summary["state"] == "SUCCESS" else None
+    meta = job.meta or {}
+    errors = meta.get("errors") or []
+    detail = {
+        "priority": summary["priority"],
+        "result": result,
+        "status": summary["status"],
+        "task_type": summary["task_type"],
+        "queue": job.origin,
+        "created_at": summary["created_at"],
+        "enqueued_at": iso(job.enqueued_at),
+        "started_at": summary["started_at"],
+        "ended_at": summary["ended_at"],
+        "attempts": summary["attempts"],
+        "max_retries": meta.get("max_retries"),
+        "retries_left": job.retries_left,
+        "errors": errors,
+        "error": summary["error"],
+        "progress": meta.get("progress"),
+    }
+    return {"task_id": job.id, "state": summary["state"], "status": detail}

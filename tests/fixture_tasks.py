@@ -1,0 +1,42 @@
+"""Task types that exist only for tests; workers load them with TASKRELAY_TASK_MODULES=tests.fixture_tasks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rq import get_current_job
+
+from jobs.errors import TaskInputError
+from jobs.registry import task
+from jobs.runner import report_progress
+
+
+@task("test_flaky", max_retries=3, timeout_s=30)
+def flaky(params: dict[str, Any]) -> dict[str, Any]:
+    """Fail until attempt `succeed_on`, then return which attempt succeeded."""
+    job = get_current_job()
+    attempt = job.meta["attempts"] if job else 1
+    if attempt < int(params.get("succeed_on", 2)):
+        raise RuntimeError(f"planned failure on attempt {attempt}")
+    return {"succeeded_on": attempt}
+
+
+@task("test_bad_input", max_retries=5, timeout_s=30)
+def bad_input(params: dict[str, Any]) -> None:
+    """Fail with an error retrying cannot fix."""
+    raise TaskInputError("value must be positive")
+
+
+@task("test_hold", max_retries=0, timeout_s=60)
+def hold(params: dict[str, Any]) -> dict[str, Any]:
+    """Report progress, then wait until the Redis key `release_key` exists (at most `max_s` seconds)."""
+    job = get_current_job()
+    assert job is not None
+    report_progress(1, 2, "holding")
+    deadline = time.monotonic() + float(params.get("max_s", 30))
+    while time.monotonic() < deadline:
+        if job.connection.exists(params["release_key"]):
+            return {"released": True}
+        time.sleep(0.02)
+    return {"released": False}
