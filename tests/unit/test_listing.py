@@ -59,11 +59,14 @@ def test_filters_by_state_type_task_type_and_priority(client, drain):
     assert client.get("/api/tasks?state=success").json["total"] == 2  # case-insensitive
 
 
-def test_completed_tasks_come_newest_first(client, drain):
+def test_completed_tasks_come_newest_first(client, drain, fake_redis):
     first = submit(client)
     drain()
     second = submit(client)
     drain()
+    # RQ scores finished jobs by expiry in whole seconds; spread them as if they ended a second apart.
+    expiry = fake_redis.zscore("rq:finished:normal_priority", first)
+    fake_redis.zadd("rq:finished:normal_priority", {first: expiry - 1, second: expiry})
     assert ids(client.get("/api/tasks?state=SUCCESS").json) == [second, first]
 
 
