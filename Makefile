@@ -1,0 +1,38 @@
+# Every target here is a command the README documents. Configuration comes from the environment only.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+HOST ?= 127.0.0.1
+API_WORKERS ?= 4
+
+.PHONY: run test api worker install lint clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(BIN)/.installed  ## create .venv and install the pinned requirements
+
+run: install  ## the whole system: embedded Redis (unless REDIS_URL is set), API and workers
+	$(BIN)/python -m app.launcher
+
+api: install  ## the HTTP API under gunicorn on $(HOST):$(PORT)
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(API_WORKERS) --threads 4 'app:create_app()'
+
+worker: install  ## one RQ worker on high_priority, normal_priority, low_priority (in that order)
+	$(BIN)/python -m jobs.worker
+
+lint: install  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app jobs tests
+
+test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
