@@ -103,8 +103,8 @@ def test_html_and_text_arrive_as_alternatives_with_variables_escaped_in_html_onl
     assert message.get_content_type() == "multipart/alternative"
     assert [part.get_content_type() for part in message.iter_parts()] == ["text/plain", "text/html"]
     assert message["Subject"] == 'Report for <b>Tom & "Jerry"</b>'
-    assert message.get_body(("plain",)).get_content().strip() == 'Hi <b>Tom & "Jerry"</b>'  # type: ignore[union-attr]
-    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert message.get_body(("plain",)).get_content().strip() == 'Hi <b>Tom & "Jerry"</b>'
+    html = message.get_body(("html",)).get_content()
     assert html.strip() == "<p>Hi &lt;b&gt;Tom &amp; &quot;Jerry&quot;&lt;/b&gt;</p>"
 
 

@@ -1,0 +1,116 @@
+"""Start the API (gunicorn) and workers as real processes for integration tests, and stop them after."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    """Return a TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """Send one JSON request; return (status, decoded JSON body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@dataclass
+class System:
+    """A running API and its workers."""
+
+    base_url: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def submit(self, body: dict[str, Any]) -> str:
+        status, answer = http("POST", f"{self.base_url}/api/tasks", body)
+        assert status == 202, answer
+        return answer["task_id"]
+
+    def status(self, task_id: str) -> dict[str, Any]:
+        code, answer = http("GET", f"{self.base_url}/api/tasks/{task_id}")
+        assert code == 200, answer
+        return answer
+
+    def wait_for(self, task_id: str, states: tuple[str, ...] = ("SUCCESS", "FAILURE"), timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.status(task_id)
+            if answer["state"] in states:
+                return answer
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_id} still {answer['state']} after {timeout} s: {answer}")
+            time.sleep(0.05)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def running_system(redis_url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[System]:
+    """Run gunicorn and `workers` RQ workers against `redis_url` until the block ends."""
+    port = free_port()
+    child_env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **(env or {}),
+    }
+    system = System(base_url=f"http://127.0.0.1:{port}")
+    api = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"]
+    try:
+        system.processes.append(_spawn([*api, "--log-level", "warning", "app:create_app()"], child_env))
+        for _ in range(workers):
+            system.processes.append(_spawn([sys.executable, "-m", "jobs.worker"], child_env))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                code, health = http("GET", f"{system.base_url}/api/health", timeout=1)
+                if code == 200 and health["workers"] >= workers:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("API and workers did not come up in time")
+            time.sleep(0.1)
+        yield system
+    finally:
+        for process in system.processes:
+            _stop(process)
