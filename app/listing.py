@@ -5,7 +5,9 @@ deferred, scheduled, finished, failed and canceled registries). A filter picks
 the places that can hold matching jobs; one pipelined LLEN/ZCARD round trip
 sizes them, pages are cut with LRANGE/ZRANGE, and only when a filter cannot be
 answered by the place alone (task_type, or PENDING vs RETRY) are job hashes
-read, in pipelined chunks. Finished and failed tasks come newest first.
+read, in pipelined chunks, at most MAX_INSPECTED per request: past that the
+page may come back short with a next_cursor to continue from, and `total` is
+an upper bound (`total_exact: false`). Finished and failed tasks come newest first.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from jobs.queues import PRIORITIES, SERIALIZER, get_queue, redis_errors
 
 SCAN_CHUNK = 500
 """Job hashes read per pipelined round trip when a filter needs them."""
+MAX_INSPECTED = 20_000
+"""Most job hashes one request reads for a filter; past it the page ends early and `total` is an upper bound."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ def _page(
     start_index, start_pos = _parse_cursor(query.cursor) if query.cursor else (0, 0)
     skip = 0 if query.cursor else query.offset
     ids: list[str] = []
+    inspected = 0
     for index in range(start_index, len(places)):
         place, size = places[index], sizes[index]
         position = start_pos if index == start_index else 0
@@ -148,9 +153,12 @@ def _page(
                 ids.extend(place.read(connection, position, position + take - 1))
                 position += take
             else:
+                if inspected >= MAX_INSPECTED:
+                    return ids, f"{index}.{position}"  # a short page: the client follows the cursor
                 chunk = place.read(connection, position, position + SCAN_CHUNK - 1)
                 if not chunk:
                     break
+                inspected += len(chunk)
                 for offset_in_chunk, fields in enumerate(_inspect(connection, chunk)):
                     if not matches(fields):
                         continue
@@ -169,7 +177,11 @@ def _page(
     return ids, None
 
 
-def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes: list[int]) -> int:
+def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes: list[int]) -> tuple[int, bool]:
+    """Return (total, exact): exact unless counting would read more than MAX_INSPECTED job hashes."""
+    to_inspect = sum(size for place, size in zip(places, sizes, strict=True) if _predicate(query, place))
+    if to_inspect > MAX_INSPECTED:
+        return sum(sizes), False
     total = 0
     for place, size in zip(places, sizes, strict=True):
         matches = _predicate(query, place)
@@ -179,7 +191,7 @@ def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes
         for start in range(0, size, SCAN_CHUNK):
             chunk = place.read(connection, start, start + SCAN_CHUNK - 1)
             total += sum(1 for fields in _inspect(connection, chunk) if matches(fields))
-    return total
+    return total, True
 
 
 def list_tasks(connection: redis.Redis, query: ListQuery) -> dict[str, Any]:
@@ -194,10 +206,11 @@ def list_tasks(connection: redis.Redis, query: ListQuery) -> dict[str, Any]:
         sizes = [int(n) for n in pipe.execute()]
         ids, next_cursor = _page(connection, query, places, sizes)
         jobs = Job.fetch_many(ids, connection=connection, serializer=SERIALIZER)
-        total = _total(connection, query, places, sizes)
+        total, exact = _total(connection, query, places, sizes)
     return {
         "tasks": [summarize(job) for job in jobs if job is not None],
         "total": total,
+        "total_exact": exact,
         "filters": {
             "state": query.state.value if query.state else None,
             "type": query.type.value if query.type else None,

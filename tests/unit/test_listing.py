@@ -135,3 +135,24 @@ def test_task_submitted_after_purge_is_kept(client, drain):
     kept = submit(client)
     drain()
     assert client.get(f"/api/tasks/{kept}").json["state"] == "SUCCESS"
+
+
+def test_inspection_budget_gives_short_pages_and_an_upper_bound(client, drain, monkeypatch):
+    monkeypatch.setattr("app.listing.MAX_INSPECTED", 4)
+    monkeypatch.setattr("app.listing.SCAN_CHUNK", 2)
+    wanted = submit(client, task_type="test_flaky", parameters={"succeed_on": 1})
+    others = [submit(client) for _ in range(7)]
+    drain()
+    seen, cursor, pages = [], "", 0
+    while True:
+        page = client.get(f"/api/tasks?task_type=data_processing&limit=50{cursor}").json
+        assert page["total_exact"] is False
+        assert page["total"] == 8  # every candidate: an upper bound
+        seen += ids(page)
+        pages += 1
+        if not page["next_cursor"]:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert pages > 1
+    assert sorted(seen) == sorted(others)
+    assert wanted not in seen
