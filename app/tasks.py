@@ -15,7 +15,7 @@ from app.errors import TaskNotFound, invalid_request
 from app.schemas import SubmitTask
 from app.states import state_of
 from jobs import registry
-from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, enqueue_task, redis_errors
+from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, TaskRequest, enqueue_task, redis_errors
 from jobs.settings import Settings
 
 SUBMITTED_MESSAGE = "Task has been submitted successfully"
@@ -50,13 +50,15 @@ def submit(connection: redis.Redis, settings: Settings, request: SubmitTask) -> 
         enqueue_task(
             connection,
             settings,
-            task_id=task_id,
-            task_type=spec,
-            priority=priority,
-            parameters=request.parameters,
-            max_retries=request.max_retries,
-            run_at=run_at,
-            submitted_at=now.isoformat(),
+            TaskRequest(
+                task_id=task_id,
+                task_type=spec.name,
+                priority=priority,
+                parameters=request.parameters,
+                max_retries=request.max_retries,
+                run_at=run_at,
+                submitted_at=now.isoformat(),
+            ),
         )
     return {
         "task_id": task_id,
