@@ -77,13 +77,16 @@ def all_queues(connection: redis.Redis) -> list[Queue]:
     return [get_queue(connection, priority) for priority in PRIORITIES]
 
 
+_JITTER = random.Random()  # one generator: seeding a new one per task costs more than the rest of its enqueue
+
+
 def backoff_intervals(max_retries: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> list[int]:
     """Return the wait before each retry in whole seconds: base * 2**n with +-50% jitter, capped.
 
     Jitter is drawn once at submission, so the schedule is stored with the job
     and visible; it spreads retries of tasks that failed together.
     """
-    rng = rng or random.Random()
+    rng = rng or _JITTER
     delays = []
     for attempt in range(max_retries):
         delay = min(cap_s, base_s * 2**attempt) * rng.uniform(0.5, 1.5)
@@ -143,7 +146,7 @@ def enqueue_batch(
     connection: redis.Redis,
     settings: Settings,
     requests: list[TaskRequest],
-    also: Callable[[Pipeline], None] | None = None,
+    also: Callable[[Pipeline], object] | None = None,
 ) -> list[str]:
     """Enqueue every request whose job does not exist yet, all in one MULTI/EXEC; return the ids created.
 
@@ -153,6 +156,10 @@ def enqueue_batch(
     may add commands to the same transaction.
     """
     queues = {priority: get_queue(connection, priority) for priority in PRIORITIES}
+    first_of_each: dict[str, TaskRequest] = {}
+    for request in requests:
+        first_of_each.setdefault(request.task_id, request)
+    requests = list(first_of_each.values())
     keys = [Job.key_for(r.task_id) for r in requests]
     while True:
         with connection.pipeline(transaction=True) as pipe:

@@ -1,0 +1,45 @@
+"""enqueue_batch: one transaction, idempotent by task id, scheduled tasks, extra commands."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from rq.job import Job
+
+from jobs.queues import SERIALIZER, TaskRequest, enqueue_batch
+
+
+def request(task_id, priority="normal", run_at=None):
+    return TaskRequest(task_id, "data_processing", priority, {"data": [1]}, "2026-01-01T00:00:00+00:00", run_at=run_at)
+
+
+def test_creates_ordinary_rq_jobs_on_their_queues(fake_redis, settings, client, drain):
+    created = enqueue_batch(fake_redis, settings, [request("a", "high"), request("b", "low"), request("c", "low")])
+    assert created == ["a", "b", "c"]
+    assert fake_redis.lrange("rq:queue:high_priority", 0, -1) == [b"a"]
+    assert fake_redis.lrange("rq:queue:low_priority", 0, -1) == [b"b", b"c"]
+    job = Job.fetch("b", connection=fake_redis, serializer=SERIALIZER)
+    assert job.get_status() == "queued"
+    assert job.meta["priority"] == "low"
+    assert job.retries_left == 3
+    drain()
+    assert client.get("/api/tasks/b").json["state"] == "SUCCESS"
+
+
+def test_existing_ids_and_repeats_in_a_batch_are_skipped(fake_redis, settings):
+    enqueue_batch(fake_redis, settings, [request("a")])
+    created = enqueue_batch(fake_redis, settings, [request("a"), request("b"), request("b")])
+    assert created == ["b"]
+    assert fake_redis.lrange("rq:queue:normal_priority", 0, -1) == [b"a", b"b"]
+
+
+def test_future_run_at_goes_to_the_scheduled_registry(fake_redis, settings):
+    later = datetime.now(UTC) + timedelta(hours=1)
+    enqueue_batch(fake_redis, settings, [request("later", run_at=later)])
+    assert fake_redis.llen("rq:queue:normal_priority") == 0
+    assert fake_redis.zscore("rq:scheduled:normal_priority", "later") == int(later.timestamp())
+
+
+def test_extra_commands_run_in_the_same_transaction(fake_redis, settings):
+    enqueue_batch(fake_redis, settings, [request("a")], also=lambda pipe: pipe.set("marker", "1"))
+    assert fake_redis.get("marker") == b"1"
