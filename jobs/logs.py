@@ -38,6 +38,9 @@ def setup(level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # pika narrates every socket step, and logs each refused connection as several errors;
+    # bridge.amqp reports every failure itself, once, in its own words.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     # RQ adds its own coloured handler to 'rq.worker' unless one is there already.
     rq_logger = logging.getLogger("rq.worker")
     rq_logger.handlers = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]

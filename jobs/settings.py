@@ -30,6 +30,11 @@ DEFAULT_WEBHOOK_ATTEMPTS = 4
 """How many times a failure webhook is tried before giving up."""
 DEFAULT_SMTP_TIMEOUT_S = 10.0
 """Socket timeout for SMTP connections, in seconds."""
+DEFAULT_INGRESS_QUEUE = "taskrelay.ingress"
+DEFAULT_BRIDGE_BATCH_SIZE = 500
+"""Most messages the bridge moves into Redis per pipeline (and acks at once); also its prefetch window."""
+DEFAULT_BRIDGE_BATCH_WAIT_S = 0.05
+"""Longest the bridge holds a partial batch before moving it, in seconds."""
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -93,6 +98,10 @@ class Settings:
     failure_webhook_attempts: int = DEFAULT_WEBHOOK_ATTEMPTS
     failure_email_to: tuple[str, ...] = ()
     s3_endpoint_url: str = ""
+    rabbitmq_url: str = field(default="", repr=False)
+    ingress_queue: str = DEFAULT_INGRESS_QUEUE
+    bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
+    bridge_batch_wait_s: float = DEFAULT_BRIDGE_BATCH_WAIT_S
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -121,6 +130,10 @@ class Settings:
             failure_webhook_attempts=_int(env, "FAILURE_WEBHOOK_ATTEMPTS", DEFAULT_WEBHOOK_ATTEMPTS),
             failure_email_to=_list(env, "FAILURE_EMAIL_TO"),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
+            rabbitmq_url=env.get("RABBITMQ_URL", ""),
+            ingress_queue=env.get("INGRESS_QUEUE") or DEFAULT_INGRESS_QUEUE,
+            bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
+            bridge_batch_wait_s=_float(env, "BRIDGE_BATCH_WAIT_S", DEFAULT_BRIDGE_BATCH_WAIT_S),
         )
 
 

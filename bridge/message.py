@@ -1,0 +1,101 @@
+"""The ingress wire message: a small, versioned JSON envelope around one task."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jobs.errors import TaskrelayError
+from jobs.queues import PRIORITIES, TaskRequest
+
+VERSION = 1
+REQUIRED = ("task_id", "task_type", "priority", "parameters", "submitted_at")
+
+
+class PoisonMessage(TaskrelayError):
+    """An ingress message that can never become a task; it goes to the dead-letter queue with this reason."""
+
+
+@dataclass(frozen=True)
+class TaskEnvelope:
+    """One task on its way from the API to RQ."""
+
+    task_id: str
+    task_type: str
+    priority: str
+    parameters: dict[str, Any]
+    submitted_at: str
+    run_at: str | None = None
+    max_retries: int | None = None
+    version: int = VERSION
+
+    @classmethod
+    def from_request(cls, request: TaskRequest) -> TaskEnvelope:
+        """Wrap an accepted task for the wire."""
+        return cls(
+            task_id=request.task_id,
+            task_type=request.task_type,
+            priority=request.priority,
+            parameters=request.parameters,
+            submitted_at=request.submitted_at,
+            run_at=request.run_at.isoformat() if request.run_at else None,
+            max_retries=request.max_retries,
+        )
+
+    def to_request(self) -> TaskRequest:
+        """Return the task as the enqueue side takes it."""
+        return TaskRequest(
+            task_id=self.task_id,
+            task_type=self.task_type,
+            priority=self.priority,
+            parameters=self.parameters,
+            submitted_at=self.submitted_at,
+            max_retries=self.max_retries,
+            run_at=datetime.fromisoformat(self.run_at) if self.run_at else None,
+        )
+
+    def encode(self) -> bytes:
+        """Return the JSON bytes sent to RabbitMQ."""
+        # Not dataclasses.asdict: it deep-copies the parameters, a measurable cost per request.
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(fields, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> TaskEnvelope:
+        """Parse a message body; raise PoisonMessage saying why it cannot be a task."""
+        try:
+            fields = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PoisonMessage(f"not JSON: {exc}") from None
+        if not isinstance(fields, dict):
+            raise PoisonMessage(f"not a JSON object but {type(fields).__name__}")
+        if fields.get("version") != VERSION:
+            raise PoisonMessage(f"unknown envelope version {fields.get('version')!r}; this bridge reads {VERSION}")
+        missing = [name for name in REQUIRED if name not in fields]
+        if missing:
+            raise PoisonMessage(f"missing fields: {', '.join(missing)}")
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise PoisonMessage(f"unknown fields: {', '.join(unknown)}")
+        _check(isinstance(fields["task_id"], str) and 0 < len(fields["task_id"]) <= 200, "task_id must be a string")
+        _check(isinstance(fields["task_type"], str), "task_type must be a string")
+        _check(fields["priority"] in PRIORITIES, f"priority must be one of {', '.join(PRIORITIES)}")
+        _check(isinstance(fields["parameters"], dict), "parameters must be an object")
+        _check(isinstance(fields["submitted_at"], str), "submitted_at must be a string")
+        max_retries = fields.get("max_retries")
+        _check(max_retries is None or (isinstance(max_retries, int) and max_retries >= 0), "bad max_retries")
+        run_at = fields.get("run_at")
+        if run_at is not None:
+            try:
+                parsed = datetime.fromisoformat(run_at)
+            except (TypeError, ValueError):
+                raise PoisonMessage(f"run_at is not an ISO 8601 time: {run_at!r}") from None
+            _check(parsed.tzinfo is not None, "run_at must carry a UTC offset")
+        return cls(**fields)
+
+
+def _check(condition: bool, reason: str) -> None:
+    if not condition:
+        raise PoisonMessage(reason)

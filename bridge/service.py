@@ -1,0 +1,164 @@
+"""The bridge process: move tasks from the RabbitMQ ingress queue into RQ, a batch at a time.
+
+Guarantees: a message is acked only after Redis holds its job (at-least-once
+into RQ); a redelivered message finds its job by task id and creates nothing
+(so no task runs twice because of the bridge); poison messages go to the
+dead-letter queue with their reason. With Redis down the batch is held, unacked,
+and retried with backoff; with RabbitMQ down the bridge reconnects with backoff.
+SIGTERM or SIGINT: the batch in hand is finished and acked, then it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+
+import redis
+
+from bridge import pending
+from bridge.amqp import Consumer, Delivery, IngressUnavailable, Topology
+from bridge.message import PoisonMessage, TaskEnvelope
+from jobs import registry
+from jobs.errors import UnknownTaskType
+from jobs.queues import TaskRequest, enqueue_batch
+from jobs.settings import Settings
+
+log = logging.getLogger("taskrelay.bridge")
+
+BACKOFF_START_S = 0.2
+BACKOFF_MAX_S = 5.0
+"""Reconnect and Redis retry waits grow from BACKOFF_START_S, doubling, up to this (seconds)."""
+STATS_EVERY_S = 30.0
+"""How often the bridge logs its counters, in seconds."""
+
+
+@dataclass
+class Counters:
+    """What the bridge has done since it started."""
+
+    moved: int = 0
+    duplicates: int = 0
+    poisoned: int = 0
+    batches: int = 0
+    reconnects: int = 0
+    redis_waits: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Bridge:
+    """Consume the ingress queue and enqueue into RQ until stopped."""
+
+    def __init__(self, settings: Settings, connection: redis.Redis) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.topology = Topology(settings.ingress_queue)
+        self.counters = Counters()
+        self._stopping = False
+        self._last_stats = time.monotonic()
+
+    def stop(self, *_: object) -> None:
+        """Ask the bridge to finish its batch and exit."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        """Stop cleanly on SIGTERM and SIGINT."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: finishing the current batch, then exiting", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        """Move tasks until stopped, reconnecting to RabbitMQ with backoff."""
+        backoff = BACKOFF_START_S
+        while not self._stopping:
+            consumer = Consumer(self.settings.rabbitmq_url, self.topology, prefetch=self.settings.bridge_batch_size)
+            try:
+                consumer.connect()
+                log.info("consuming %s", self.topology.queue)
+                backoff = BACKOFF_START_S
+                batches = consumer.batches(
+                    self.settings.bridge_batch_size, self.settings.bridge_batch_wait_s, lambda: self._stopping
+                )
+                for batch in batches:
+                    self.handle(batch, consumer)
+                    self._maybe_log_stats()
+            except IngressUnavailable as exc:
+                self.counters.reconnects += 1
+                log.warning("RabbitMQ unavailable (%s); reconnecting in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+            finally:
+                consumer.close()
+        self._log_stats()
+        log.info("bridge stopped")
+
+    def handle(self, batch: list[Delivery], consumer: Consumer) -> bool:
+        """Move one batch into RQ and ack it; return False if stopped before Redis took it (nothing acked)."""
+        requests: list[TaskRequest] = []
+        for delivery in batch:
+            try:
+                requests.append(self._decode(delivery))
+            except PoisonMessage as exc:
+                consumer.dead_letter(delivery, str(exc))
+                self.counters.poisoned += 1
+                log.error("poison message dead-lettered: %s", exc, extra={"task_id": _message_id(delivery)})
+        if requests and not self._store(requests, consumer):
+            return False
+        consumer.ack_through(batch[-1].tag)
+        self.counters.batches += 1
+        return True
+
+    def _decode(self, delivery: Delivery) -> TaskRequest:
+        envelope = TaskEnvelope.decode(delivery.body)
+        try:
+            registry.get(envelope.task_type)
+        except UnknownTaskType as exc:
+            raise PoisonMessage(str(exc)) from None
+        return envelope.to_request()
+
+    def _store(self, requests: list[TaskRequest], consumer: Consumer) -> bool:
+        """Enqueue `requests` in one transaction, waiting out a Redis outage; False if stopped meanwhile."""
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                created = enqueue_batch(
+                    self.connection, self.settings, requests, also=lambda pipe: pending.forget(pipe, requests)
+                )
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                self.counters.redis_waits += 1
+                log.warning("Redis unavailable (%s); holding %s tasks, retrying in %.1f s", exc, len(requests), backoff)
+                if self._stopping:
+                    return False
+                consumer.sleep(backoff)
+                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                continue
+            self.counters.moved += len(created)
+            self.counters.duplicates += len(requests) - len(created)
+            return True
+
+    def _maybe_log_stats(self) -> None:
+        if time.monotonic() - self._last_stats >= STATS_EVERY_S:
+            self._log_stats()
+
+    def _log_stats(self) -> None:
+        self._last_stats = time.monotonic()
+        c = self.counters
+        log.info(
+            "bridge counters: moved=%s duplicates=%s poisoned=%s batches=%s reconnects=%s redis_waits=%s",
+            c.moved,
+            c.duplicates,
+            c.poisoned,
+            c.batches,
+            c.reconnects,
+            c.redis_waits,
+        )
+
+
+def _message_id(delivery: Delivery) -> str | None:
+    return getattr(delivery.properties, "message_id", None)
