@@ -15,6 +15,8 @@ from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
 from app import errors
+from bridge import ingress
+from bridge.ingress import Ingress
 from jobs import logs, registry
 from jobs.queues import connect
 from jobs.settings import Settings
@@ -28,10 +30,11 @@ log = logging.getLogger("taskrelay.api")
 
 @dataclass
 class AppState:
-    """What the views need: settings and the shared Redis client (one pool per process)."""
+    """What the views need: settings, the shared Redis client (one pool per process) and the ingress."""
 
     settings: Settings
     connection: redis.Redis
+    ingress: Ingress
 
 
 def _validation_failed(exc: ValidationError) -> Any:
@@ -52,12 +55,14 @@ def _check_json_body() -> Any:
         )
         error.status, error.code = 415, "unsupported_media_type"
         return errors.render(error)
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        return errors.render(
-            errors.InvalidRequest(f"body is not valid JSON: {exc}", [{"field": "body", "message": "invalid JSON"}])
-        )
+    body = request.get_json(silent=True)  # parsed once; flask-openapi3 reuses Flask's cached value
+    if body is None:
+        try:
+            json.loads(raw)
+        except ValueError as exc:
+            return errors.render(
+                errors.InvalidRequest(f"body is not valid JSON: {exc}", [{"field": "body", "message": "invalid JSON"}])
+            )
     if not isinstance(body, dict):
         return errors.render(
             errors.InvalidRequest("body must be a JSON object", [{"field": "body", "message": "must be an object"}])
@@ -78,10 +83,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["taskrelay"] = AppState(
-        settings=settings,
-        connection=connection or connect(settings.redis_url, socket_timeout_s=API_SOCKET_TIMEOUT_S),
-    )
+    connection = connection or connect(settings.redis_url, socket_timeout_s=API_SOCKET_TIMEOUT_S)
+    app.extensions["taskrelay"] = AppState(settings, connection, ingress.build(connection, settings))
     errors.init_app(app)
 
     @app.before_request

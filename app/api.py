@@ -24,8 +24,7 @@ def _state() -> Any:
 @api.post("/tasks", tags=[tasks_tag], responses={202: TaskSubmitted})
 def submit_task(body: SubmitTask) -> Any:
     """Submit a task: it is queued on its priority's queue and answered with its id."""
-    state = _state()
-    return jsonify(tasks.submit(state.connection, state.settings, body)), 202
+    return jsonify(tasks.submit(_state().ingress, body)), 202
 
 
 @api.get("/tasks/<task_id>", tags=[tasks_tag])
@@ -43,7 +42,8 @@ def list_tasks(query: ListQuery) -> Any:
 @api.post("/tasks/purge", tags=[tasks_tag])
 def purge_tasks() -> Any:
     """Stop running tasks, drop queued and scheduled ones and delete all task history."""
-    return jsonify(purge.purge(_state().connection))
+    state = _state()
+    return jsonify(purge.purge(state.connection, state.ingress))
 
 
 @api.get("/task-types", tags=[ops_tag])

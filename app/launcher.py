@@ -8,6 +8,7 @@ Environment:
     HOST, PORT          where the API listens (default 127.0.0.1, 5000)
     API_WORKERS         gunicorn worker processes (default 2, 4 threads each)
     WORKERS             RQ worker processes (default 2)
+    RABBITMQ_URL        set: the API publishes to RabbitMQ and a bridge process is started too
 
 Ctrl-C or SIGTERM sends SIGTERM to every child, SIGKILLs what is left after
 STOP_GRACE_S, stops the embedded Redis last and exits 0. If a child exits on its
@@ -58,7 +59,7 @@ Taskrelay is running
   Swagger UI    {url}/openapi/swagger
   OpenAPI JSON  {url}/openapi/openapi.json
   Redis         {redis}
-  Ingress       direct into RQ ({ingress})
+  Ingress       {ingress}
   Workers       {workers} RQ worker process(es)
   Try it        curl -s -X POST {url}/api/tasks -H 'Content-Type: application/json' -d '{task}'
 Ctrl-C stops everything.
@@ -233,9 +234,9 @@ def api_answers(base_url: str) -> bool:
 
 def banner(base_url: str, backend: Backend, workers: int) -> str:
     """Return what was started and where, for a person reading the terminal."""
-    ingress = "RABBITMQ_URL not set; the RabbitMQ bridge is not used"
+    ingress = "direct into RQ (RABBITMQ_URL not set; the RabbitMQ bridge is not used)"
     if os.environ.get("RABBITMQ_URL"):
-        ingress = "RABBITMQ_URL is set, but this launcher does not start the RabbitMQ bridge"
+        ingress = "RabbitMQ (RABBITMQ_URL), moved into RQ by the bridge process started here"
     return BANNER.format(url=base_url, redis=backend.description, ingress=ingress, workers=workers, task=EXAMPLE_TASK)
 
 
@@ -259,6 +260,8 @@ def run(launch: Launch) -> int:
             launch.spawn("api", [*api, "--threads", "4", "app:create_app()"], env)
             for number in range(1, workers + 1):
                 launch.spawn(f"worker {number}", [sys.executable, "-m", "jobs.worker"], env)
+            if os.environ.get("RABBITMQ_URL"):
+                launch.spawn("bridge", [sys.executable, "-m", "bridge"], env)
             launch.wait_until(lambda: api_answers(base_url), API_READY_TIMEOUT_S, f"no answer from {base_url}")
         if launch.running():
             print(banner(base_url, backend, workers), flush=True)

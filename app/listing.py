@@ -25,7 +25,8 @@ from rq.utils import parse_composite_key
 from app.errors import InvalidRequest
 from app.schemas import ListQuery
 from app.states import LIST_TYPES, STATES, state_of
-from app.tasks import summarize
+from app.tasks import accepted_summary, summarize
+from bridge import pending
 from jobs import registry
 from jobs.queues import PRIORITIES, SERIALIZER, get_queue, redis_errors
 
@@ -45,6 +46,8 @@ class Place:
     is_list: bool = False
     composite: bool = False
     newest_first: bool = False
+    accepted: bool = False
+    """Ids of tasks still in the RabbitMQ ingress: their record is a pending hash, not a job."""
 
     def read(self, connection: redis.Redis, start: int, stop: int) -> list[str]:
         """Return the job ids at positions start..stop (inclusive)."""
@@ -64,6 +67,7 @@ def places_of(queue: Queue) -> list[Place]:
         Place(queue.started_job_registry.key, "active", frozenset({"STARTED"}), composite=True),
         Place(queue.key, "reserved", waiting, is_list=True),
         Place(queue.deferred_job_registry.key, "reserved", frozenset({"PENDING"})),
+        Place(pending.zset_key(queue.name), "reserved", frozenset({"PENDING"}), accepted=True),
         Place(queue.scheduled_job_registry.key, "scheduled", waiting),
         Place(queue.finished_job_registry.key, "completed", frozenset({"SUCCESS"}), newest_first=True),
         Place(queue.failed_job_registry.key, "completed", frozenset({"FAILURE"}), newest_first=True),
@@ -109,11 +113,16 @@ def _predicate(query: ListQuery, place: Place) -> Callable[[list[Any]], bool] | 
     return matches
 
 
-def _inspect(connection: redis.Redis, ids: list[str]) -> list[list[Any]]:
+def _inspect(connection: redis.Redis, place: Place, ids: list[str]) -> list[list[Any]]:
+    """Return [task_type, status, meta] of each id, from its job hash (or its accepted record)."""
     pipe = connection.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(Job.key_for(job_id), "description", "status", "meta")
-    return pipe.execute()
+        if place.accepted:
+            pipe.hmget(pending.task_key(job_id), "task_type")
+        else:
+            pipe.hmget(Job.key_for(job_id), "description", "status", "meta")
+    rows = pipe.execute()
+    return [[row[0], b"accepted", None] for row in rows] if place.accepted else rows
 
 
 def _parse_cursor(cursor: str) -> tuple[int, int]:
@@ -159,7 +168,7 @@ def _page(
                 if not chunk:
                     break
                 inspected += len(chunk)
-                for offset_in_chunk, fields in enumerate(_inspect(connection, chunk)):
+                for offset_in_chunk, fields in enumerate(_inspect(connection, place, chunk)):
                     if not matches(fields):
                         continue
                     if skip:
@@ -190,8 +199,28 @@ def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes
             continue
         for start in range(0, size, SCAN_CHUNK):
             chunk = place.read(connection, start, start + SCAN_CHUNK - 1)
-            total += sum(1 for fields in _inspect(connection, chunk) if matches(fields))
+            total += sum(1 for fields in _inspect(connection, place, chunk) if matches(fields))
     return total, True
+
+
+def _describe(connection: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
+    """Return the list entries of `ids`: from their jobs, or from their accepted records; skip vanished ones."""
+    jobs = Job.fetch_many(ids, connection=connection, serializer=SERIALIZER)
+    missing = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
+    records: dict[str, Any] = {}
+    if missing:
+        pipe = connection.pipeline(transaction=False)
+        for job_id in missing:
+            pipe.hgetall(pending.task_key(job_id))
+        records = dict(zip(missing, pipe.execute(), strict=True))
+    entries = []
+    for job_id, job in zip(ids, jobs, strict=True):
+        if job is not None:
+            entries.append(summarize(job))
+        elif records.get(job_id):
+            record = {k.decode(): v.decode() for k, v in records[job_id].items()}
+            entries.append(accepted_summary(job_id, record))
+    return entries
 
 
 def list_tasks(connection: redis.Redis, query: ListQuery) -> dict[str, Any]:
@@ -205,10 +234,10 @@ def list_tasks(connection: redis.Redis, query: ListQuery) -> dict[str, Any]:
             (pipe.llen if place.is_list else pipe.zcard)(place.key)
         sizes = [int(n) for n in pipe.execute()]
         ids, next_cursor = _page(connection, query, places, sizes)
-        jobs = Job.fetch_many(ids, connection=connection, serializer=SERIALIZER)
+        found = _describe(connection, ids)
         total, exact = _total(connection, query, places, sizes)
     return {
-        "tasks": [summarize(job) for job in jobs if job is not None],
+        "tasks": found,
         "total": total,
         "total_exact": exact,
         "filters": {

@@ -1,5 +1,6 @@
 """Purge all task history: stop running tasks, drop queued and scheduled ones, delete every task key.
 
+Tasks still waiting in the RabbitMQ ingress queue are purged there first.
 Each queue's list and registries are first RENAMEd, in one transaction, to
 private keys: a task submitted while the purge runs lands in a fresh queue and
 survives, and the purge deletes exactly the tasks that existed when it started.
@@ -25,6 +26,8 @@ from rq.job import Job
 from rq.results import Result
 
 from app.listing import Place, places_of
+from bridge import pending
+from bridge.ingress import Ingress
 from jobs.queues import all_queues, redis_errors
 
 PURGE_STOP_WAIT_S = 5.0
@@ -60,7 +63,7 @@ def _detach(connection: redis.Redis, places: list[Place], token: str) -> list[Pl
         pipe.exists(place.key)
     present = [place for place, exists in zip(places, pipe.execute(), strict=True) if exists]
     moved = [
-        Place(f"taskrelay:purge:{token}:{n}", p.list_type, p.states, p.is_list, p.composite)
+        Place(f"taskrelay:purge:{token}:{n}", p.list_type, p.states, p.is_list, p.composite, accepted=p.accepted)
         for n, p in enumerate(present)
     ]
     transaction = connection.pipeline(transaction=True)
@@ -88,6 +91,7 @@ def _delete_jobs(connection: redis.Redis, job_ids: list[str]) -> int:
                 f"{job_key}:dependencies",
                 Result.get_key(job_id),
                 ExecutionRegistry.key_template.format(job_id),
+                pending.task_key(job_id),
             ]
             keys += [Execution(e.decode(), job_id, connection).key for e in execution_ids]
             pipe.delete(*keys)
@@ -95,20 +99,21 @@ def _delete_jobs(connection: redis.Redis, job_ids: list[str]) -> int:
     return removed
 
 
-def purge(connection: redis.Redis) -> dict[str, Any]:
-    """Purge every task of the three queues; return the seed's purge document."""
+def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
+    """Purge every task of the three queues and the ingress; return the seed's purge document."""
+    in_ingress = ingress.purge()
     with redis_errors():
         queues = all_queues(connection)
         places = [place for queue in queues for place in places_of(queue)]
         places += [Place(queue.intermediate_queue_key, "active", frozenset(), is_list=True) for queue in queues]
         active = _stop_running(connection, [p for p in places if p.list_type == "active" and not p.is_list])
         moved = _detach(connection, places, uuid4().hex)
-        counts = {"reserved": 0, "scheduled": 0}
+        counts = {"reserved": in_ingress, "scheduled": 0}
         job_ids: set[str] = set()
         for place in moved:
             ids = place.read(connection, 0, -1)
             job_ids.update(ids)
-            if place.list_type in counts:
+            if place.list_type in counts and not place.accepted:  # those were counted in the ingress
                 counts[place.list_type] += len(ids)
         removed = _delete_jobs(connection, sorted(job_ids))
         if moved:

@@ -14,9 +14,10 @@ from rq.job import Job
 from app.errors import TaskNotFound, invalid_request
 from app.schemas import SubmitTask
 from app.states import state_of
+from bridge import pending
+from bridge.ingress import Ingress
 from jobs import registry
-from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, TaskRequest, enqueue_task, redis_errors
-from jobs.settings import Settings
+from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, TaskRequest, redis_errors
 
 SUBMITTED_MESSAGE = "Task has been submitted successfully"
 
@@ -30,8 +31,8 @@ def iso(moment: datetime | None) -> str | None:
     return moment.isoformat()
 
 
-def submit(connection: redis.Redis, settings: Settings, request: SubmitTask) -> dict[str, Any]:
-    """Validate `request` against the task registry and enqueue it; return the 202 body."""
+def submit(ingress: Ingress, request: SubmitTask) -> dict[str, Any]:
+    """Validate `request` against the task registry and hand it to the ingress; return the 202 body."""
     spec = registry.get(request.task_type)
     if spec.params_model is not None:
         try:
@@ -46,26 +47,59 @@ def submit(connection: redis.Redis, settings: Settings, request: SubmitTask) -> 
         run_at = now + timedelta(seconds=request.delay_seconds)
     priority = request.priority.value
     task_id = str(uuid4())
-    with redis_errors():
-        enqueue_task(
-            connection,
-            settings,
-            TaskRequest(
-                task_id=task_id,
-                task_type=spec.name,
-                priority=priority,
-                parameters=request.parameters,
-                max_retries=request.max_retries,
-                run_at=run_at,
-                submitted_at=now.isoformat(),
-            ),
+    ingress.submit(
+        TaskRequest(
+            task_id=task_id,
+            task_type=spec.name,
+            priority=priority,
+            parameters=request.parameters,
+            max_retries=request.max_retries,
+            run_at=run_at,
+            submitted_at=now.isoformat(),
         )
+    )
     return {
         "task_id": task_id,
         "status": "submitted",
         "message": SUBMITTED_MESSAGE,
         "queue": QUEUE_NAMES[priority],
     }
+
+
+def accepted_summary(task_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """Return the list entry of a task still in the RabbitMQ ingress (not yet an RQ job)."""
+    return {
+        "task_id": task_id,
+        "state": "PENDING",
+        "status": "accepted",
+        "task_type": record.get("task_type"),
+        "priority": record.get("priority"),
+        "queue": record.get("queue"),
+        "created_at": record.get("submitted_at"),
+        "started_at": None,
+        "ended_at": None,
+        "attempts": 0,
+        "error": None,
+    }
+
+
+def accepted_status(task_id: str, record: dict[str, str]) -> dict[str, Any]:
+    """Return the status document of a task still in the RabbitMQ ingress."""
+    summary = accepted_summary(task_id, record)
+    detail = {
+        "priority": summary["priority"],
+        "result": None,
+        "status": "accepted",
+        "task_type": summary["task_type"],
+        "queue": summary["queue"],
+        "created_at": summary["created_at"],
+        "scheduled_for": record.get("run_at") or None,
+        "attempts": 0,
+        "errors": [],
+        "error": None,
+        "progress": None,
+    }
+    return {"task_id": task_id, "state": "PENDING", "status": detail}
 
 
 def summarize(job: Job) -> dict[str, Any]:
@@ -98,7 +132,10 @@ def status(connection: redis.Redis, task_id: str) -> dict[str, Any]:
         try:
             job = Job.fetch(task_id, connection=connection, serializer=SERIALIZER)
         except NoSuchJobError:
-            raise TaskNotFound(f"no task with id {task_id!r}; it was never submitted or has expired") from None
+            record = pending.get(connection, task_id)
+            if record is None:
+                raise TaskNotFound(f"no task with id {task_id!r}; it was never submitted or has expired") from None
+            return accepted_status(task_id, record)
         summary = summarize(job)
         result = job.return_value(refresh=True) if summary["state"] == "SUCCESS" else None
     meta = job.meta or {}
