@@ -24,6 +24,7 @@ from jobs.queues import SERIALIZER, all_queues
 from jobs.settings import Settings, get_settings
 
 REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379")
+RABBITMQ_TEST_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 FIRST_TEST_DB, LAST_TEST_DB = 1, 15
 """Databases the tests may use; db 0 is left to whoever runs Taskrelay on this Redis."""
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -115,4 +116,29 @@ def real_redis(redis_url: str) -> Iterator[redis.Redis]:
     """A client for the test's own real-Redis database."""
     connection = redis.Redis.from_url(redis_url)
     yield connection
+    connection.close()
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    """The real RabbitMQ's URL (skipped on a laptop without it, failed in CI)."""
+    require_service("RabbitMQ", RABBITMQ_TEST_URL)
+    return RABBITMQ_TEST_URL
+
+
+@pytest.fixture
+def ingress_queue(rabbitmq_url: str) -> Iterator[str]:
+    """A fresh ingress queue name for this test; its queues and exchanges are deleted afterwards."""
+    import uuid
+
+    import pika
+
+    name = f"taskrelay.test.{uuid.uuid4().hex[:12]}"
+    yield name
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    for queue in (name, f"{name}.dead"):
+        channel.queue_delete(queue)
+    for exchange in (name, f"{name}.dlx"):
+        channel.exchange_delete(exchange)
     connection.close()

@@ -40,3 +40,14 @@ def hold(params: dict[str, Any]) -> dict[str, Any]:
             return {"released": True}
         time.sleep(0.02)
     return {"released": False}
+
+
+@task("test_count", max_retries=0, timeout_s=30)
+def count(params: dict[str, Any]) -> dict[str, Any]:
+    """Count this run in Redis: `runs:total` and `runs:<task_id>`."""
+    job = get_current_job()
+    assert job is not None
+    pipe = job.connection.pipeline()
+    pipe.incr("runs:total")
+    pipe.incr(f"runs:{job.id}")
+    return {"run": pipe.execute()[1]}

@@ -236,3 +236,19 @@ def test_a_child_that_dies_stops_everything_and_exits_1(tmp_path: Path) -> None:
         assert launched.process.wait(EXIT_TIMEOUT_S) == 1, launched.text()
         assert "exited with code -9 on its own" in launched.text()
         assert _wait_until_gone(launched.watch, 1.0) == [], launched.text()
+
+
+@pytest.mark.rabbitmq
+def test_with_rabbitmq_the_bridge_is_started_and_tasks_flow_through_it(
+    tmp_path: Path, rabbitmq_url: str, ingress_queue: str
+) -> None:
+    with launcher(tmp_path, TASKRELAY_EMBEDDED="fakeredis", RABBITMQ_URL=rabbitmq_url, INGRESS_QUEUE=ingress_queue) as (
+        launched
+    ):
+        banner = launched.wait_for_banner()
+        assert "moved into RQ by the bridge" in banner
+        task = _run_example_task(launched.base_url)
+        assert task["state"] == "SUCCESS", task
+        launched.process.send_signal(signal.SIGINT)
+        assert launched.process.wait(EXIT_TIMEOUT_S) == 0, launched.text()
+        assert _wait_until_gone(launched.watch, 1.0) == [], launched.text()

@@ -1,0 +1,304 @@
+"""The RabbitMQ ingress against the real RabbitMQ and Redis: publish, bridge, dedupe, poison, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pika
+import pytest
+import redis
+from rq import SimpleWorker
+from rq.job import Job
+
+from app import create_app
+from bridge.amqp import AMQP_PRIORITY, REASON_HEADER, Publisher, Topology
+from bridge.message import TaskEnvelope
+from bridge.service import Bridge
+from jobs.queues import SERIALIZER, TaskRequest, all_queues, connect
+from jobs.settings import Settings
+from tests.processes import ROOT, free_port
+from tests.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq]
+
+SEED_TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
+
+
+@pytest.fixture
+def make_client():
+    """Build API test clients; their RabbitMQ connections are closed after the test."""
+    apps = []
+
+    def make(settings: Settings, connection: redis.Redis):
+        app = create_app(settings, connection)
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["taskrelay"].ingress.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def settings_for(redis_url: str, rabbitmq_url: str, queue: str, **extra: str) -> Settings:
+    return Settings.from_env(
+        {
+            "REDIS_URL": redis_url,
+            "RABBITMQ_URL": rabbitmq_url,
+            "INGRESS_QUEUE": queue,
+            "RETRY_BASE_S": "0",
+            "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+            **extra,
+        }
+    )
+
+
+@contextmanager
+def running_bridge(settings: Settings, connection: redis.Redis | None = None) -> Iterator[Bridge]:
+    bridge = Bridge(settings, connection or connect(settings.redis_url, socket_timeout_s=5))
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "bridge did not stop"
+
+
+def drain(connection: redis.Redis) -> None:
+    SimpleWorker(all_queues(connection), connection=connection, serializer=SERIALIZER).work(
+        burst=True, logging_level="WARNING"
+    )
+
+
+def publish_raw(rabbitmq_url: str, queue: str, bodies: list[bytes], priority: str = "normal") -> None:
+    publisher = Publisher(rabbitmq_url, Topology(queue))
+    try:
+        for n, body in enumerate(bodies):
+            publisher.publish(body, priority, message_id=f"raw-{n}")
+    finally:
+        publisher.close()
+
+
+def envelope(task_id: str, task_type: str = "test_count", priority: str = "normal") -> bytes:
+    request = TaskRequest(task_id, task_type, priority, {}, submitted_at="2026-01-01T00:00:00+00:00")
+    return TaskEnvelope.from_request(request).encode()
+
+
+def test_publish_bridge_worker_success(redis_url, rabbitmq_url, ingress_queue, real_redis, make_client):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    client = make_client(settings, real_redis)
+    answer = client.post("/api/tasks", json=SEED_TASK)
+    assert answer.status_code == 202
+    assert answer.json["queue"] == "high_priority"
+    task_id = answer.json["task_id"]
+
+    # Accepted, still in RabbitMQ: PENDING at once, listed as reserved, and no RQ job yet.
+    before = client.get(f"/api/tasks/{task_id}").json
+    assert before["state"] == "PENDING" and before["status"]["status"] == "accepted"
+    reserved = client.get("/api/tasks?type=reserved").json
+    assert [t["task_id"] for t in reserved["tasks"]] == [task_id]
+    assert real_redis.exists(f"rq:job:{task_id}") == 0
+    assert client.get("/api/tasks/never-submitted").status_code == 404
+
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: real_redis.exists(f"rq:job:{task_id}") == 1, what="the bridge to enqueue")
+        wait_until(lambda: bridge.counters.batches >= 1, what="the ack")
+    assert real_redis.keys("taskrelay:ingress:*") == []
+    queued = client.get(f"/api/tasks/{task_id}").json
+    assert queued["state"] == "PENDING" and queued["status"]["status"] == "queued"
+    drain(real_redis)
+    done = client.get(f"/api/tasks/{task_id}").json
+    assert done["state"] == "SUCCESS"
+    assert done["status"]["result"]["data"] == {"data": "example data"}
+
+
+def test_redelivered_message_creates_no_second_job(redis_url, rabbitmq_url, ingress_queue, real_redis):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    publish_raw(rabbitmq_url, ingress_queue, [envelope("dup-1"), envelope("dup-1"), envelope("dup-2")])
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.moved + bridge.counters.duplicates == 3, what="three messages")
+        assert bridge.counters.moved == 2
+        assert bridge.counters.duplicates == 1
+    assert real_redis.llen("rq:queue:normal_priority") == 2
+    drain(real_redis)
+    assert real_redis.get("runs:total") == b"2"
+    assert real_redis.get("runs:dup-1") == b"1"
+
+
+def test_poison_messages_go_to_the_dead_letter_queue(redis_url, rabbitmq_url, ingress_queue, real_redis):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    good = envelope("after-poison")
+    wrong_version = json.dumps({**json.loads(good), "version": 99}).encode()
+    missing = json.dumps({"version": 1, "task_id": "x"}).encode()
+    poison = [b"\xff not json", wrong_version, envelope("unknown", task_type="no_such_type"), missing, b"[1, 2]"]
+    publish_raw(rabbitmq_url, ingress_queue, [*poison, good])
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.moved == 1, what="the good message")
+        assert bridge.counters.poisoned == len(poison)
+    assert real_redis.exists("rq:job:after-poison") == 1
+
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    reasons = {}
+    while True:
+        method, properties, body = channel.basic_get(f"{ingress_queue}.dead", auto_ack=True)
+        if method is None:
+            break
+        reasons[body] = properties.headers[REASON_HEADER]
+    connection.close()
+    assert set(reasons) == set(poison)
+    assert "not JSON" in reasons[poison[0]]
+    assert "version 99" in reasons[wrong_version]
+    assert "unknown task_type 'no_such_type'" in reasons[poison[2]]
+    assert "missing fields" in reasons[missing]
+    assert "not a JSON object" in reasons[b"[1, 2]"]
+
+
+def test_rabbitmq_down_is_503_and_nothing_half_accepted(redis_url, real_redis, make_client):
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    client = make_client(settings_for(redis_url, dead, "taskrelay.unused"), real_redis)
+    answer = client.post("/api/tasks", json=SEED_TASK)
+    assert answer.status_code == 503
+    assert answer.json["error"] == "service_unavailable"
+    assert "RabbitMQ" in answer.json["message"]
+    assert real_redis.keys("*") == []
+
+
+def test_high_priority_overtakes_a_low_backlog(redis_url, rabbitmq_url, ingress_queue, real_redis):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue, BRIDGE_BATCH_SIZE="50")
+    publish_raw(rabbitmq_url, ingress_queue, [envelope(f"low-{n}", priority="low") for n in range(400)], "low")
+    publish_raw(rabbitmq_url, ingress_queue, [envelope("urgent", priority="high")], "high")
+    with running_bridge(settings):
+        wait_until(lambda: real_redis.llen("rq:queue:low_priority") == 400, what="the whole backlog")
+    urgent = Job.fetch("urgent", connection=real_redis, serializer=SERIALIZER)
+    lows = Job.fetch_many([f"low-{n}" for n in range(400)], connection=real_redis, serializer=SERIALIZER)
+    assert urgent.enqueued_at is not None
+    ahead = [job for job in lows if job is not None and job.enqueued_at and job.enqueued_at < urgent.enqueued_at]
+    assert len(ahead) <= 50  # at most the one batch the bridge had already prefetched
+    assert AMQP_PRIORITY["high"] > AMQP_PRIORITY["low"]
+
+
+def test_dropped_connection_is_reestablished(redis_url, rabbitmq_url, ingress_queue, real_redis):
+    proxy = TcpProxy("127.0.0.1", 5672)
+    try:
+        via_proxy = rabbitmq_url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+        settings = settings_for(redis_url, via_proxy, ingress_queue)
+        with running_bridge(settings) as bridge:
+            publish_raw(rabbitmq_url, ingress_queue, [envelope("before-drop")])
+            wait_until(lambda: real_redis.exists("rq:job:before-drop") == 1, what="the first task")
+            proxy.drop_all()
+            wait_until(lambda: bridge.counters.reconnects >= 1, what="the bridge to notice")
+            publish_raw(rabbitmq_url, ingress_queue, [envelope("after-drop")])
+            wait_until(lambda: real_redis.exists("rq:job:after-drop") == 1, what="the task after the drop")
+        assert proxy.accepted >= 2
+    finally:
+        proxy.close()
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _pings(port), what="redis-server to start")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+@pytest.mark.slow
+def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client):
+    if not _which("redis-server"):
+        pytest.skip("needs a redis-server binary to stop and restart")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = settings_for(url, rabbitmq_url, ingress_queue)
+    connection = connect(url, socket_timeout_s=2)
+    client = make_client(settings, connection)
+    with private_redis(port), running_bridge(settings) as bridge:
+        first = client.post("/api/tasks", json=SEED_TASK).json["task_id"]
+        wait_until(lambda: connection.exists(f"rq:job:{first}") == 1, what="the first task")
+    # Redis is down: the API still accepts (tasks wait in RabbitMQ), the bridge holds them.
+    with running_bridge(settings) as bridge:
+        during = [client.post("/api/tasks", json=SEED_TASK) for _ in range(20)]
+        assert [r.status_code for r in during] == [202] * 20
+        wait_until(lambda: bridge.counters.redis_waits >= 1, what="the bridge to wait for Redis")
+        with private_redis(port):
+            ids = [r.json["task_id"] for r in during]
+            wait_until(lambda: sum(connection.exists(f"rq:job:{i}") for i in ids) == 20, what="the catch-up")
+            assert bridge.counters.moved == 20
+
+
+def _which(name: str) -> bool:
+    from shutil import which
+
+    return which(name) is not None
+
+
+@pytest.mark.slow
+def test_bridge_killed_twice_mid_stream_loses_and_duplicates_nothing(
+    redis_url, rabbitmq_url, ingress_queue, real_redis
+):
+    total = 3000
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "INGRESS_QUEUE": ingress_queue,
+        "BRIDGE_BATCH_SIZE": "100",
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    publish_raw(rabbitmq_url, ingress_queue, [envelope(f"t-{n}") for n in range(total)])
+
+    def jobs_in_redis() -> int:
+        return int(real_redis.llen("rq:queue:normal_priority"))
+
+    for kill_after in (800, 1800):
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
+        try:
+            wait_until(lambda: jobs_in_redis() >= kill_after, timeout=60, what=f"{kill_after} jobs")  # noqa: B023
+        finally:
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait()
+    bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
+    try:
+        wait_until(lambda: jobs_in_redis() >= total, timeout=60, what="all jobs")
+        time.sleep(0.5)  # let any late redelivery land, so a duplicate would show
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        assert bridge.wait(timeout=20) == 0
+    ids = [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)]
+    assert len(ids) == total
+    assert len(set(ids)) == total
+    drain(real_redis)
+    assert real_redis.get("runs:total") == str(total).encode()
+    assert all(v == b"1" for v in real_redis.mget([f"runs:t-{n}" for n in range(total)]))
