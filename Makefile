@@ -6,7 +6,7 @@ PORT ?= 5000
 HOST ?= 127.0.0.1
 API_WORKERS ?= 4
 
-.PHONY: run test api worker install lint clean
+.PHONY: run test api worker bridge bench install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -26,10 +26,17 @@ api: install  ## the HTTP API under gunicorn on $(HOST):$(PORT)
 worker: install  ## one RQ worker on high_priority, normal_priority, low_priority (in that order)
 	$(BIN)/python -m jobs.worker
 
+bridge: install  ## the RabbitMQ ingress bridge: moves tasks from RABBITMQ_URL's ingress queue into RQ
+	$(BIN)/python -m bridge
+
+bench: install  ## benchmarks (needs the real Redis and RabbitMQ): ingress rates, then latency at 100,000 tasks
+	$(BIN)/python -m bench.ingress
+	$(BIN)/python -m bench.scale
+
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app jobs tests
+	$(BIN)/mypy app jobs bridge bench examples tests
 
 test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
 	$(BIN)/pytest

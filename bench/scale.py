@@ -101,7 +101,7 @@ def main() -> None:
         print(f"| {label} | {p50:.2f} | {p99:.2f} |")
 
     started = time.perf_counter()
-    answer = client.post("/api/tasks/purge").json
+    answer = client.post("/api/tasks/purge").json or {}
     print(f"purge: {time.perf_counter() - started:.2f} s, {answer['details']}")
     leftover = sum(1 for _ in connection.scan_iter("rq:job:*", count=10_000))
     print(f"job hashes left after purge: {leftover}")
