@@ -26,6 +26,8 @@ DEFAULT_RETRY_MAX_S = 300.0
 """Cap on any single retry delay, in seconds."""
 DEFAULT_MAINTENANCE_INTERVAL_S = 30
 """How often a worker looks for abandoned jobs (worker killed mid-task), in seconds."""
+DEFAULT_JOB_HEARTBEAT_S = 10
+"""How often a worker renews a running task's heartbeat, in seconds (RQ's job_monitoring_interval)."""
 DEFAULT_WEBHOOK_ATTEMPTS = 4
 """How many times a failure webhook is tried before giving up."""
 DEFAULT_SMTP_TIMEOUT_S = 10.0
@@ -83,6 +85,7 @@ class Settings:
     retry_base_s: float = DEFAULT_RETRY_BASE_S
     retry_max_s: float = DEFAULT_RETRY_MAX_S
     maintenance_interval_s: int = DEFAULT_MAINTENANCE_INTERVAL_S
+    job_heartbeat_s: int = DEFAULT_JOB_HEARTBEAT_S
     task_modules: tuple[str, ...] = ()
     files_dir: Path = Path("var/files")
     output_dir: Path = Path("var/output")
@@ -115,6 +118,7 @@ class Settings:
             retry_base_s=_float(env, "RETRY_BASE_S", DEFAULT_RETRY_BASE_S),
             retry_max_s=_float(env, "RETRY_MAX_S", DEFAULT_RETRY_MAX_S),
             maintenance_interval_s=_int(env, "MAINTENANCE_INTERVAL_S", DEFAULT_MAINTENANCE_INTERVAL_S),
+            job_heartbeat_s=_int(env, "JOB_HEARTBEAT_S", DEFAULT_JOB_HEARTBEAT_S),
             task_modules=_list(env, "TASKRELAY_TASK_MODULES"),
             files_dir=Path(env.get("FILES_DIR") or "var/files"),
             output_dir=Path(env.get("OUTPUT_DIR") or "var/output"),

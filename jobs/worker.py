@@ -14,8 +14,14 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
+from contextlib import suppress
+from typing import Any
 
-from rq import SimpleWorker, Worker
+import redis
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
 from rq.worker import BaseWorker
 
 from jobs import logs, registry
@@ -23,7 +29,53 @@ from jobs.errors import ConfigError
 from jobs.queues import SERIALIZER, all_queues, connect
 from jobs.settings import Settings
 
-WORKER_CLASSES: dict[str, type[BaseWorker]] = {"fork": Worker, "simple": SimpleWorker}
+RECONNECT_MAX_S = 30.0
+"""Longest wait between attempts to restart the work loop after losing Redis, in seconds."""
+
+log = logging.getLogger("taskrelay.worker")
+
+
+class ShortHeartbeat:
+    """Register a running task for three heartbeat intervals plus 5 s, not its whole timeout.
+
+    RQ registers a running job for its timeout plus 60 s (six minutes for a 300 s
+    task), so a task whose worker was killed waits that long to be retried.
+    Renewed every job_monitoring_interval while the task runs, a short
+    registration lets the first maintenance pass after it lapses retry the task.
+    """
+
+    job_monitoring_interval: int
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        return int(self.job_monitoring_interval) * 3 + 5
+
+
+class HeartbeatWorker(ShortHeartbeat, Worker):
+    """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration."""
+
+
+class HeartbeatSimpleWorker(ShortHeartbeat, SimpleWorker):
+    """A SimpleWorker whose running task keeps a short heartbeat, renewed from a thread."""
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        done = threading.Event()
+        beater = threading.Thread(target=self._beat, args=(job, done), name="job-heartbeat", daemon=True)
+        beater.start()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            done.set()
+            beater.join()
+
+    def _beat(self, job: Job, done: threading.Event) -> None:
+        while not done.wait(self.job_monitoring_interval):
+            if self.execution is None:
+                continue
+            with suppress(redis.exceptions.RedisError):
+                self.maintain_heartbeats(job)
+
+
+WORKER_CLASSES: dict[str, type[BaseWorker]] = {"fork": HeartbeatWorker, "simple": HeartbeatSimpleWorker}
 """fork: a fresh child process per task (isolation, RQ's default); simple: tasks run in the worker itself (faster)."""
 
 
@@ -35,17 +87,24 @@ def build_worker(settings: Settings, worker_class: str = "fork", name: str | Non
         raise ConfigError(f"WORKER_CLASS must be one of {', '.join(WORKER_CLASSES)}, got {worker_class!r}") from None
     registry.load(settings.task_modules)
     connection = connect(settings.redis_url)
+    options: dict[str, Any] = {
+        "name": name,
+        "maintenance_interval": settings.maintenance_interval_s,
+        # An idle worker waits in BLPOP for worker_ttl - 15 s and only runs maintenance when it wakes;
+        # RQ's default (420) would leave a dead worker's task unnoticed for up to seven minutes.
+        "worker_ttl": settings.maintenance_interval_s + 15,
+    }
     return cls(
         all_queues(connection),
         connection=connection,
         serializer=SERIALIZER,
-        name=name,
-        maintenance_interval=settings.maintenance_interval_s,
+        job_monitoring_interval=settings.job_heartbeat_s,
+        **options,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, start the worker and block until it is told to stop."""
+    """Parse arguments, start the worker and block until it is told to stop (restarting it if Redis is lost)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     parser.add_argument("--simple", action="store_true", help="run tasks in this process instead of forking")
@@ -58,10 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         worker_class = "simple" if args.simple else os.environ.get("WORKER_CLASS", "fork")
         worker = build_worker(settings, worker_class, args.name)
     except ConfigError as exc:
-        logging.getLogger("taskrelay.worker").error("cannot start worker: %s", exc)
+        log.error("cannot start worker: %s", exc)
         return 2
-    worker.work(burst=args.burst, with_scheduler=True, logging_level=level)
-    return 0
+    backoff = 1.0
+    while True:
+        try:
+            worker.work(burst=args.burst, with_scheduler=True, logging_level=level)
+            return 0
+        except redis.exceptions.ConnectionError as exc:
+            # RQ's loop retries a lost Redis while idle, but not mid-task: start over once it answers.
+            log.error("lost Redis (%s); restarting the work loop in %.0f s", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(RECONNECT_MAX_S, backoff * 2)
+            worker = build_worker(settings, worker_class, args.name)
 
 
 if __name__ == "__main__":
