@@ -7,12 +7,13 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
-from app import listing, purge, tasks
-from app.schemas import ListQuery, SubmitTask, TaskPath, TaskSubmitted
+from app import listing, purge, schedules, tasks
+from app.schemas import CreateSchedule, ListQuery, SchedulePath, SubmitTask, TaskPath, TaskSubmitted
 from jobs import registry
 from jobs.queues import all_queues, redis_errors
 
 tasks_tag = Tag(name="tasks", description="Submit, inspect, list and purge tasks")
+schedules_tag = Tag(name="schedules", description="Periodic tasks (interval or cron), fired by rq-scheduler")
 ops_tag = Tag(name="operations", description="Health and the registered task types")
 api = APIBlueprint("api", __name__, url_prefix="/api")
 
@@ -44,6 +45,24 @@ def purge_tasks() -> Any:
     """Stop running tasks, drop queued and scheduled ones and delete all task history."""
     state = _state()
     return jsonify(purge.purge(state.connection, state.ingress))
+
+
+@api.post("/schedules", tags=[schedules_tag])
+def create_schedule(body: CreateSchedule) -> Any:
+    """Create a periodic task; each run becomes an ordinary task tagged with the schedule id."""
+    return jsonify(schedules.create(_state().connection, body)), 201
+
+
+@api.get("/schedules", tags=[schedules_tag])
+def list_schedules() -> Any:
+    """List the schedules with their next run time."""
+    return jsonify(schedules.list_schedules(_state().connection))
+
+
+@api.delete("/schedules/<schedule_id>", tags=[schedules_tag])
+def delete_schedule(path: SchedulePath) -> Any:
+    """Delete a schedule; runs already enqueued are not affected."""
+    return jsonify(schedules.delete(_state().connection, path.schedule_id))
 
 
 @api.get("/task-types", tags=[ops_tag])

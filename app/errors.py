@@ -59,7 +59,7 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
         name = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "body")
-        entry: dict[str, Any] = {"field": name, "message": err["msg"]}
+        entry: dict[str, Any] = {"field": name, "message": err["msg"].removeprefix("Value error, ")}
         expected = (err.get("ctx") or {}).get("expected")
         if expected:
             entry["allowed"] = re.findall(r"'([^']*)'", expected) or expected

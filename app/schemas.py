@@ -79,3 +79,29 @@ class ListQuery(BaseModel):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+
+class CreateSchedule(BaseModel):
+    """A periodic task: what to run, and every `interval_seconds` or on a `cron` expression."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: str = Field(min_length=1, max_length=200, description="A registered task type")
+    priority: Priority = Field(default=Priority.normal)  # type: ignore[attr-defined]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    interval_seconds: int | None = Field(default=None, ge=1, le=MAX_DELAY_S, description="Run every N seconds")
+    cron: str | None = Field(default=None, max_length=200, description="Cron expression (UTC), e.g. '*/5 * * * *'")
+    repeat: int | None = Field(default=None, ge=1, description="Stop after this many runs (default: forever)")
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> CreateSchedule:
+        if (self.interval_seconds is None) == (self.cron is None):
+            raise ValueError("give exactly one of interval_seconds or cron")
+        return self
+
+
+class SchedulePath(BaseModel):
+    """The schedule id in the URL."""
+
+    schedule_id: str = Field(max_length=200)

@@ -119,6 +119,7 @@ def summarize(job: Job) -> dict[str, Any]:
         "ended_at": iso(job.ended_at),
         "attempts": meta.get("attempts", 0),
         "error": _public_error(errors[-1]) if state == "FAILURE" and errors else None,
+        "schedule_id": meta.get("schedule_id"),
     }
 
 
@@ -156,5 +157,6 @@ def status(connection: redis.Redis, task_id: str) -> dict[str, Any]:
         "errors": errors,
         "error": summary["error"],
         "progress": meta.get("progress"),
+        "schedule_id": summary["schedule_id"],
     }
     return {"task_id": job.id, "state": summary["state"], "status": detail}

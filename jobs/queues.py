@@ -31,6 +31,9 @@ PRIORITIES = ("high", "normal", "low")
 """Highest first: the order workers listen in."""
 QUEUE_NAMES = {priority: f"{priority}_priority" for priority in PRIORITIES}
 QUEUE_ORDER = tuple(QUEUE_NAMES[p] for p in PRIORITIES)
+SCHEDULES_QUEUE = "taskrelay_schedules"
+"""Where rq-scheduler puts a periodic schedule when it is due; its job only creates the real task, so
+workers take it before anything else (it costs one enqueue and must not wait behind a backlog)."""
 PRIORITY_OF_QUEUE = {name: priority for priority, name in QUEUE_NAMES.items()}
 RUNNER = "jobs.runner.run"
 FAILURE_CALLBACK = "jobs.runner.on_failure"
@@ -73,8 +76,13 @@ def get_queue(connection: redis.Redis, priority: str) -> Queue:
 
 
 def all_queues(connection: redis.Redis) -> list[Queue]:
-    """Return the three queues in the order workers listen on them, highest first."""
+    """Return the three task queues, highest priority first."""
     return [get_queue(connection, priority) for priority in PRIORITIES]
+
+
+def worker_queues(connection: redis.Redis) -> list[Queue]:
+    """Return what a worker listens on, in order: due schedules, then high, normal, low."""
+    return [Queue(SCHEDULES_QUEUE, connection=connection, serializer=SERIALIZER), *all_queues(connection)]
 
 
 _JITTER = random.Random()  # one generator: seeding a new one per task costs more than the rest of its enqueue
@@ -105,6 +113,7 @@ class TaskRequest:
     submitted_at: str
     max_retries: int | None = None
     run_at: datetime | None = None
+    schedule_id: str | None = None
 
 
 def _job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> dict[str, Any]:
@@ -123,6 +132,7 @@ def _job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> di
             "attempts": 0,
             "errors": [],
             "submitted_at": request.submitted_at,
+            **({"schedule_id": request.schedule_id} if request.schedule_id else {}),
         },
         "retry": Retry(max=retries, interval=backoff_intervals(retries, settings.retry_base_s, settings.retry_max_s))
         if retries > 0

@@ -1,4 +1,4 @@
-"""Run one RQ worker on the three priority queues, highest first, with RQ's scheduler.
+"""Run one RQ worker on the priority queues, highest first (due schedules before all), with RQ's scheduler.
 
     python -m jobs.worker [--burst] [--simple] [--name NAME]
 
@@ -26,7 +26,7 @@ from rq.worker import BaseWorker
 
 from jobs import logs, registry
 from jobs.errors import ConfigError
-from jobs.queues import SERIALIZER, all_queues, connect
+from jobs.queues import SERIALIZER, connect, worker_queues
 from jobs.settings import Settings
 
 RECONNECT_MAX_S = 30.0
@@ -95,7 +95,7 @@ def build_worker(settings: Settings, worker_class: str = "fork", name: str | Non
         "worker_ttl": settings.maintenance_interval_s + 15,
     }
     return cls(
-        all_queues(connection),
+        worker_queues(connection),
         connection=connection,
         serializer=SERIALIZER,
         job_monitoring_interval=settings.job_heartbeat_s,

@@ -1,0 +1,50 @@
+"""Periodic tasks, worker side: the JSON job class rq-scheduler stores schedules with, and `fire`.
+
+A schedule is an rq-scheduler job (id `schedule-<uuid>`) whose function is
+`fire`. rq-scheduler (`rqscheduler -j jobs.schedules.JSONJob`) puts it on the
+`taskrelay_schedules` queue each time it is due; a worker runs `fire`, which
+enqueues an ordinary task with a fresh id, tagged with the schedule's id. So
+every run has its own id, state, result and place in the task list.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from rq import get_current_job
+from rq.job import Job
+
+from jobs.queues import SERIALIZER, TaskRequest, enqueue_task
+from jobs.settings import get_settings
+
+
+class JSONJob(Job):
+    """An RQ Job that always uses the JSON serializer (rq-scheduler 0.14 has no serializer option)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["serializer"] = SERIALIZER
+        super().__init__(*args, **kwargs)
+
+
+def fire(schedule_id: str) -> dict[str, str]:
+    """Enqueue one run of schedule `schedule_id` as a new task; return its id."""
+    job = get_current_job()
+    assert job is not None, "fire runs inside an RQ job"
+    task = job.meta["task"]
+    task_id = str(uuid4())
+    enqueue_task(
+        job.connection,
+        get_settings(),
+        TaskRequest(
+            task_id=task_id,
+            task_type=task["task_type"],
+            priority=task["priority"],
+            parameters=task["parameters"],
+            max_retries=task.get("max_retries"),
+            submitted_at=datetime.now(UTC).isoformat(),
+            schedule_id=schedule_id,
+        ),
+    )
+    return {"task_id": task_id}
