@@ -14,7 +14,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import errors
+from app import dashboard, errors
 from bridge import ingress
 from bridge.ingress import Ingress
 from jobs import logs, registry
@@ -108,4 +108,5 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     from app.api import api
 
     app.register_api(api)
+    dashboard.init_app(app, settings)
     return app

@@ -102,6 +102,8 @@ class Settings:
     failure_email_to: tuple[str, ...] = ()
     s3_endpoint_url: str = ""
     rabbitmq_url: str = field(default="", repr=False)
+    dashboard_username: str = ""
+    dashboard_password: str = field(default="", repr=False)
     ingress_queue: str = DEFAULT_INGRESS_QUEUE
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_batch_wait_s: float = DEFAULT_BRIDGE_BATCH_WAIT_S
@@ -135,6 +137,8 @@ class Settings:
             failure_email_to=_list(env, "FAILURE_EMAIL_TO"),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
             rabbitmq_url=env.get("RABBITMQ_URL", ""),
+            dashboard_username=env.get("DASHBOARD_USERNAME", ""),
+            dashboard_password=env.get("DASHBOARD_PASSWORD", ""),
             ingress_queue=env.get("INGRESS_QUEUE") or DEFAULT_INGRESS_QUEUE,
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_batch_wait_s=_float(env, "BRIDGE_BATCH_WAIT_S", DEFAULT_BRIDGE_BATCH_WAIT_S),

@@ -1,0 +1,71 @@
+"""rq-dashboard at /dashboard: JSON views answer with JSON jobs and a live worker; off without credentials."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app import create_app
+from jobs.settings import Settings
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.redis
+
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
+
+
+def test_not_mounted_without_credentials(fake_redis):
+    client = create_app(Settings.from_env({}), fake_redis).test_client()
+    assert client.get("/dashboard/").status_code == 404
+
+
+def test_dashboard_views_answer_for_json_jobs(redis_url, real_redis):
+    settings = Settings.from_env({"REDIS_URL": redis_url, "DASHBOARD_USERNAME": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+    client = create_app(settings, real_redis).test_client()
+    assert client.get("/dashboard/").status_code == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:wrong").decode()}
+    assert client.get("/dashboard/0/data/queues.json", headers=wrong).status_code == 401
+
+    held = client.post("/api/tasks", json={"task_type": "test_hold", "parameters": {"release_key": "go", "max_s": 30}})
+    done = client.post("/api/tasks", json={"task_type": "data_processing", "parameters": {"data": [1]}})
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    worker = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while client.get(f"/api/tasks/{held.json['task_id']}").json["state"] != "STARTED":
+            assert time.monotonic() < deadline, "the held task never started"
+            time.sleep(0.05)
+
+        assert client.get("/dashboard/", headers=AUTH).status_code == 200
+        queues = client.get("/dashboard/0/data/queues.json", headers=AUTH)
+        assert queues.status_code == 200
+        counts = {q["name"]: q["count"] for q in queues.json["queues"]}  # queues that have held a job
+        assert counts["normal_priority"] == 1  # the finished-to-be task; the held one is running
+
+        workers = client.get("/dashboard/0/data/workers.json", headers=AUTH)
+        assert workers.status_code == 200
+        [seen] = workers.json["workers"]
+        assert seen["state"] == "busy"
+
+        started = client.get("/dashboard/0/data/jobs/normal_priority/started/8/asc/1.json", headers=AUTH)
+        assert started.status_code == 200
+        assert [j["id"] for j in started.json["jobs"]] == [held.json["task_id"]]
+
+        job = client.get(f"/dashboard/0/data/job/{done.json['task_id']}.json", headers=AUTH)
+        assert job.status_code == 200
+        assert job.json["id"] == done.json["task_id"]
+    finally:
+        real_redis.set("go", "1")
+        worker.terminate()
+        worker.wait(timeout=20)
