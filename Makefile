@@ -6,7 +6,7 @@ PORT ?= 5000
 HOST ?= 127.0.0.1
 API_WORKERS ?= 4
 
-.PHONY: run test api worker bridge bench install lint clean
+.PHONY: run test api worker bridge scheduler dashboard bench install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -29,6 +29,9 @@ worker: install  ## one RQ worker on high_priority, normal_priority, low_priorit
 bridge: install  ## the RabbitMQ ingress bridge: moves tasks from RABBITMQ_URL's ingress queue into RQ
 	$(BIN)/python -m bridge
 
+scheduler: install  ## rq-scheduler: fires periodic schedules (POST /api/schedules) onto the taskrelay_schedules queue
+	$(BIN)/rqscheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" --interval 1 --job-class jobs.schedules.JSONJob
+
 bench: install  ## benchmarks (needs the real Redis and RabbitMQ): ingress rates, then latency at 100,000 tasks
 	$(BIN)/python -m bench.ingress
 	$(BIN)/python -m bench.scale
@@ -36,7 +39,7 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): ingress rates
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app jobs bridge bench examples tests
+	$(BIN)/mypy app jobs bridge bench examples tests handler.py
 
 test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
 	$(BIN)/pytest

@@ -51,6 +51,14 @@ STOP_GRACE_S = 10.0
 """How long children get to exit after SIGTERM before SIGKILL, in seconds."""
 POLL_INTERVAL_S = 0.2
 PR_SET_PDEATHSIG = 1
+RQSCHEDULER = [
+    sys.executable,
+    "-c",
+    "from rq_scheduler.scripts.rqscheduler import main; main()",
+    "--job-class",
+    "jobs.schedules.JSONJob",
+]
+"""rq-scheduler's `rqscheduler`, run with this interpreter so it finds the same packages."""
 EXAMPLE_TASK = '{"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}'
 BANNER = """\
 ========================================================================
@@ -60,7 +68,7 @@ Taskrelay is running
   OpenAPI JSON  {url}/openapi/openapi.json
   Redis         {redis}
   Ingress       {ingress}
-  Workers       {workers} RQ worker process(es)
+  Workers       {workers} RQ worker process(es), and rqscheduler for periodic schedules
   Try it        curl -s -X POST {url}/api/tasks -H 'Content-Type: application/json' -d '{task}'
 Ctrl-C stops everything.
 ========================================================================"""
@@ -260,6 +268,7 @@ def run(launch: Launch) -> int:
             launch.spawn("api", [*api, "--threads", "4", "app:create_app()"], env)
             for number in range(1, workers + 1):
                 launch.spawn(f"worker {number}", [sys.executable, "-m", "jobs.worker"], env)
+            launch.spawn("scheduler", [*RQSCHEDULER, "--url", backend.url, "--interval", "1", "--quiet"], env)
             if os.environ.get("RABBITMQ_URL"):
                 launch.spawn("bridge", [sys.executable, "-m", "bridge"], env)
             launch.wait_until(lambda: api_answers(base_url), API_READY_TIMEOUT_S, f"no answer from {base_url}")
