@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 HOST ?= 127.0.0.1
 API_WORKERS ?= 4
+DASHBOARD_PORT ?= 9181
+REQUIREMENTS ?= requirements-dev.txt
 
 .PHONY: run test api worker bridge scheduler dashboard bench install lint clean
 
@@ -12,7 +14,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r $(REQUIREMENTS)
 	@touch $@
 
 install: $(BIN)/.installed  ## create .venv and install the pinned requirements
@@ -28,6 +30,9 @@ worker: install  ## one RQ worker on high_priority, normal_priority, low_priorit
 
 bridge: install  ## the RabbitMQ ingress bridge: moves tasks from RABBITMQ_URL's ingress queue into RQ
 	$(BIN)/python -m bridge
+
+dashboard: install  ## an operators' instance of the app on $(DASHBOARD_PORT), with rq-dashboard at /dashboard (needs DASHBOARD_USERNAME and DASHBOARD_PASSWORD)
+	$(BIN)/gunicorn --bind $(HOST):$(DASHBOARD_PORT) --workers 1 --threads 4 'app:create_app()'
 
 scheduler: install  ## rq-scheduler: fires periodic schedules (POST /api/schedules) onto the taskrelay_schedules queue
 	$(BIN)/rqscheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" --interval 1 --job-class jobs.schedules.JSONJob
