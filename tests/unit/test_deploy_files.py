@@ -1,0 +1,82 @@
+"""The deploy files are checked here, since no Docker engine or AWS account is at hand: lint, parse, cross-check."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKRELAY_SERVICES = {"api", "bridge", "worker", "scheduler", "dashboard"}
+
+
+def makefile_targets() -> set[str]:
+    return set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+
+
+def documented_variables() -> set[str]:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+
+
+def test_sam_template_passes_cfn_lint():
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    result = subprocess.run([str(cfn_lint), str(ROOT / "infra" / "template.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sam_template_runs_the_handler_and_every_process():
+    template = (ROOT / "infra" / "template.yaml").read_text()
+    assert "Handler: handler.lambda_handler" in template
+    assert "Runtime: python3.11" in template
+    for target in ("bridge", "worker", "scheduler"):
+        assert f"Command: [make, {target}]" in template
+        assert target in makefile_targets()
+
+
+def test_samconfig_is_valid_toml():
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text())
+    assert config["default"]["deploy"]["parameters"]["capabilities"] == "CAPABILITY_IAM"
+
+
+def test_compose_services_run_documented_make_targets():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "rabbitmq"} | TASKRELAY_SERVICES <= set(services)
+    targets = makefile_targets()
+    readme = (ROOT / "README.md").read_text()
+    for name in TASKRELAY_SERVICES:
+        command = services[name]["command"]
+        assert command[0] == "make" and command[1] in targets, (name, command)
+        assert f"make {command[1]}" in readme, f"README does not document `make {command[1]}`"
+        assert services[name]["env_file"] == ".env"
+
+
+def test_compose_worker_scales_and_services_have_healthchecks():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "ports" not in services["worker"] and "container_name" not in services["worker"]
+    for name in ("redis", "rabbitmq", "api", "dashboard"):
+        assert "healthcheck" in services[name], name
+    assert "15672:15672" in services["rabbitmq"]["ports"]
+
+
+def test_every_variable_in_env_example_is_documented():
+    example = (ROOT / ".env.example").read_text()
+    variables = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", example, re.MULTILINE))
+    assert {"REDIS_URL", "RABBITMQ_URL"} <= variables
+    assert variables - documented_variables() == set()
+
+
+def test_every_setting_read_from_the_environment_is_documented():
+    source = "\n".join(p.read_text() for p in (ROOT / "jobs").glob("*.py"))
+    source += (ROOT / "app" / "launcher.py").read_text()
+    read = set(re.findall(r'(?:env|environ)\.get\("([A-Z][A-Z0-9_]+)"', source))
+    read |= set(re.findall(r'_(?:int|float|bool|list)\(env, "([A-Z][A-Z0-9_]+)"', source))
+    read |= set(re.findall(r'_int_env\("([A-Z][A-Z0-9_]+)"', source))
+    assert read, "found no settings: the patterns above no longer match the code"
+    assert read - documented_variables() == set()
