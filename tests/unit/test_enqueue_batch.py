@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from rq.job import Job
 
 from jobs.queues import SERIALIZER, TaskRequest, enqueue_batch
@@ -43,3 +45,25 @@ def test_future_run_at_goes_to_the_scheduled_registry(fake_redis, settings):
 def test_extra_commands_run_in_the_same_transaction(fake_redis, settings):
     enqueue_batch(fake_redis, settings, [request("a")], also=lambda pipe: pipe.set("marker", "1"))
     assert fake_redis.get("marker") == b"1"
+
+
+@pytest.mark.parametrize("max_retries", [None, 0, 5])
+def test_fast_job_hash_matches_rqs_own(fake_redis, settings, max_retries):
+    from rq import Queue
+
+    from jobs import registry
+    from jobs.queues import RUNNER, _job_options, job_hash
+
+    spec = registry.get("data_processing")
+    task = TaskRequest("same-id", "data_processing", "low", {"data": [1, {"a": "é"}]}, "2026-01-01", max_retries)
+    queue = Queue("low_priority", connection=fake_redis, serializer=SERIALIZER)
+    options = _job_options(settings, spec, task)
+    reference = queue.create_job(RUNNER, args=(spec.name, task.parameters), status="queued", **options)
+    now = datetime.now(UTC)
+    reference.created_at = reference.enqueued_at = now
+    expected = reference.to_dict()
+    actual = job_hash(settings, spec, task, "low_priority", now)
+    # Both draw their own retry jitter; compare the schedule's length, then everything else exactly.
+    if "retry_intervals" in expected:
+        assert len(json.loads(actual.pop("retry_intervals"))) == len(json.loads(expected.pop("retry_intervals")))
+    assert {k: v.value if hasattr(v, "value") else v for k, v in expected.items()} == actual
