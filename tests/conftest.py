@@ -2,15 +2,19 @@
 
 A test that needs Redis or RabbitMQ and cannot reach it is skipped with the
 reason on a laptop, and fails when CI=true. Each real-Redis test gets a Redis
-database of its own, flushed before and after it.
+database of its own, flushed before and after it, and locked (a file lock per
+database) so that two test runs on one machine never share one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -99,16 +103,41 @@ def drain(fake_redis: fakeredis.FakeRedis) -> Callable[[], None]:
     return run
 
 
+@contextmanager
+def _claimed_db() -> Iterator[int]:
+    """Hold an exclusive file lock on one test database, so test runs sharing this Redis never share a db."""
+    for _ in range(LAST_TEST_DB - FIRST_TEST_DB + 1):
+        db = next(_next_db)
+        lock = open(Path(tempfile.gettempdir()) / f"taskrelay-test-redis-{_redis_port()}-db{db}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        try:
+            yield db
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+        return
+    pytest.fail(f"every test database {FIRST_TEST_DB}-{LAST_TEST_DB} is in use by other test runs")
+
+
+def _redis_port() -> int:
+    return urlparse(REDIS_TEST_URL).port or 6379
+
+
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A URL to an empty database of the real Redis, flushed again afterwards."""
+    """A URL to an empty database of the real Redis, held by this test alone, flushed again afterwards."""
     require_service("Redis", REDIS_TEST_URL)
-    url = f"{REDIS_TEST_URL.rstrip('/')}/{next(_next_db)}"
-    connection = redis.Redis.from_url(url)
-    connection.flushdb()
-    yield url
-    connection.flushdb()
-    connection.close()
+    with _claimed_db() as db:
+        url = f"{REDIS_TEST_URL.rstrip('/')}/{db}"
+        connection = redis.Redis.from_url(url)
+        connection.flushdb()
+        yield url
+        connection.flushdb()
+        connection.close()
 
 
 @pytest.fixture

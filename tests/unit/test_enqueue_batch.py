@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from jobs.queues import SERIALIZER, TaskRequest, enqueue_batch
 
@@ -58,7 +58,7 @@ def test_fast_job_hash_matches_rqs_own(fake_redis, settings, max_retries):
     task = TaskRequest("same-id", "data_processing", "low", {"data": [1, {"a": "é"}]}, "2026-01-01", max_retries)
     queue = Queue("low_priority", connection=fake_redis, serializer=SERIALIZER)
     options = _job_options(settings, spec, task)
-    reference = queue.create_job(RUNNER, args=(spec.name, task.parameters), status="queued", **options)
+    reference = queue.create_job(RUNNER, args=(spec.name, task.parameters), status=JobStatus.QUEUED, **options)
     now = datetime.now(UTC)
     reference.created_at = reference.enqueued_at = now
     expected = reference.to_dict()
