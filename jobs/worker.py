@@ -55,23 +55,29 @@ class HeartbeatWorker(ShortHeartbeat, Worker):
 
 
 class HeartbeatSimpleWorker(ShortHeartbeat, SimpleWorker):
-    """A SimpleWorker whose running task keeps a short heartbeat, renewed from a thread."""
+    """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread."""
+
+    _beating: Job | None = None
+    _beater: threading.Thread | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        done = threading.Event()
-        beater = threading.Thread(target=self._beat, args=(job, done), name="job-heartbeat", daemon=True)
-        beater.start()
+        if self._beater is None:
+            self._beater = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+            self._beater.start()
+        self._beating = job
         try:
             super().execute_job(job, queue)
         finally:
-            done.set()
-            beater.join()
+            self._beating = None
 
-    def _beat(self, job: Job, done: threading.Event) -> None:
-        while not done.wait(self.job_monitoring_interval):
-            if self.execution is None:
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.job_monitoring_interval)
+            job = self._beating
+            if job is None or self.execution is None:
                 continue
-            with suppress(redis.exceptions.RedisError):
+            # The task may end while we beat; a late heartbeat is harmless (RQ writes it with XX).
+            with suppress(redis.exceptions.RedisError, AttributeError):
                 self.maintain_heartbeats(job)
 
 
