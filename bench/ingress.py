@@ -11,7 +11,8 @@ Load comes from wrk when it is installed (apt-get install wrk), else from
 bench/load.py (Python asyncio, which itself takes CPU from the server).
 Then the bridge (`python -m bridge`) drains everything the rabbit runs
 published into RQ, timed from start to the last job in Redis.
-Needs the real Redis and RabbitMQ on 127.0.0.1. Writes bench/results/ingress.{json,md}.
+Needs the real Redis and RabbitMQ on 127.0.0.1; flushes Redis databases
+BENCH_REDIS_DBS (13,14). Writes bench/results/ingress.{json,md}.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ RESULTS = ROOT / "bench" / "results"
 BODY = json.dumps({"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}).encode()
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+BENCH_DBS = [int(db) for db in os.environ.get("BENCH_REDIS_DBS", "13,14").split(",")]
+"""The two Redis databases the benchmarks may flush and fill (BENCH_REDIS_DBS=13,14)."""
 
 
 def free_port() -> int:
@@ -76,7 +79,7 @@ def main() -> None:
         args.seconds, args.rounds = 0.5, 1
 
     queue = f"taskrelay.bench.{uuid.uuid4().hex[:8]}"
-    direct_db, rabbit_db = f"{REDIS_BASE}/13", f"{REDIS_BASE}/14"
+    direct_db, rabbit_db = f"{REDIS_BASE}/{BENCH_DBS[0]}", f"{REDIS_BASE}/{BENCH_DBS[1]}"
     for url in (direct_db, rabbit_db):
         redis.Redis.from_url(url).flushdb()
     configs = {

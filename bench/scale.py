@@ -75,7 +75,7 @@ def main() -> None:
     """Populate, measure, purge, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="a database it may flush")
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
 

@@ -104,7 +104,7 @@ def drain(fake_redis: fakeredis.FakeRedis) -> Callable[[], None]:
 
 
 @contextmanager
-def _claimed_db() -> Iterator[int]:
+def claimed_db() -> Iterator[int]:
     """Hold an exclusive file lock on one test database, so test runs sharing this Redis never share a db."""
     for _ in range(LAST_TEST_DB - FIRST_TEST_DB + 1):
         db = next(_next_db)
@@ -131,7 +131,7 @@ def _redis_port() -> int:
 def redis_url() -> Iterator[str]:
     """A URL to an empty database of the real Redis, held by this test alone, flushed again afterwards."""
     require_service("Redis", REDIS_TEST_URL)
-    with _claimed_db() as db:
+    with claimed_db() as db:
         url = f"{REDIS_TEST_URL.rstrip('/')}/{db}"
         connection = redis.Redis.from_url(url)
         connection.flushdb()

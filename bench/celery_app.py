@@ -1,0 +1,34 @@
+"""The seed's stack for comparison: Celery 5 with the RabbitMQ broker and the Redis result backend."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from bench.tasks import burn
+
+app = Celery(
+    "bench",
+    broker=os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//"),
+    backend=os.environ.get("BENCH_CELERY_BACKEND", "redis://127.0.0.1:6379/13"),
+)
+app.conf.update(
+    task_default_queue=os.environ.get("BENCH_CELERY_QUEUE", "bench.celery"),
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@app.task(name="bench.noop")
+def noop() -> None:
+    """Do nothing."""
+
+
+@app.task(name="bench.cpu")
+def cpu() -> int:
+    """About 1 ms of CPU."""
+    return burn()

@@ -1,0 +1,45 @@
+"""Each benchmark runs end to end in a tiny mode, so the harness cannot rot (these time nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REDIS_TEST_URL
+from tests.processes import ROOT
+
+pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def run_bench(*argv: str) -> str:
+    env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_compare_smoke(bench_dbs, rabbitmq_url):
+    output = run_bench(bench_dbs, "bench.compare", "--smoke")
+    assert "Taskrelay/Celery" in output
+    data = json.loads((ROOT / "bench" / "results" / "compare-smoke.json").read_text())
+    for workload in ("noop", "cpu"):
+        configs = data["workloads"][workload]["configs"]
+        assert set(configs) == {"taskrelay", "celery", "rq-fork", "rq-simple"}
+        assert all(c["rate"] > 0 for c in configs.values())
+
+
+def test_ingress_smoke(bench_dbs, rabbitmq_url):
+    output = run_bench(bench_dbs, "bench.ingress", "--smoke")
+    assert "rabbit / bare" in output and "bridge:" in output
+
+
+def test_scale_smoke(bench_dbs):
+    url = f"{REDIS_TEST_URL.rstrip('/')}/{bench_dbs.split(',')[0]}"
+    output = run_bench(bench_dbs, "bench.scale", "--tasks", "300", "--repeats", "5", "--redis", url)
+    assert "job hashes left after purge: 0" in output
