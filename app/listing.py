@@ -25,10 +25,10 @@ from rq.utils import parse_composite_key
 from app.errors import InvalidRequest
 from app.schemas import ListQuery
 from app.states import LIST_TYPES, STATES, state_of
-from app.tasks import accepted_summary, summarize
+from app.tasks import SUMMARY_FIELDS, accepted_summary, summarize_fields
 from bridge import pending
 from jobs import registry
-from jobs.queues import PRIORITIES, SERIALIZER, get_queue, redis_errors
+from jobs.queues import PRIORITIES, get_queue, redis_errors
 
 SCAN_CHUNK = 500
 """Job hashes read per pipelined round trip when a filter needs them."""
@@ -205,7 +205,10 @@ def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes
 
 def _describe(connection: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     """Return the list entries of `ids`: from their jobs, or from their accepted records; skip vanished ones."""
-    jobs = Job.fetch_many(ids, connection=connection, serializer=SERIALIZER)
+    pipe = connection.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hmget(Job.key_for(job_id), *SUMMARY_FIELDS)
+    jobs = [summarize_fields(job_id, values) for job_id, values in zip(ids, pipe.execute(), strict=True)]
     missing = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
     records: dict[str, Any] = {}
     if missing:
@@ -216,7 +219,7 @@ def _describe(connection: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     entries = []
     for job_id, job in zip(ids, jobs, strict=True):
         if job is not None:
-            entries.append(summarize(job))
+            entries.append(job)
         elif records.get(job_id):
             record = {k.decode(): v.decode() for k, v in records[job_id].items()}
             entries.append(accepted_summary(job_id, record))

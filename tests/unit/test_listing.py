@@ -156,3 +156,20 @@ def test_inspection_budget_gives_short_pages_and_an_upper_bound(client, drain, m
     assert pages > 1
     assert sorted(seen) == sorted(others)
     assert wanted not in seen
+
+
+def test_list_entries_from_hash_fields_match_the_job_objects(client, drain, fake_redis):
+    from rq.job import Job
+
+    from app.tasks import SUMMARY_FIELDS, summarize, summarize_fields
+    from jobs.queues import SERIALIZER
+
+    done = submit(client)
+    failed = submit(client, task_type="test_bad_input", parameters={})
+    drain()
+    waiting = submit(client, priority="high", delay_seconds=60)
+    for task_id in (done, failed, waiting):
+        job = Job.fetch(task_id, connection=fake_redis, serializer=SERIALIZER)
+        values = fake_redis.hmget(Job.key_for(task_id), *SUMMARY_FIELDS)
+        assert summarize_fields(task_id, values) == summarize(job)
+    assert summarize_fields("gone", [None] * len(SUMMARY_FIELDS)) is None
