@@ -6,20 +6,29 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import REDIS_TEST_URL
+from tests.conftest import REDIS_TEST_URL, claimed_db, require_service
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
-def run_bench(*argv: str) -> str:
-    env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280
-    )
+@pytest.fixture
+def bench_dbs() -> Iterator[str]:
+    """Two test databases of our own, locked like any test's, for the benchmark to flush and fill."""
+    require_service("Redis", REDIS_TEST_URL)
+    with ExitStack() as stack:
+        yield ",".join(str(stack.enter_context(claimed_db())) for _ in range(2))
+
+
+def run_bench(dbs: str, *argv: str) -> str:
+    env = {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "BENCH_REDIS_DBS": dbs}
+    command = [sys.executable, "-m", *argv]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
 
