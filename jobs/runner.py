@@ -103,6 +103,12 @@ def describe_error(exc_type: type[BaseException] | None, exc_value: BaseExceptio
 
 def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
     """Record a failed attempt; stop retrying for bad input; notify when the failure is final."""
+    if getattr(exc_type, "__name__", "") == "AbandonedJobError" and not job.meta.get("attempts"):
+        # Claimed by a batch worker that died before starting it: it never ran, so it is requeued
+        # whatever its retries, and no attempt is counted against it.
+        job.retries_left = (job.retries_left or 0) + 1
+        log.warning("task claimed by a lost worker never started; requeueing it", extra=_context(job, ""))
+        return
     error = describe_error(exc_type, exc_value)
     error["attempt"] = job.meta.get("attempts", 0)
     if isinstance(exc_value, NON_RETRYABLE):

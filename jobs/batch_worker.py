@@ -1,0 +1,231 @@
+"""A worker that takes tasks in batches and writes their outcomes in one pipeline per batch.
+
+RQ's workers spend about 18 Redis round trips per job; most of them are the
+bookkeeping around it. This worker keeps RQ's data model (job hashes, started
+and finished registries, result streams), so the API, rq-dashboard and
+`rq info` see ordinary jobs, but:
+
+- one Lua call claims up to BATCH_SIZE queued jobs, highest priority first, and
+  registers each in its queue's started registry with a short heartbeat, so a
+  worker killed mid-batch loses nothing: maintenance finds the claims and
+  requeues them (one never started is requeued whatever its retries, see
+  jobs.runner.on_failure);
+- the claimed jobs are read in one pipelined round trip and run in this
+  process, like SimpleWorker (no fork);
+- each success is queued on a pipeline that is sent once per batch.
+
+A failing task goes through RQ's own failure handling (retries, callbacks),
+after the successes before it are written. Jobs still unstarted when the
+worker is told to stop are put back at the head of their queues.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from contextlib import suppress
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+from rq.utils import now, utcformat
+from rq.worker import WorkerStatus
+
+from jobs.worker import HeartbeatSimpleWorker
+
+BATCH_SIZE = 50
+"""Most jobs claimed at once: small enough that a batch's claims are renewed well within their heartbeat."""
+
+CLAIM = """
+local claimed = {}
+local want = tonumber(ARGV[1])
+for _, queue_key in ipairs(KEYS) do
+  if #claimed >= 2 * want then break end
+  local ids = redis.call('LPOP', queue_key, want - #claimed / 2)
+  if ids then
+    local queue_name = string.sub(queue_key, 10)
+    for _, id in ipairs(ids) do
+      local job_key = 'rq:job:' .. id
+      if redis.call('EXISTS', job_key) == 1 then
+        redis.call('ZADD', 'rq:wip:' .. queue_name, ARGV[2], id .. ':' .. ARGV[3])
+        redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'last_heartbeat', ARGV[5])
+        table.insert(claimed, queue_name)
+        table.insert(claimed, id)
+      end
+    end
+  end
+end
+return claimed
+"""
+"""Pop up to ARGV[1] ids from the queues in KEYS order; register each as started; return [queue, id, ...].
+Job keys are built inside the script, so it needs a single Redis (not a cluster)."""
+
+
+class BatchWorker(HeartbeatSimpleWorker):
+    """Claim, run and record tasks a batch at a time (WORKER_CLASS=batch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: deque[tuple[Job, Queue, str]] = deque()
+        self._claims: dict[str, tuple[str, str]] = {}  # job id -> (started registry key, registry member)
+        self._pending: Any = None
+        self._pending_count = 0
+        self._claim_lock = threading.Lock()
+        self._claim_script = self.connection.register_script(CLAIM)
+        self._queues_by_name = {queue.name: queue for queue in self.queues}
+        self._last_beat = 0.0
+
+    # Taking work
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        if not self._batch:
+            self._claim_batch()
+        if self._batch:
+            job, queue, _member = self._batch[0]
+            return job, queue
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _claim_batch(self) -> None:
+        execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
+        expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
+        stamp = utcformat(now())
+        keys = [queue.key for queue in self.queues]
+        flat = self._claim_script(keys=keys, args=[BATCH_SIZE, expires, execution_id, self.name, stamp])
+        pairs = [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+        if not pairs:
+            return
+        # Busy for the whole batch: RQ's warm shutdown then waits for the running task instead of interrupting it.
+        self.set_state(WorkerStatus.BUSY)
+        jobs = Job.fetch_many([job_id for _, job_id in pairs], connection=self.connection, serializer=self.serializer)
+        with self._claim_lock:
+            for (queue_name, job_id), job in zip(pairs, jobs, strict=True):
+                queue = self._queues_by_name[queue_name]
+                member = f"{job_id}:{execution_id}"
+                if job is None:  # deleted (purged) between enqueue and claim
+                    self.connection.zrem(queue.started_job_registry.key, member)
+                    continue
+                self._claims[job_id] = (queue.started_job_registry.key, member)
+                self._batch.append((job, queue, member))
+
+    # Running it
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if not self._batch or self._batch[0][0].id != job.id:
+            super().execute_job(job, queue)  # taken by RQ's own dequeue (the idle path): the standard route
+            return
+        _, _, member = self._batch[0]
+        job.started_at = now()
+        timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        try:
+            with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
+                job._result = job.perform()
+        except Exception:
+            self._finish_claim(job)
+            self._flush()
+            self._fail(job, queue, member)
+            return
+        job.ended_at = now()
+        self._finish_claim(job)
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        pipe = self._pending if self._pending is not None else self.connection.pipeline(transaction=False)
+        self._pending = pipe
+        job._handle_success(result_ttl, pipeline=pipe, worker_name=self.name)
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+        pipe.zrem(queue.started_job_registry.key, member)
+        self._pending_count += 1
+        if not self._batch:
+            self._flush()
+
+    def _finish_claim(self, job: Job) -> None:
+        with self._claim_lock:
+            self._batch.popleft()
+            self._claims.pop(job.id, None)
+            if not self._batch:
+                self.set_state(WorkerStatus.IDLE)
+
+    def _flush(self) -> None:
+        if self._pending is None:
+            return
+        pipe, count = self._pending, self._pending_count
+        self._pending, self._pending_count = None, 0
+        self.increment_successful_job_count(pipeline=pipe)
+        if count > 1:
+            pipe.hincrby(self.key, "successful_job_count", count - 1)
+        pipe.execute()
+
+    def _fail(self, job: Job, queue: Queue, member: str) -> None:
+        """Hand a failed task to RQ's failure handling: callbacks, retries, the failed registry."""
+        exc_info = sys.exc_info()
+        job.ended_at = now()
+        exc_string = "".join(traceback.format_exception(*exc_info))
+        try:
+            job.execute_failure_callback(self.death_penalty_class, *exc_info)
+        except Exception:
+            exc_info = sys.exc_info()
+            exc_string = "".join(traceback.format_exception(*exc_info))
+        self.handle_exception(job, *exc_info)
+        self.connection.zrem(queue.started_job_registry.key, member)
+        self.handle_job_failure(job=job, queue=queue, exc_string=exc_string)
+
+    # Keeping claims alive, and giving them back
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.job_monitoring_interval)
+            with self._claim_lock:
+                claims = list(self._claims.values())
+            if not claims:
+                super_beat_job = self._beating
+                if super_beat_job is not None and self.execution is not None:
+                    with suppress(redis.exceptions.RedisError, AttributeError):
+                        self.maintain_heartbeats(super_beat_job)
+                continue
+            expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
+            with suppress(redis.exceptions.RedisError):
+                pipe = self.connection.pipeline(transaction=False)
+                for registry_key, member in claims:
+                    pipe.zadd(registry_key, {member: expires}, xx=True)
+                self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)
+                pipe.execute()
+
+    def _start_beater(self) -> None:
+        if self._beater is None:
+            self._beater = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+            self._beater.start()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        # RQ's loop heartbeats after every job; within a batch once a second is plenty (the TTL is tens of seconds).
+        if pipeline is None and time.monotonic() - self._last_beat < 1.0:
+            return
+        self._last_beat = time.monotonic()
+        super().heartbeat(timeout, pipeline)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        self._start_beater()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            with suppress(redis.exceptions.RedisError):
+                self._flush()
+                self._release_unstarted()
+
+    def _release_unstarted(self) -> None:
+        """Put claimed jobs that never started back at the head of their queues, in their order."""
+        with self._claim_lock:
+            unstarted = list(self._batch)
+            self._batch.clear()
+            self._claims.clear()
+        if not unstarted:
+            return
+        pipe = self.connection.pipeline(transaction=True)
+        for job, queue, member in reversed(unstarted):
+            pipe.zrem(queue.started_job_registry.key, member)
+            pipe.hset(job.key, mapping={"status": "queued", "worker_name": ""})
+            pipe.lpush(queue.key, job.id)
+        pipe.execute()
+        self.log.info("returned %s unstarted tasks to their queues", len(unstarted))

@@ -1,0 +1,128 @@
+"""WORKER_CLASS=batch against the real Redis: same outcomes as RQ's workers, and nothing lost on kill or stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app import create_app
+from jobs.batch_worker import BATCH_SIZE
+from jobs.settings import Settings
+from jobs.worker import build_worker
+from tests.processes import ROOT
+
+pytestmark = pytest.mark.redis
+
+
+def make_client(redis_url, real_redis):
+    return create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+
+
+def submit(client, task_type, priority="normal", **parameters):
+    answer = client.post("/api/tasks", json={"task_type": task_type, "priority": priority, "parameters": parameters})
+    assert answer.status_code == 202, answer.json
+    return answer.json["task_id"]
+
+
+def test_batches_run_every_task_with_the_usual_outcomes(redis_url, real_redis):
+    client = make_client(redis_url, real_redis)
+    lows = [submit(client, "test_count", "low") for _ in range(BATCH_SIZE + 10)]
+    flaky = submit(client, "test_flaky", "normal", succeed_on=2)
+    bad = submit(client, "test_bad_input", "normal")
+    highs = [submit(client, "data_processing", "high", data=[1, 2, 3]) for _ in range(BATCH_SIZE + 5)]
+    worker = build_worker(
+        Settings.from_env({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
+    )
+    worker.work(burst=True, logging_level="WARNING")
+
+    for task_id in [*lows, *highs]:
+        answer = client.get(f"/api/tasks/{task_id}").json
+        assert answer["state"] == "SUCCESS", answer
+        assert answer["status"]["attempts"] == 1
+    assert client.get(f"/api/tasks/{highs[0]}").json["status"]["result"]["processed"] is True
+    assert real_redis.get("runs:total") == str(len(lows)).encode()
+    assert client.get(f"/api/tasks/{flaky}").json["status"]["attempts"] == 2
+    assert client.get(f"/api/tasks/{bad}").json["state"] == "FAILURE"
+    completed = client.get("/api/tasks?type=completed&limit=500").json
+    assert completed["total"] == len(lows) + len(highs) + 2
+    assert client.get("/api/tasks?type=active").json["total"] == 0  # no claim left behind
+    started = lambda ids: [client.get(f"/api/tasks/{i}").json["status"]["started_at"] for i in ids]  # noqa: E731
+    assert max(started(highs)) < min(started(lows))
+
+
+def _spawn(redis_url, **extra):
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "WORKER_CLASS": "batch",
+        "JOB_HEARTBEAT_S": "1",
+        "MAINTENANCE_INTERVAL_S": "1",
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+    return subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
+
+
+def _wait(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real_redis):
+    client = make_client(redis_url, real_redis)
+    body = {"task_type": "test_hold", "parameters": {"release_key": "go", "max_s": 60}, "max_retries": 1}
+    held = client.post("/api/tasks", json=body).json["task_id"]  # it did start: retried like any lost task
+    queued = [submit(client, "test_count") for _ in range(10)]  # claimed with it, never started
+    first = _spawn(redis_url)
+    second = None
+    try:
+        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        assert real_redis.llen("rq:queue:normal_priority") == 0  # all eleven claimed by the batch
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        real_redis.set("go", "1")
+        second = _spawn(redis_url)
+        _wait(lambda: real_redis.get("runs:total") == b"10", 60, "the claimed tasks to run")
+        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "SUCCESS", 30, "the held task's retry")
+        for task_id in queued:
+            answer = client.get(f"/api/tasks/{task_id}").json
+            assert answer["state"] == "SUCCESS" and answer["status"]["attempts"] == 1, answer
+            assert answer["status"]["errors"] == []
+            assert real_redis.get(f"runs:{task_id}") == b"1"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.mark.slow
+def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
+    client = make_client(redis_url, real_redis)
+    held = submit(client, "test_hold", release_key="go", max_s=60)
+    queued = [submit(client, "test_count") for _ in range(10)]
+    worker = _spawn(redis_url)
+    try:
+        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the running task, then stop
+        time.sleep(0.3)
+        real_redis.set("go", "1")
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    assert client.get(f"/api/tasks/{held}").json["state"] == "SUCCESS"
+    assert [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)] == queued
+    assert all(client.get(f"/api/tasks/{i}").json["status"]["status"] == "queued" for i in queued)
+    assert client.get("/api/tasks?type=active").json["total"] == 0
