@@ -31,7 +31,8 @@ from typing import Any
 
 import redis
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
+from rq.results import Result
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
@@ -79,6 +80,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._claim_script = self.connection.register_script(CLAIM)
         self._queues_by_name = {queue.name: queue for queue in self.queues}
         self._last_beat = 0.0
+        self._last_suspension_check = 0.0
 
     # Taking work
 
@@ -131,15 +133,40 @@ class BatchWorker(HeartbeatSimpleWorker):
             return
         job.ended_at = now()
         self._finish_claim(job)
-        result_ttl = job.get_result_ttl(self.default_result_ttl)
         pipe = self._pending if self._pending is not None else self.connection.pipeline(transaction=False)
         self._pending = pipe
-        job._handle_success(result_ttl, pipeline=pipe, worker_name=self.name)
-        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
-        pipe.zrem(queue.started_job_registry.key, member)
+        self._record_success(job, queue, member, pipe)
         self._pending_count += 1
         if not self._batch:
             self._flush()
+
+    def _record_success(self, job: Job, queue: Queue, member: str, pipe: Any) -> None:
+        """Queue what RQ's handle_job_success writes, in fewer commands: one HSET, no dependents' keys.
+
+        Same data as RQ (status, timestamps, result stream, finished registry,
+        expiry); what it skips is RQ's separate status HSET and the EXPIREs of
+        dependents/dependencies keys, which Taskrelay jobs never have.
+        """
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        job._status = JobStatus.FINISHED
+        job.save(pipeline=pipe, include_meta=False, include_result=False)
+        Result.create(
+            job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result, worker_name=self.name, pipeline=pipe
+        )
+        if result_ttl != 0:
+            job.finished_job_registry.add(job, result_ttl, pipe)
+        if result_ttl > 0:
+            pipe.expire(job.key, result_ttl)
+        elif result_ttl == 0:
+            pipe.delete(job.key)
+        pipe.zrem(queue.started_job_registry.key, member)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        # RQ checks `rq suspend` (and heartbeats) before every job: five commands. Once a second is enough.
+        if time.monotonic() - self._last_suspension_check < 1.0:
+            return
+        self._last_suspension_check = time.monotonic()
+        super().check_for_suspension(burst)
 
     def _finish_claim(self, job: Job) -> None:
         with self._claim_lock:
