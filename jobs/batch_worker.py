@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 from rq import Queue
+from rq.command import parse_payload
 from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.timeouts import JobTimeoutException
@@ -81,6 +82,8 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._queues_by_name = {queue.name: queue for queue in self.queues}
         self._last_beat = 0.0
         self._last_suspension_check = 0.0
+        self._running: str | None = None
+        self._revoked: set[str] = set()
 
     # Taking work
 
@@ -116,11 +119,29 @@ class BatchWorker(HeartbeatSimpleWorker):
 
     # Running it
 
+    def handle_payload(self, message: Any) -> None:
+        # A purge (or `rq`'s stop-job) names jobs this worker claimed but has not started: drop them unrun.
+        payload = parse_payload(message)
+        job_id = payload.get("job_id")
+        if payload.get("command") == "stop-job" and job_id in self._claims and self._running != job_id:
+            with self._claim_lock:
+                self._revoked.add(job_id)
+            return
+        super().handle_payload(message)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not self._batch or self._batch[0][0].id != job.id:
             super().execute_job(job, queue)  # taken by RQ's own dequeue (the idle path): the standard route
             return
         _, _, member = self._batch[0]
+        with self._claim_lock:
+            revoked = job.id in self._revoked
+            self._running = None if revoked else job.id
+        if revoked:
+            self._finish_claim(job)
+            self._revoked.discard(job.id)
+            self.connection.zrem(queue.started_job_registry.key, member)
+            return
         job.started_at = now()
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         try:
@@ -170,6 +191,7 @@ class BatchWorker(HeartbeatSimpleWorker):
 
     def _finish_claim(self, job: Job) -> None:
         with self._claim_lock:
+            self._running = None
             self._batch.popleft()
             self._claims.pop(job.id, None)
             if not self._batch:

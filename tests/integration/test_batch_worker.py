@@ -126,3 +126,23 @@ def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     assert [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)] == queued
     assert all(client.get(f"/api/tasks/{i}").json["status"]["status"] == "queued" for i in queued)
     assert client.get("/api/tasks?type=active").json["total"] == 0
+
+
+@pytest.mark.slow
+def test_purge_drops_claimed_tasks_before_they_run(redis_url, real_redis):
+    client = make_client(redis_url, real_redis)
+    held = submit(client, "test_hold", release_key="go", max_s=60)
+    queued = [submit(client, "test_count") for _ in range(5)]
+    worker = _spawn(redis_url)
+    try:
+        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        purged = client.post("/api/tasks/purge").json
+        assert purged["details"]["active_tasks_revoked"] == 6  # the running one, and five claimed
+        real_redis.set("go", "1")
+        time.sleep(1.5)  # room for the worker to (wrongly) run the claimed tasks
+        assert real_redis.get("runs:total") is None
+        for task_id in queued:
+            assert client.get(f"/api/tasks/{task_id}").status_code == 404
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
