@@ -4,7 +4,7 @@
 
 For each workload (a no-op task, a ~1 ms CPU task), interleaved round by round:
   taskrelay  tasks waiting in the RabbitMQ ingress; the bridge and 2 workers
-             (WORKER_CLASS=simple) start; timed until every task is finished in RQ
+             (WORKER_CLASS=batch) start; timed until every task is finished in RQ
   celery     tasks waiting in RabbitMQ; `celery worker -P prefork -c 2` starts
              (Redis result backend); timed until every result is stored
   rq-fork    tasks enqueued with enqueue_many; 2 stock `rq worker --burst` (forking)
@@ -149,7 +149,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
         REDIS_URL=f"{REDIS_BASE}/{DB}",
         RABBITMQ_URL=RABBITMQ_URL,
         INGRESS_QUEUE=queue,
-        WORKER_CLASS="simple",
+        WORKER_CLASS="batch",
         TASKRELAY_TASK_MODULES="bench.tasks",
     )
     before = _commands(connection)

@@ -86,7 +86,11 @@ WORKER_CLASSES: dict[str, type[BaseWorker]] = {"fork": HeartbeatWorker, "simple"
 batch (jobs.batch_worker): like simple, claiming and recording tasks a batch at a time (fastest)."""
 
 
-def build_worker(settings: Settings, worker_class: str = "fork", name: str | None = None) -> BaseWorker:
+DEFAULT_WORKER_CLASS = "batch"
+"""Tasks run in the worker process, claimed and recorded a batch at a time; `fork` isolates each task instead."""
+
+
+def build_worker(settings: Settings, worker_class: str = DEFAULT_WORKER_CLASS, name: str | None = None) -> BaseWorker:
     """Return a worker listening on high, normal, low (in that order) with JSON jobs."""
     if worker_class == "batch":
         from jobs.batch_worker import BatchWorker  # it builds on the classes here
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(level)
     try:
         settings = Settings.from_env()
-        worker_class = "simple" if args.simple else os.environ.get("WORKER_CLASS", "fork")
+        worker_class = "simple" if args.simple else os.environ.get("WORKER_CLASS") or DEFAULT_WORKER_CLASS
         worker = build_worker(settings, worker_class, args.name)
     except ConfigError as exc:
         log.error("cannot start worker: %s", exc)
