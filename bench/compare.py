@@ -42,7 +42,7 @@ WORKLOADS = {
     "noop": ("bench_noop", "bench.noop", "bench.tasks.rq_noop"),
     "cpu": ("bench_cpu", "bench.cpu", "bench.tasks.rq_cpu"),
 }
-FIRST_GUESS = {"taskrelay": 800, "celery": 800, "rq-fork": 100, "rq-simple": 400}
+FIRST_GUESS = {"taskrelay": 1500, "celery": 900, "rq-fork": 25, "rq-simple": 500}
 """Tasks/s guessed before the first measurement, to size the first backlog."""
 
 

@@ -37,6 +37,7 @@ def test_dashboard_views_answer_for_json_jobs(redis_url, real_redis):
         **os.environ,
         "REDIS_URL": redis_url,
         "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "WORKER_CLASS": "fork",  # one task at a time, so the queued one stays visibly queued
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
