@@ -5,6 +5,7 @@
 Side by side in one run, interleaved round by round, against gunicorn
 (API_WORKERS processes x 4 threads) with 8 keep-alive clients:
   bare    a bare Flask app (the ceiling of Flask + gunicorn here)
+  celery  the seed's stack: Flask calling task.delay() (RabbitMQ broker, publisher confirms off, Celery's default)
   direct  Taskrelay, API enqueuing straight into RQ
   rabbit  Taskrelay, API publishing to RabbitMQ with publisher confirms
 Load comes from wrk when it is installed (apt-get install wrk), else from
@@ -82,8 +83,11 @@ def main() -> None:
     direct_db, rabbit_db = f"{REDIS_BASE}/{BENCH_DBS[0]}", f"{REDIS_BASE}/{BENCH_DBS[1]}"
     for url in (direct_db, rabbit_db):
         redis.Redis.from_url(url).flushdb()
+    celery_queue = f"bench.celery.{uuid.uuid4().hex[:8]}"
+    celery_env = {"BENCH_CELERY_QUEUE": celery_queue, "BENCH_CELERY_BACKEND": direct_db}
     configs = {
         "bare": ("bench.bare_app:app", {}),
+        "celery": ("bench.celery_flask:app", celery_env),
         "direct": ("app:create_app()", {"REDIS_URL": direct_db}),
         "rabbit": ("app:create_app()", {"REDIS_URL": rabbit_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}),
     }
@@ -111,6 +115,7 @@ def main() -> None:
     redis.Redis.from_url(direct_db).flushdb()
     redis.Redis.from_url(rabbit_db).flushdb()
     _delete_queue(queue)
+    _delete_celery_queue(celery_queue)
 
 
 def _queue_depth(queue: str) -> int:
@@ -128,6 +133,13 @@ def _delete_queue(queue: str) -> None:
     from bridge.amqp import Topology, delete_topology
 
     delete_topology(RABBITMQ_URL, Topology(queue))
+
+
+def _delete_celery_queue(queue: str) -> None:
+    from bench.celery_app import app
+
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_delete(queue)
 
 
 def _drain_with_bridge(redis_url: str, queue: str, expected: int) -> float:
@@ -182,7 +194,8 @@ def _report(results: dict[str, list[LoadResult]], published: int, drain_s: float
         )
     lines += [
         "",
-        f"rabbit / bare: {rows['rabbit'].rate / rows['bare'].rate:.2f}x;"
+        f"rabbit / celery: {rows['rabbit'].rate / rows['celery'].rate:.2f}x;"
+        f" rabbit / bare: {rows['rabbit'].rate / rows['bare'].rate:.2f}x;"
         f" rabbit / direct: {rows['rabbit'].rate / rows['direct'].rate:.2f}x",
         f"bridge: {published} tasks from RabbitMQ into RQ in {drain_s:.2f} s = {bridge_rate:.0f} tasks/s"
         " (timed from its first job in Redis)",

@@ -43,6 +43,11 @@ def test_compare_smoke(bench_dbs, rabbitmq_url):
         assert all(c["rate"] > 0 for c in configs.values())
 
 
+def test_latency_smoke(bench_dbs, rabbitmq_url):
+    output = run_bench(bench_dbs, "bench.latency", "--smoke")
+    assert "| taskrelay | 20 |" in output and "| celery | 20 |" in output
+
+
 def test_ingress_smoke(bench_dbs, rabbitmq_url):
     output = run_bench(bench_dbs, "bench.ingress", "--smoke")
     assert "rabbit / bare" in output and "bridge:" in output

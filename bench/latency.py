@@ -1,0 +1,179 @@
+"""Submit→done latency at a steady rate: Taskrelay vs Celery, both submitted over HTTP.
+
+Taskrelay: HTTP → RabbitMQ → bridge → batch workers. Celery: HTTP → Flask → RabbitMQ → prefork workers.
+
+    .venv/bin/python -m bench.latency [--rate 200] [--seconds 10] [--smoke]
+
+Each system gets the same no-op task POSTed over HTTP at a fixed rate by 4
+paced client threads. Latency is the task's recorded end time (RQ's `ended_at`,
+Celery's `date_done`) minus the moment the client sent the request; both
+clocks are this machine's. Prints p50, p90, p99 and max per system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import redis
+
+from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, start_api
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
+
+
+def paced_submit(port: int, rate: float, seconds: float, clients: int = 4) -> dict[str, float]:
+    """POST at `rate` per second for `seconds`; return task id -> submit time (Unix seconds)."""
+    sent: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        interval = clients / rate
+        start = time.monotonic() + offset / rate
+        n = 0
+        while (due := start + n * interval) < start + seconds:
+            time.sleep(max(0.0, due - time.monotonic()))
+            submitted = time.time()
+            connection.request("POST", "/api/tasks", BODY, {"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            task_id = json.loads(answer.read())["task_id"]
+            with lock:
+                sent[task_id] = submitted
+            n += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sent
+
+
+def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies_ms)
+
+    def at(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+    return {"n": len(ordered), "p50": statistics.median(ordered), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
+
+
+def _wait_all(check: Callable[[], bool], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("tasks did not finish in time")
+        time.sleep(0.1)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait()
+
+
+def taskrelay(rate: float, seconds: float) -> dict[str, float]:
+    url = f"{REDIS_BASE}/{BENCH_DBS[0]}"
+    connection = redis.Redis.from_url(url)
+    connection.flushdb()
+    queue = f"taskrelay.latency.{uuid.uuid4().hex[:8]}"
+    env = {
+        "REDIS_URL": url,
+        "RABBITMQ_URL": RABBITMQ_URL,
+        "INGRESS_QUEUE": queue,
+        "TASKRELAY_TASK_MODULES": "bench.tasks",
+        "BRIDGE_BATCH_WAIT_S": "0.005",
+    }
+    api, port = start_api("app:create_app()", env, 4)
+    child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    others = [
+        subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=child_env)
+        for m in ("bridge", "jobs.worker", "jobs.worker")
+    ]
+    try:
+        time.sleep(2)  # workers and bridge up
+        sent = paced_submit(port, rate, seconds)
+        _wait_all(lambda: connection.zcard("rq:finished:normal_priority") >= len(sent))
+        pipe = connection.pipeline(transaction=False)
+        for task_id in sent:
+            pipe.hget(f"rq:job:{task_id}", "ended_at")
+        ended = pipe.execute()
+    finally:
+        _stop([api, *others])
+        from bridge.amqp import Topology, delete_topology
+
+        delete_topology(RABBITMQ_URL, Topology(queue))
+    latencies = [
+        (datetime.fromisoformat(e.decode().replace("Z", "+00:00")).timestamp() - sent[t]) * 1000
+        for t, e in zip(sent, ended, strict=True)
+    ]
+    connection.flushdb()
+    return _percentiles(latencies)
+
+
+def celery(rate: float, seconds: float) -> dict[str, float]:
+    backend_url = f"{REDIS_BASE}/{BENCH_DBS[1]}"
+    backend = redis.Redis.from_url(backend_url)
+    backend.flushdb()
+    queue = f"bench.celery.{uuid.uuid4().hex[:8]}"
+    env = {"BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_BACKEND": backend_url}
+    api, port = start_api("bench.celery_flask:app", env, 4)
+    child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
+    argv += ["-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    worker = subprocess.Popen(argv, cwd=ROOT, env=child_env)
+    try:
+        time.sleep(3)
+        sent = paced_submit(port, rate, seconds)
+        _wait_all(lambda: backend.dbsize() >= len(sent))
+        pipe = backend.pipeline(transaction=False)
+        for task_id in sent:
+            pipe.get(f"celery-task-meta-{task_id}")
+        done = [json.loads(raw)["date_done"] for raw in pipe.execute()]
+    finally:
+        _stop([api, worker])
+    latencies = [
+        (datetime.fromisoformat(d if "+" in d else d + "+00:00").timestamp() - sent[t]) * 1000
+        for t, d in zip(sent, done, strict=True)
+    ]
+    backend.flushdb()
+    return _percentiles(latencies)
+
+
+def main() -> None:
+    """Measure both systems at the same steady rate and print their latency percentiles."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="tasks per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.rate, args.seconds = 20.0, 1.0
+    print(f"submit→done latency at {args.rate:g} tasks/s for {args.seconds:g} s (no-op task, HTTP submit)")
+    print("| system | n | p50 ms | p90 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, measure in (("taskrelay", taskrelay), ("celery", celery)):
+        row = measure(args.rate, args.seconds)
+        print(
+            f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p90']:.1f} | {row['p99']:.1f} | {row['max']:.1f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
