@@ -97,7 +97,6 @@ def taskrelay(rate: float, seconds: float) -> dict[str, float]:
         "RABBITMQ_URL": RABBITMQ_URL,
         "INGRESS_QUEUE": queue,
         "TASKRELAY_TASK_MODULES": "bench.tasks",
-        "BRIDGE_BATCH_WAIT_S": "0.005",
     }
     api, port = start_api("app:create_app()", env, 4)
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}

@@ -37,6 +37,8 @@ CONNECT_TIMEOUT_S = 5.0
 """Give up one connection attempt to RabbitMQ after this many seconds."""
 HEARTBEAT_S = 30
 """AMQP heartbeat the consumer asks for, in seconds."""
+IDLE_POLL_S = 0.2
+"""How often an idle bridge looks up to check whether it was asked to stop, in seconds."""
 PUBLISH_TRIES = 2
 """A publish that fails on a broken connection is retried once on a fresh one."""
 
@@ -211,21 +213,32 @@ class Consumer:
             raise IngressUnavailable(f"cannot consume from RabbitMQ at {_redact(self.url)}: {exc!r}") from exc
 
     def batches(self, max_size: int, max_wait_s: float, stopping: Callable[[], bool]) -> Iterator[list[Delivery]]:
-        """Yield batches of up to `max_size` messages, none older than about `max_wait_s`; end when `stopping()`."""
-        assert self._channel is not None, "connect() first"
-        batch: list[Delivery] = []
-        first_at = 0.0
+        """Yield batches of whatever has arrived, up to `max_size`; end when `stopping()`.
+
+        A batch is sent as soon as nothing more is waiting on the socket, so a
+        lone task is not held back; under a steady stream that never pauses, a
+        batch stops growing after `max_wait_s`.
+        """
+        assert self._channel is not None and self._connection is not None, "connect() first"
+        buffer: list[Delivery] = []
+
+        def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            buffer.append(Delivery(method.delivery_tag, body, method.redelivered, properties))
+
         try:
-            for method, properties, body in self._channel.consume(self.topology.queue, inactivity_timeout=max_wait_s):
-                if method is not None:
-                    if not batch:
-                        first_at = time.monotonic()
-                    batch.append(Delivery(method.delivery_tag, body, method.redelivered, properties))
-                if batch and (len(batch) >= max_size or method is None or time.monotonic() - first_at >= max_wait_s):
-                    yield batch
-                    batch = []
-                if stopping() and not batch:
-                    return
+            self._channel.basic_consume(self.topology.queue, on_message)
+            while not stopping():
+                self._connection.process_data_events(time_limit=IDLE_POLL_S)  # returns once a message is in
+                if not buffer:
+                    continue
+                started = time.monotonic()
+                while len(buffer) < max_size and time.monotonic() - started < max_wait_s:
+                    seen = len(buffer)
+                    self._connection.process_data_events(time_limit=0)
+                    if len(buffer) == seen:
+                        break
+                batch, buffer[:] = buffer[:max_size], buffer[max_size:]
+                yield batch
         except TRANSPORT_ERRORS as exc:
             raise IngressUnavailable(f"lost the RabbitMQ connection: {exc!r}") from exc
 

@@ -35,8 +35,8 @@ DEFAULT_SMTP_TIMEOUT_S = 10.0
 DEFAULT_INGRESS_QUEUE = "taskrelay.ingress"
 DEFAULT_BRIDGE_BATCH_SIZE = 500
 """Most messages the bridge moves into Redis per pipeline (and acks at once); also its prefetch window."""
-DEFAULT_BRIDGE_BATCH_WAIT_S = 0.05
-"""Longest the bridge holds a partial batch before moving it, in seconds."""
+DEFAULT_BRIDGE_BATCH_WAIT_S = 0.01
+"""Longest a batch keeps growing while messages keep arriving, in seconds (a pause sends it at once)."""
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
