@@ -9,12 +9,11 @@ from uuid import uuid4
 
 import redis
 from crontab import CronTab
-from pydantic import ValidationError
 from rq_scheduler import Scheduler
 
-from app.errors import ApiError, InvalidRequest, invalid_request
+from app.errors import ApiError, InvalidRequest
 from app.schemas import CreateSchedule
-from jobs import registry
+from app.tasks import checked_task_type
 from jobs.queues import SCHEDULES_QUEUE, redis_errors
 from jobs.schedules import JSONJob
 
@@ -58,12 +57,7 @@ def describe(job: Any, next_run: datetime | None) -> dict[str, Any]:
 
 def create(connection: redis.Redis, request: CreateSchedule) -> dict[str, Any]:
     """Validate and store a schedule; return its description (201)."""
-    spec = registry.get(request.task_type)
-    if spec.params_model is not None:
-        try:
-            spec.params_model.model_validate(request.parameters)
-        except ValidationError as exc:
-            raise invalid_request(exc, prefix="parameters") from None
+    spec = checked_task_type(request.task_type, request.parameters)
     if request.cron is not None:
         try:
             CronTab(request.cron)

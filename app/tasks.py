@@ -19,6 +19,7 @@ from bridge import pending
 from bridge.ingress import Ingress
 from jobs import registry
 from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, TaskRequest, redis_errors
+from jobs.registry import TaskType
 
 SUBMITTED_MESSAGE = "Task has been submitted successfully"
 
@@ -36,14 +37,20 @@ def iso(moment: datetime | str | None) -> str | None:
     return moment.isoformat()
 
 
-def submit(ingress: Ingress, request: SubmitTask) -> dict[str, Any]:
-    """Validate `request` against the task registry and hand it to the ingress; return the 202 body."""
-    spec = registry.get(request.task_type)
+def checked_task_type(task_type: str, parameters: dict[str, Any]) -> TaskType:
+    """Return the registered task type, after checking `parameters` against its model (400s name the field)."""
+    spec = registry.get(task_type)
     if spec.params_model is not None:
         try:
-            spec.params_model.model_validate(request.parameters)
+            spec.params_model.model_validate(parameters)
         except ValidationError as exc:
             raise invalid_request(exc, prefix="parameters") from None
+    return spec
+
+
+def submit(ingress: Ingress, request: SubmitTask) -> dict[str, Any]:
+    """Validate `request` against the task registry and hand it to the ingress; return the 202 body."""
+    spec = checked_task_type(request.task_type, request.parameters)
     now = datetime.now(UTC)
     run_at = request.run_at
     if run_at is not None and run_at.tzinfo is None:
