@@ -42,6 +42,8 @@ WORKLOADS = {
     "noop": ("bench_noop", "bench.noop", "bench.tasks.rq_noop"),
     "cpu": ("bench_cpu", "bench.cpu", "bench.tasks.rq_cpu"),
 }
+CONCURRENT = False
+"""--concurrent: tasks are fed while the workers run, instead of waiting as a backlog."""
 FIRST_GUESS = {"taskrelay": 1500, "celery": 900, "rq-fork": 25, "rq-simple": 500}
 """Tasks/s guessed before the first measurement, to size the first backlog."""
 
@@ -94,10 +96,19 @@ def _watch_rss(processes: list[subprocess.Popen], stop: threading.Event, peaks: 
                 peaks[label] = max(peaks.get(label, 0.0), mb)
 
 
-def _run(start: Callable[[], list[subprocess.Popen]], done: Callable[[], bool], timeout_s: float) -> tuple[float, dict]:
-    """Start the processes, time until done(), stop them; return (seconds, peak RSS by process)."""
+def _run(
+    start: Callable[[], list[subprocess.Popen]],
+    done: Callable[[], bool],
+    timeout_s: float,
+    feed: Callable[[], None],
+) -> tuple[float, dict]:
+    """Feed the backlog first (or, with --concurrent, while the workers run), start the processes, time until done()."""
+    if not CONCURRENT:
+        feed()
     started = time.perf_counter()
     processes = start()
+    feeder = threading.Thread(target=feed if CONCURRENT else (lambda: None), daemon=True)
+    feeder.start()
     stop = threading.Event()
     peaks: dict[str, float] = {}
     watcher = threading.Thread(target=_watch_rss, args=(processes, stop, peaks), daemon=True)
@@ -109,6 +120,7 @@ def _run(start: Callable[[], list[subprocess.Popen]], done: Callable[[], bool], 
             time.sleep(0.01)
         return time.perf_counter() - started, peaks
     finally:
+        feeder.join()
         stop.set()
         watcher.join()
         for process in processes:
@@ -139,12 +151,14 @@ def drain_taskrelay(workload: str, count: int) -> dict:
             request = TaskRequest(f"bench-{n}", task_type, "normal", {}, stamp)
             publisher.publish(TaskEnvelope.from_request(request).encode(), "normal", request.task_id)
 
-    threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    publisher.close()
+    def feed() -> None:
+        threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        publisher.close()
+
     env = _env(
         REDIS_URL=f"{REDIS_BASE}/{DB}",
         RABBITMQ_URL=RABBITMQ_URL,
@@ -159,7 +173,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
         return [subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=env) for m in modules]
 
     try:
-        seconds, peaks = _run(start, lambda: connection.zcard("rq:finished:normal_priority") >= count, 600)
+        seconds, peaks = _run(start, lambda: connection.zcard("rq:finished:normal_priority") >= count, 600, feed)
     finally:
         delete_topology(RABBITMQ_URL, Topology(queue))
     commands = _commands(connection) - before
@@ -175,9 +189,12 @@ def drain_celery(workload: str, count: int) -> dict:
     backend.flushdb()
     queue = f"bench.celery.{uuid.uuid4().hex[:8]}"
     task = app.tasks[WORKLOADS[workload][1]]
-    with app.producer_or_acquire() as producer:
-        for _ in range(count):
-            task.apply_async(queue=queue, producer=producer)
+
+    def feed() -> None:
+        with app.producer_or_acquire() as producer:
+            for _ in range(count):
+                task.apply_async(queue=queue, producer=producer)
+
     before = _commands(backend)
     env = _env(BENCH_CELERY_QUEUE=queue, BENCH_CELERY_BACKEND=f"{REDIS_BASE}/{CELERY_BACKEND_DB}")
     argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
@@ -186,7 +203,7 @@ def drain_celery(workload: str, count: int) -> dict:
     def start() -> list[subprocess.Popen]:
         return [subprocess.Popen(argv, cwd=ROOT, env=env)]
 
-    seconds, peaks = _run(start, lambda: backend.dbsize() >= count, 600)
+    seconds, peaks = _run(start, lambda: backend.dbsize() >= count, 600, feed)
     commands = _commands(backend) - before
     backend.flushdb()
     with app.connection_for_write() as connection:
@@ -202,20 +219,24 @@ def drain_rq(workload: str, count: int, simple: bool) -> dict:
     before = _commands(connection)
     queue = Queue("default", connection=connection)
     func = WORKLOADS[workload][2]
-    for start_at in range(0, count, 1000):
-        with connection.pipeline() as pipe:
-            datas = [Queue.prepare_data(func) for _ in range(start_at, min(count, start_at + 1000))]
-            queue.enqueue_many(datas, pipeline=pipe)
-            pipe.execute()
+
+    def feed() -> None:
+        for start_at in range(0, count, 100):
+            with connection.pipeline() as pipe:
+                datas = [Queue.prepare_data(func) for _ in range(start_at, min(count, start_at + 100))]
+                queue.enqueue_many(datas, pipeline=pipe)
+                pipe.execute()
+
     rq = str(Path(sys.executable).parent / "rq")
-    argv = [rq, "worker", "--burst", "--url", f"{REDIS_BASE}/{DB}", "--quiet"]
+    # Burst workers would quit at the first empty moment while tasks are still being fed.
+    argv = [rq, "worker", "--url", f"{REDIS_BASE}/{DB}", "--quiet", *([] if CONCURRENT else ["--burst"])]
     if simple:
         argv += ["--worker-class", "rq.SimpleWorker"]
 
     def start() -> list[subprocess.Popen]:
         return [subprocess.Popen([*argv, "default"], cwd=ROOT, env=_env()) for _ in range(2)]
 
-    seconds, peaks = _run(start, lambda: queue.finished_job_registry.get_job_count(cleanup=False) >= count, 900)
+    seconds, peaks = _run(start, lambda: queue.finished_job_registry.get_job_count(cleanup=False) >= count, 900, feed)
     commands = _commands(connection) - before
     connection.flushdb()
     return {"tasks": count, "seconds": seconds, "commands_per_task": commands / count, "peak_rss_mb": peaks}
@@ -235,9 +256,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="aim for this long per config")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="tiny backlogs: only proves the harness works")
+    parser.add_argument("--concurrent", action="store_true", help="feed tasks while the workers run")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of noop,cpu")
     args = parser.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
+    global CONCURRENT
+    CONCURRENT = args.concurrent
     rates = dict(FIRST_GUESS)
     results: dict[str, dict[str, list[dict]]] = {w: {c: [] for c in CONFIGS} for w in workloads}
     for round_number in range(1, args.rounds + 1):
@@ -256,7 +280,7 @@ def main() -> None:
                 )
     report = _report(results, args)
     RESULTS.mkdir(exist_ok=True)
-    name = "compare-smoke" if args.smoke else "compare"
+    name = "compare" + ("-concurrent" if args.concurrent else "") + ("-smoke" if args.smoke else "")
     (RESULTS / f"{name}.md").write_text(report["markdown"])
     (RESULTS / f"{name}.json").write_text(json.dumps(report["data"], indent=2))
     print(report["markdown"])
@@ -265,7 +289,8 @@ def main() -> None:
 def _report(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace) -> dict:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
-        f"Drain from a backlog ({machine}; 2 worker processes each; {args.rounds} round(s), about"
+        f"Drain {'under concurrent submission' if args.concurrent else 'from a backlog'} ({machine};"
+        f" 2 worker processes each; {args.rounds} round(s), about"
         f" {args.seconds:g} s per config, interleaved)",
         "",
         "| workload | config | tasks/s | Redis commands/task | peak RSS per process (MB) |",
