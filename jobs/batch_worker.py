@@ -223,29 +223,20 @@ class BatchWorker(HeartbeatSimpleWorker):
 
     # Keeping claims alive, and giving them back
 
-    def _beat(self) -> None:
-        while True:
-            time.sleep(self.job_monitoring_interval)
-            with self._claim_lock:
-                claims = list(self._claims.values())
-            if not claims:
-                super_beat_job = self._beating
-                if super_beat_job is not None and self.execution is not None:
-                    with suppress(redis.exceptions.RedisError, AttributeError):
-                        self.maintain_heartbeats(super_beat_job)
-                continue
-            expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
-            with suppress(redis.exceptions.RedisError):
-                pipe = self.connection.pipeline(transaction=False)
-                for registry_key, member in claims:
-                    pipe.zadd(registry_key, {member: expires}, xx=True)
-                self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)
-                pipe.execute()
-
-    def _start_beater(self) -> None:
-        if self._beater is None:
-            self._beater = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
-            self._beater.start()
+    def _beat_once(self) -> None:
+        """Renew the claims of the batch in hand, or else the heartbeat of a task taken the standard way."""
+        with self._claim_lock:
+            claims = list(self._claims.values())
+        if not claims:
+            super()._beat_once()
+            return
+        expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
+        with suppress(redis.exceptions.RedisError):
+            pipe = self.connection.pipeline(transaction=False)
+            for registry_key, member in claims:
+                pipe.zadd(registry_key, {member: expires}, xx=True)
+            self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)
+            pipe.execute()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         # RQ's loop heartbeats after every job; within a batch once a second is plenty (the TTL is tens of seconds).

@@ -61,24 +61,31 @@ class HeartbeatSimpleWorker(ShortHeartbeat, SimpleWorker):
     _beater: threading.Thread | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        if self._beater is None:
-            self._beater = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
-            self._beater.start()
+        self._start_beater()
         self._beating = job
         try:
             super().execute_job(job, queue)
         finally:
             self._beating = None
 
+    def _start_beater(self) -> None:
+        if self._beater is None:
+            self._beater = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+            self._beater.start()
+
     def _beat(self) -> None:
         while True:
             time.sleep(self.job_monitoring_interval)
-            job = self._beating
-            if job is None or self.execution is None:
-                continue
-            # The task may end while we beat; a late heartbeat is harmless (RQ writes it with XX).
-            with suppress(redis.exceptions.RedisError, AttributeError):
-                self.maintain_heartbeats(job)
+            self._beat_once()
+
+    def _beat_once(self) -> None:
+        """Renew the running task's heartbeat, if a task is running."""
+        job = self._beating
+        if job is None or self.execution is None:
+            return
+        # The task may end while we beat; a late heartbeat is harmless (RQ writes it with XX).
+        with suppress(redis.exceptions.RedisError, AttributeError):
+            self.maintain_heartbeats(job)
 
 
 WORKER_CLASSES: dict[str, type[BaseWorker]] = {"fork": HeartbeatWorker, "simple": HeartbeatSimpleWorker}
