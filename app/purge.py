@@ -16,6 +16,7 @@ anyway, and such a task's final status write may reappear when it finishes.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 from uuid import uuid4
 
@@ -39,9 +40,11 @@ DELETE_CHUNK = 1000
 def _stop_running(connection: redis.Redis, started: list[Place]) -> int:
     """Ask each worker to stop the task it runs; return how many were asked."""
     job_ids = [job_id for place in started for job_id in place.read(connection, 0, -1)]
-    asked = 0
+    lookup = connection.pipeline(transaction=False)
     for job_id in job_ids:
-        worker_name = connection.hget(Job.key_for(job_id), "worker_name")
+        lookup.hget(Job.key_for(job_id), "worker_name")
+    asked = 0
+    for job_id, worker_name in zip(job_ids, lookup.execute(), strict=True):
         if isinstance(worker_name, bytes) and worker_name:
             send_command(connection, worker_name.decode(), "stop-job", job_id=job_id)
             asked += 1
@@ -62,10 +65,7 @@ def _detach(connection: redis.Redis, places: list[Place], token: str) -> list[Pl
     for place in places:
         pipe.exists(place.key)
     present = [place for place, exists in zip(places, pipe.execute(), strict=True) if exists]
-    moved = [
-        Place(f"taskrelay:purge:{token}:{n}", p.list_type, p.states, p.is_list, p.composite, accepted=p.accepted)
-        for n, p in enumerate(present)
-    ]
+    moved = [replace(place, key=f"taskrelay:purge:{token}:{n}") for n, place in enumerate(present)]
     transaction = connection.pipeline(transaction=True)
     for old, new in zip(present, moved, strict=True):
         transaction.rename(old.key, new.key)
