@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from celery import Celery
 
@@ -32,3 +33,9 @@ def noop() -> None:
 def cpu() -> int:
     """About 1 ms of CPU."""
     return burn()
+
+
+def worker_argv(queue: str) -> list[str]:
+    """Return the command line of the Celery worker every benchmark runs: prefork, 2 processes, on `queue`."""
+    argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
+    return [*argv, "-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]

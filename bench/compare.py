@@ -183,7 +183,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
 
 def drain_celery(workload: str, count: int) -> dict:
     os.environ["BENCH_CELERY_BACKEND"] = f"{REDIS_BASE}/{CELERY_BACKEND_DB}"
-    from bench.celery_app import app
+    from bench.celery_app import app, worker_argv
 
     backend = _redis(CELERY_BACKEND_DB)
     backend.flushdb()
@@ -197,8 +197,7 @@ def drain_celery(workload: str, count: int) -> dict:
 
     before = _commands(backend)
     env = _env(BENCH_CELERY_QUEUE=queue, BENCH_CELERY_BACKEND=f"{REDIS_BASE}/{CELERY_BACKEND_DB}")
-    argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
-    argv += ["-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    argv = worker_argv(queue)
 
     def start() -> list[subprocess.Popen]:
         return [subprocess.Popen(argv, cwd=ROOT, env=env)]

@@ -133,8 +133,9 @@ def celery(rate: float, seconds: float) -> dict[str, float]:
     env = {"BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_BACKEND": backend_url}
     api, port = start_api("bench.celery_flask:app", env, 4)
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
-    argv += ["-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    from bench.celery_app import worker_argv
+
+    argv = worker_argv(queue)
     worker = subprocess.Popen(argv, cwd=ROOT, env=child_env)
     try:
         time.sleep(3)
