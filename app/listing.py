@@ -115,14 +115,13 @@ def _predicate(query: ListQuery, place: Place) -> Callable[[list[Any]], bool] | 
 
 def _inspect(connection: redis.Redis, place: Place, ids: list[str]) -> list[list[Any]]:
     """Return [task_type, status, meta] of each id, from its job hash (or its accepted record)."""
+    if place.accepted:
+        records = [pending.decode(raw) for raw in connection.hmget(pending.RECORDS_KEY, ids)] if ids else []
+        return [[record["task_type"].encode() if record else None, b"accepted", None] for record in records]
     pipe = connection.pipeline(transaction=False)
     for job_id in ids:
-        if place.accepted:
-            pipe.hmget(pending.task_key(job_id), "task_type")
-        else:
-            pipe.hmget(Job.key_for(job_id), "description", "status", "meta")
-    rows = pipe.execute()
-    return [[row[0], b"accepted", None] for row in rows] if place.accepted else rows
+        pipe.hmget(Job.key_for(job_id), "description", "status", "meta")
+    return pipe.execute()
 
 
 def _parse_cursor(cursor: str) -> tuple[int, int]:
@@ -212,16 +211,13 @@ def _describe(connection: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     missing = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
     records: dict[str, Any] = {}
     if missing:
-        pipe = connection.pipeline(transaction=False)
-        for job_id in missing:
-            pipe.hgetall(pending.task_key(job_id))
-        records = dict(zip(missing, pipe.execute(), strict=True))
+        raw: Any = connection.hmget(pending.RECORDS_KEY, missing)
+        records = {job_id: pending.decode(value) for job_id, value in zip(missing, raw, strict=True)}
     entries = []
     for job_id, job in zip(ids, jobs, strict=True):
         if job is not None:
             entries.append(job)
-        elif records.get(job_id):
-            record = {k.decode(): v.decode() for k, v in records[job_id].items()}
+        elif record := records.get(job_id):
             entries.append(accepted_summary(job_id, record))
     return entries
 

@@ -91,10 +91,10 @@ def _delete_jobs(connection: redis.Redis, job_ids: list[str]) -> int:
                 f"{job_key}:dependencies",
                 Result.get_key(job_id),
                 ExecutionRegistry.key_template.format(job_id),
-                pending.task_key(job_id),
             ]
             keys += [Execution(e.decode(), job_id, connection).key for e in execution_ids]
             pipe.delete(*keys)
+        pipe.hdel(pending.RECORDS_KEY, *chunk)
         removed += sum(pipe.execute())
     return removed
 

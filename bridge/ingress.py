@@ -9,7 +9,8 @@ from typing import Protocol
 import redis
 
 from bridge import pending
-from bridge.message import TaskEnvelope
+from bridge.group_commit import GroupCommit
+from bridge.message import IngressUnavailable, Outgoing, TaskEnvelope
 from jobs.queues import TaskRequest, enqueue_task, redis_errors
 from jobs.settings import Settings
 
@@ -57,6 +58,11 @@ class RabbitIngress:
     The task is recorded in Redis as accepted first, so it is PENDING from the
     moment the API answers. That record is best effort: with Redis down the
     task is still accepted (it waits in RabbitMQ), it just cannot be read yet.
+
+    Requests submitted at the same time by the threads of one process share a
+    flush (GroupCommit): one Redis round trip records them all, one write
+    publishes them all and their confirms are awaited together. Each request
+    still answers only after its own message was confirmed.
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
@@ -64,16 +70,25 @@ class RabbitIngress:
 
         self.connection = connection
         self.publisher = Publisher(settings.rabbitmq_url, Topology(settings.ingress_queue))
+        self._commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
         self.description = f"RabbitMQ queue {settings.ingress_queue!r}, moved into RQ by the bridge"
 
     def submit(self, request: TaskRequest) -> None:
-        recorded = self._try(lambda: pending.remember(self.connection, request), "record", request)
+        self._commits.submit(request)
+
+    def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        recorded = self._try(lambda: pending.remember(self.connection, requests), "record", requests)
         try:
-            self.publisher.publish(TaskEnvelope.from_request(request).encode(), request.priority, request.task_id)
+            messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id) for r in requests]
+            refusals = self.publisher.publish_many(messages)
         except Exception:
             if recorded:
-                self._try(lambda: pending.forget(self.connection, [request]), "unrecord", request)
+                self._try(lambda: pending.forget(self.connection, requests), "unrecord", requests)
             raise
+        refused = [r for r, why in zip(requests, refusals, strict=True) if why is not None]
+        if refused and recorded:
+            self._try(lambda: pending.forget(self.connection, refused), "unrecord", refused)
+        return [None if why is None else IngressUnavailable(why) for why in refusals]
 
     def purge(self) -> int:
         return self.publisher.purge()
@@ -81,12 +96,13 @@ class RabbitIngress:
     def close(self) -> None:
         self.publisher.close()
 
-    def _try(self, action: Callable[[], object], what: str, request: TaskRequest) -> bool:
+    def _try(self, action: Callable[[], object], what: str, requests: list[TaskRequest]) -> bool:
         try:
             action()
             return True
         except redis.exceptions.RedisError as exc:
-            log.warning("could not %s accepted task in Redis: %s", what, exc, extra={"task_id": request.task_id})
+            ids = [r.task_id for r in requests]
+            log.warning("could not %s %d accepted tasks in Redis: %s", what, len(ids), exc, extra={"task_ids": ids})
             return False
 
 

@@ -7,11 +7,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs.errors import TaskrelayError
+from jobs.errors import BackendUnavailable, TaskrelayError
 from jobs.queues import PRIORITIES, TaskRequest
 
 VERSION = 1
 REQUIRED = ("task_id", "task_type", "priority", "parameters", "submitted_at")
+
+
+class IngressUnavailable(BackendUnavailable):
+    """RabbitMQ did not answer, refused the connection, or did not confirm a message."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One encoded message for the ingress queue, as the publisher sends it."""
+
+    body: bytes
+    priority: str
+    message_id: str
 
 
 class PoisonMessage(TaskrelayError):

@@ -3,12 +3,18 @@
 The API records each task here before publishing it; the bridge forgets it in
 the same MULTI that creates its RQ job. Keys (per priority queue name Q):
 
-    taskrelay:ingress:Q          sorted set, task id -> accepted time (Unix seconds)
-    taskrelay:ingress:task:<id>  hash: task_type, priority, queue, submitted_at, run_at; expires after PENDING_TTL_S
+    taskrelay:ingress:Q        sorted set, task id -> accepted time (Unix seconds)
+    taskrelay:ingress:records  hash, task id -> JSON {task_type, priority, queue, submitted_at, run_at}
+
+One hash for all records (rather than a key per task) lets a batch of accepted
+tasks be written with one HSET and one ZADD per queue, whatever its size.
+Records the bridge never cleared (the publish failed and so did Redis) are
+dropped by `trim`, which the bridge runs every TRIM_EVERY_S.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,8 +24,8 @@ from redis.client import Pipeline
 from jobs.queues import PRIORITIES, QUEUE_NAMES, TaskRequest
 
 PENDING_TTL_S = 24 * 3600
-"""A record the bridge never cleared (its publish failed and Redis failed too) disappears after this, in seconds."""
-FIELDS = ("task_type", "priority", "queue", "submitted_at", "run_at")
+"""`trim` drops records older than this, in seconds: by then their publish has certainly failed."""
+RECORDS_KEY = "taskrelay:ingress:records"
 
 
 def zset_key(queue_name: str) -> str:
@@ -27,35 +33,36 @@ def zset_key(queue_name: str) -> str:
     return f"taskrelay:ingress:{queue_name}"
 
 
-def task_key(task_id: str) -> str:
-    """Return the hash describing accepted task `task_id`."""
-    return f"taskrelay:ingress:task:{task_id}"
-
-
 ALL_ZSET_KEYS = tuple(zset_key(QUEUE_NAMES[p]) for p in PRIORITIES)
 
 
-# One command per accepted task: the API's hot path pays a single round trip.
-REMEMBER = """
-redis.call('HSET', KEYS[1], 'task_type', ARGV[1], 'priority', ARGV[2], 'queue', ARGV[3],
-           'submitted_at', ARGV[4], 'run_at', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8])
-"""
+def remember(connection: redis.Redis, requests: list[TaskRequest]) -> None:
+    """Record `requests` as accepted and on their way: one round trip, one HSET and a ZADD per queue.
 
-
-def remember(connection: redis.Redis, request: TaskRequest) -> None:
-    """Record `request` as accepted and on its way (one round trip)."""
-    queue = QUEUE_NAMES[request.priority]
-    script = _scripts.get(id(connection))
-    if script is None:
-        script = _scripts[id(connection)] = connection.register_script(REMEMBER)
-    run_at = request.run_at.isoformat() if request.run_at else ""
-    args: list[Any] = [request.task_type, request.priority, queue, request.submitted_at, run_at, PENDING_TTL_S]
-    script(keys=[task_key(request.task_id), zset_key(queue)], args=[*args, time.time(), request.task_id])
-
-
-_scripts: dict[int, Any] = {}
+    The caller publishes only after this returned, so the record is in Redis
+    before the bridge can see the message (and forget the record), however
+    far the API is from Redis.
+    """
+    now = time.time()
+    records: dict[Any, Any] = {}
+    by_queue: dict[str, dict[Any, float]] = {}
+    for request in requests:
+        queue = QUEUE_NAMES[request.priority]
+        records[request.task_id] = json.dumps(
+            {
+                "task_type": request.task_type,
+                "priority": request.priority,
+                "queue": queue,
+                "submitted_at": request.submitted_at,
+                "run_at": request.run_at.isoformat() if request.run_at else "",
+            }
+        )
+        by_queue.setdefault(queue, {})[request.task_id] = now
+    pipe = connection.pipeline(transaction=False)
+    pipe.hset(RECORDS_KEY, mapping=records)
+    for queue, members in by_queue.items():
+        pipe.zadd(zset_key(queue), members)
+    pipe.execute()
 
 
 def forget(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:
@@ -66,21 +73,29 @@ def forget(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:
     for queue, ids in by_queue.items():
         pipe.zrem(zset_key(queue), *ids)
     if requests:
-        pipe.delete(*(task_key(r.task_id) for r in requests))
+        pipe.hdel(RECORDS_KEY, *(r.task_id for r in requests))
+
+
+def decode(raw: bytes | str | None) -> dict[str, str] | None:
+    """Return a record as stored in RECORDS_KEY, decoded; None for a missing one."""
+    return json.loads(raw) if raw else None
 
 
 def get(connection: redis.Redis, task_id: str) -> dict[str, str] | None:
     """Return the accepted record of `task_id`, or None when there is none."""
-    raw: Any = connection.hgetall(task_key(task_id))
-    if not raw:
-        return None
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    raw: Any = connection.hget(RECORDS_KEY, task_id)
+    return decode(raw)
 
 
 def trim(connection: redis.Redis, older_than_s: float = PENDING_TTL_S) -> int:
-    """Drop sorted-set entries whose record has expired; return how many."""
+    """Drop the records accepted more than `older_than_s` ago; return how many."""
     cutoff = time.time() - older_than_s
-    pipe = connection.pipeline(transaction=False)
+    dropped = 0
     for key in ALL_ZSET_KEYS:
-        pipe.zremrangebyscore(key, 0, cutoff)
-    return int(sum(pipe.execute()))
+        stale: Any = connection.zrangebyscore(key, 0, cutoff)
+        if stale:
+            pipe = connection.pipeline(transaction=True)
+            pipe.hdel(RECORDS_KEY, *stale)
+            pipe.zrem(key, *stale)
+            dropped += int(pipe.execute()[1])
+    return dropped

@@ -33,6 +33,8 @@ BACKOFF_MAX_S = 5.0
 """Reconnect and Redis retry waits grow from BACKOFF_START_S, doubling, up to this (seconds)."""
 STATS_EVERY_S = 30.0
 """How often the bridge logs its counters, in seconds."""
+TRIM_EVERY_S = 3600.0
+"""How often the bridge drops accepted records older than pending.PENDING_TTL_S (publishes that failed), in seconds."""
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Bridge:
         self.counters = Counters()
         self._stopping = False
         self._last_stats = time.monotonic()
+        self._last_trim = -TRIM_EVERY_S  # trim once at start
 
     def stop(self, *_: object) -> None:
         """Ask the bridge to finish its batch and exit."""
@@ -85,9 +88,11 @@ class Bridge:
                 batches = consumer.batches(
                     self.settings.bridge_batch_size, self.settings.bridge_batch_wait_s, lambda: self._stopping
                 )
+                self._maybe_trim()
                 for batch in batches:
                     self.handle(batch, consumer)
                     self._maybe_log_stats()
+                    self._maybe_trim()
             except IngressUnavailable as exc:
                 self.counters.reconnects += 1
                 log.warning("RabbitMQ unavailable (%s); reconnecting in %.1f s", exc, backoff)
@@ -141,6 +146,20 @@ class Bridge:
             self.counters.moved += len(created)
             self.counters.duplicates += len(requests) - len(created)
             return True
+
+    def _maybe_trim(self) -> None:
+        if time.monotonic() - self._last_trim < TRIM_EVERY_S:
+            return
+        self._last_trim = time.monotonic()
+        try:
+            dropped = pending.trim(self.connection)
+        except redis.exceptions.RedisError as exc:
+            log.warning("could not trim stale accepted records: %s", exc)
+            return
+        if dropped:
+            log.warning(
+                "dropped %s accepted records older than %s s (their publish failed)", dropped, pending.PENDING_TTL_S
+            )
 
     def _maybe_log_stats(self) -> None:
         if time.monotonic() - self._last_stats >= STATS_EVERY_S:

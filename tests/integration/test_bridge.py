@@ -20,7 +20,7 @@ from rq.job import Job
 
 from app import create_app
 from bridge.amqp import AMQP_PRIORITY, REASON_HEADER, Publisher, Topology
-from bridge.message import TaskEnvelope
+from bridge.message import IngressUnavailable, TaskEnvelope
 from bridge.service import Bridge
 from jobs.queues import SERIALIZER, TaskRequest, all_queues, connect
 from jobs.settings import Settings
@@ -169,6 +169,80 @@ def test_poison_messages_go_to_the_dead_letter_queue(redis_url, rabbitmq_url, in
     assert "unknown task_type 'no_such_type'" in reasons[poison[2]]
     assert "missing fields" in reasons[missing]
     assert "not a JSON object" in reasons[b"[1, 2]"]
+
+
+def queue_depth(rabbitmq_url: str, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def test_concurrent_submits_share_publishes_and_every_task_arrives_once(
+    redis_url, rabbitmq_url, ingress_queue, real_redis
+):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    app = create_app(settings, real_redis)
+    ingress = app.extensions["taskrelay"].ingress
+    flushes: list[int] = []
+    flush = ingress._commits._flush
+
+    def counted(requests: list[TaskRequest]) -> list[BaseException | None]:
+        flushes.append(len(requests))
+        return flush(requests)
+
+    ingress._commits._flush = counted
+    ids: list[str] = []
+    start = threading.Barrier(24)
+
+    def submit() -> None:
+        client = app.test_client()
+        start.wait()
+        for _ in range(5):
+            answer = client.post("/api/tasks", json=SEED_TASK)
+            assert answer.status_code == 202
+            ids.append(answer.json["task_id"])
+
+    threads = [threading.Thread(target=submit) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    ingress.close()
+    assert len(set(ids)) == 120
+    assert sum(flushes) == 120 and len(flushes) < 120  # requests that met went out in shared publishes
+    assert queue_depth(rabbitmq_url, ingress_queue) == 120
+    assert real_redis.zcard("taskrelay:ingress:high_priority") == 120  # every one PENDING before its 202
+
+
+def test_api_publisher_reconnects_after_its_connection_dropped(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client
+):
+    proxy = TcpProxy("127.0.0.1", 5672)
+    try:
+        via_proxy = rabbitmq_url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+        client = make_client(settings_for(redis_url, via_proxy, ingress_queue), real_redis)
+        assert client.post("/api/tasks", json=SEED_TASK).status_code == 202
+        proxy.drop_all()
+        assert client.post("/api/tasks", json=SEED_TASK).status_code == 202
+        assert proxy.accepted == 2
+        assert queue_depth(rabbitmq_url, ingress_queue) == 2
+    finally:
+        proxy.close()
+
+
+def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_queue):
+    publisher = Publisher(rabbitmq_url, Topology(ingress_queue))
+    try:
+        publisher.publish(envelope("routed"), "normal", "routed")
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+        connection.channel().queue_delete(ingress_queue)  # the exchange stays, with nowhere to route
+        connection.close()
+        with pytest.raises(IngressUnavailable, match="could not route"):
+            publisher.publish(envelope("lost"), "normal", "lost")
+    finally:
+        publisher.close()
 
 
 def test_rabbitmq_down_is_503_and_nothing_half_accepted(redis_url, real_redis, make_client):
