@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 HOST ?= 127.0.0.1
-API_WORKERS ?= 4
+API_WORKERS ?= 2
+API_THREADS ?= 8
 DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
 
@@ -23,7 +24,7 @@ run: install  ## the whole system: embedded Redis (unless REDIS_URL is set), API
 	$(BIN)/python -m app.launcher
 
 api: install  ## the HTTP API under gunicorn on $(HOST):$(PORT)
-	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(API_WORKERS) --threads 4 'app:create_app()'
+	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(API_WORKERS) --threads $(API_THREADS) 'app:create_app()'
 
 worker: install  ## one RQ worker on high_priority, normal_priority, low_priority (in that order)
 	$(BIN)/python -m jobs.worker

@@ -6,7 +6,8 @@ Environment:
     REDIS_URL           use this Redis as is; unset: start an embedded one whose data are not kept
     TASKRELAY_EMBEDDED  which embedded Redis: redis-server (the default when on PATH) or fakeredis
     HOST, PORT          where the API listens (default 127.0.0.1, 5000)
-    API_WORKERS         gunicorn worker processes (default 2, 4 threads each)
+    API_WORKERS         gunicorn worker processes (default 2)
+    API_THREADS         threads per gunicorn process (default 8)
     WORKERS             RQ worker processes (default 2)
     RABBITMQ_URL        set: the API publishes to RabbitMQ and a bridge process is started too
 
@@ -259,13 +260,14 @@ def run(launch: Launch) -> int:
     """Start Redis, the API and the workers, then wait for a stop request (0) or a child's exit (1)."""
     host, port = os.environ.get("HOST", "127.0.0.1"), _int_env("PORT", 5000)
     api_workers, workers = _int_env("API_WORKERS", 2), _int_env("WORKERS", 2)
+    api_threads = _int_env("API_THREADS", 8)
     backend = choose_redis(launch)
     try:
         env = dict(os.environ, REDIS_URL=backend.url)
         api = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(api_workers)]
         base_url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"  # noqa: S104 (not a bind)
         if launch.running():
-            launch.spawn("api", [*api, "--threads", "4", "app:create_app()"], env)
+            launch.spawn("api", [*api, "--threads", str(api_threads), "app:create_app()"], env)
             for number in range(1, workers + 1):
                 launch.spawn(f"worker {number}", [sys.executable, "-m", "jobs.worker"], env)
             launch.spawn("scheduler", [*RQSCHEDULER, "--url", backend.url, "--interval", "1", "--quiet"], env)

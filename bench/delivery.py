@@ -88,7 +88,7 @@ class Cluster:
         }
         self.redis: subprocess.Popen | None = None
         self.start_redis()
-        self.api, self.api_port = start_api("app:create_app()", self.env, 4)
+        self.api, self.api_port = start_api("app:create_app()", self.env)
         self.bridge = self._spawn("bridge")
         self.workers = [self._spawn("jobs.worker") for _ in range(workers)]
         self.connection = redis.Redis.from_url(self.redis_url)

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ingress [--seconds 10] [--rounds 2] [--smoke]
 
 Side by side in one run, interleaved round by round, against gunicorn
-(API_WORKERS processes x 4 threads) with 8 keep-alive clients:
+(--api-workers processes x --api-threads threads, default 2 x 8 as `make api`) with 8 keep-alive clients:
   bare    a bare Flask app (the ceiling of Flask + gunicorn here)
   celery  the seed's stack: Flask calling task.delay() (RabbitMQ broker, publisher confirms off, Celery's default)
   direct  Taskrelay, API enqueuing straight into RQ
@@ -50,11 +50,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(app_spec: str, env: dict[str, str], workers: int) -> tuple[subprocess.Popen, int]:
+API_WORKERS, API_THREADS = 2, 8
+"""gunicorn's shape for every benchmark, as `make api` runs it on this 2-core machine."""
+
+
+def start_api(
+    app_spec: str, env: dict[str, str], workers: int = API_WORKERS, threads: int = API_THREADS
+) -> tuple[subprocess.Popen, int]:
     """Start gunicorn serving `app_spec`; return it and its port once it answers."""
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    argv += ["--threads", "4", "--log-level", "warning", app_spec]
+    argv += ["--threads", str(threads), "--log-level", "warning", app_spec]
     process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env, "LOG_LEVEL": "WARNING"})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -73,7 +79,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--api-workers", type=int, default=4)
+    parser.add_argument(
+        "--api-workers", type=int, default=API_WORKERS, help="gunicorn processes (the Makefile's API_WORKERS)"
+    )
+    parser.add_argument(
+        "--api-threads", type=int, default=API_THREADS, help="threads per process (the Makefile's API_THREADS)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run that only proves the harness works")
     args = parser.parse_args()
     if args.smoke:
@@ -94,7 +105,7 @@ def main() -> None:
     results: dict[str, list[LoadResult]] = {name: [] for name in configs}
     for round_number in range(1, args.rounds + 1):
         for name, (spec, env) in configs.items():
-            process, port = start_api(spec, env, args.api_workers)
+            process, port = start_api(spec, env, args.api_workers, args.api_threads)
             try:
                 load("127.0.0.1", port, "/api/tasks", BODY, min(1.0, args.seconds))  # warm-up, not counted
                 result = load("127.0.0.1", port, "/api/tasks", BODY, args.seconds)
@@ -182,7 +193,8 @@ def _report(results: dict[str, list[LoadResult]], published: int, drain_s: float
     bridge_rate = published / drain_s if drain_s else 0.0
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
-        f"Ingress benchmark ({machine}; gunicorn {args.api_workers} workers x 4 threads; 8 keep-alive clients;"
+        f"Ingress benchmark ({machine}; gunicorn {args.api_workers} workers x {args.api_threads} threads;"
+        " 8 keep-alive clients;"
         f" {args.rounds} x {args.seconds:g} s per config, interleaved)",
         "",
         "| config | POST /api/tasks req/s | p50 ms | p99 ms | errors |",

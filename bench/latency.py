@@ -98,7 +98,7 @@ def taskrelay(rate: float, seconds: float) -> dict[str, float]:
         "INGRESS_QUEUE": queue,
         "TASKRELAY_TASK_MODULES": "bench.tasks",
     }
-    api, port = start_api("app:create_app()", env, 4)
+    api, port = start_api("app:create_app()", env)
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     others = [
         subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=child_env)
@@ -131,7 +131,7 @@ def celery(rate: float, seconds: float) -> dict[str, float]:
     backend.flushdb()
     queue = f"bench.celery.{uuid.uuid4().hex[:8]}"
     env = {"BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_BACKEND": backend_url}
-    api, port = start_api("bench.celery_flask:app", env, 4)
+    api, port = start_api("bench.celery_flask:app", env)
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     from bench.celery_app import worker_argv
 
