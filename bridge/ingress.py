@@ -11,7 +11,7 @@ import redis
 from bridge import pending
 from bridge.group_commit import GroupCommit
 from bridge.message import IngressUnavailable, Outgoing, TaskEnvelope
-from jobs.queues import TaskRequest, enqueue_task, redis_errors
+from jobs.queues import TaskRequest, enqueue_new, redis_errors
 from jobs.settings import Settings
 
 log = logging.getLogger("taskrelay.ingress")
@@ -33,17 +33,26 @@ class Ingress(Protocol):
 
 
 class DirectIngress:
-    """Enqueue into RQ from the API process (no RabbitMQ)."""
+    """Enqueue into RQ from the API process (no RabbitMQ).
+
+    Requests submitted at the same time by the threads of one process share
+    one MULTI/EXEC (GroupCommit); each answers once its job is in Redis.
+    """
 
     description = "direct into RQ"
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self.connection = connection
         self.settings = settings
+        self._commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
 
     def submit(self, request: TaskRequest) -> None:
+        self._commits.submit(request)
+
+    def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         with redis_errors():
-            enqueue_task(self.connection, self.settings, request)
+            enqueue_new(self.connection, self.settings, requests)
+        return [None] * len(requests)
 
     def purge(self) -> int:
         return 0
