@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
+from bench.procs import descendants, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -57,41 +58,12 @@ def _commands(connection: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if not k.startswith(("cmdstat_info", "cmdstat_config")))
 
 
-def _peak_rss_mb(pids: list[int]) -> dict[int, float]:
-    peaks = {}
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks[pid] = int(line.split()[1]) / 1024
-    return peaks
-
-
-def _descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == parent:
-                    found.append(int(entry.name))
-                    frontier.append(int(entry.name))
-    return found
-
-
 def _watch_rss(processes: list[subprocess.Popen], stop: threading.Event, peaks: dict[str, float]) -> None:
     names = {p.pid: " ".join(p.args[-3:]) if isinstance(p.args, list) else str(p.args) for p in processes}
     while not stop.wait(0.2):
         for process in processes:
-            pids = [process.pid, *_descendants(process.pid)]
-            for pid, mb in _peak_rss_mb(pids).items():
+            pids = [process.pid, *descendants(process.pid)]
+            for pid, mb in peak_rss_mb(pids).items():
                 label = names[process.pid] + ("" if pid == process.pid else " (child)")
                 peaks[label] = max(peaks.get(label, 0.0), mb)
 
@@ -135,21 +107,26 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def drain_taskrelay(workload: str, count: int) -> dict:
-    from bridge.amqp import Publisher, Topology, delete_topology
-    from bridge.message import TaskEnvelope
+    from bridge.amqp import Topology, delete_topology
+    from bridge.ingress import RabbitIngress
     from jobs.queues import TaskRequest
+    from jobs.settings import Settings
 
     connection = _redis(DB)
     connection.flushdb()
     queue = f"taskrelay.bench.{uuid.uuid4().hex[:8]}"
     task_type = WORKLOADS[workload][0]
-    publisher = Publisher(RABBITMQ_URL, Topology(queue))
+    # The feed submits the way the API does once a request is validated: the RabbitMQ ingress
+    # (a PENDING record in Redis, then a confirmed publish, concurrent submits sharing one).
+    settings = Settings.from_env(
+        {"REDIS_URL": f"{REDIS_BASE}/{DB}", "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}
+    )
+    ingress = RabbitIngress(connection, settings)
     stamp = "2026-01-01T00:00:00+00:00"
 
     def publish(offset: int) -> None:
         for n in range(offset, count, 4):
-            request = TaskRequest(f"bench-{n}", task_type, "normal", {}, stamp)
-            publisher.publish(TaskEnvelope.from_request(request).encode(), "normal", request.task_id)
+            ingress.submit(TaskRequest(f"bench-{n}", task_type, "normal", {}, stamp))
 
     def feed() -> None:
         threads = [threading.Thread(target=publish, args=(k,)) for k in range(4)]
@@ -157,7 +134,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
             thread.start()
         for thread in threads:
             thread.join()
-        publisher.close()
+        ingress.close()
 
     env = _env(
         REDIS_URL=f"{REDIS_BASE}/{DB}",

@@ -32,6 +32,7 @@ from pathlib import Path
 import redis
 
 from bench.load import LoadResult, load
+from bench.procs import descendants, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -103,12 +104,14 @@ def main() -> None:
         "rabbit": ("app:create_app()", {"REDIS_URL": rabbit_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}),
     }
     results: dict[str, list[LoadResult]] = {name: [] for name in configs}
+    rss: dict[str, dict[str, float]] = {name: {"master": 0.0, "worker": 0.0} for name in configs}
     for round_number in range(1, args.rounds + 1):
         for name, (spec, env) in configs.items():
             process, port = start_api(spec, env, args.api_workers, args.api_threads)
             try:
                 load("127.0.0.1", port, "/api/tasks", BODY, min(1.0, args.seconds))  # warm-up, not counted
                 result = load("127.0.0.1", port, "/api/tasks", BODY, args.seconds)
+                _note_rss(rss[name], process.pid)
             finally:
                 process.terminate()
                 process.wait()
@@ -117,7 +120,7 @@ def main() -> None:
 
     published = _queue_depth(queue)
     drain_s = _drain_with_bridge(rabbit_db, queue, published)
-    report = _report(results, published, drain_s, args)
+    report = _report(results, rss, published, drain_s, args)
     RESULTS.mkdir(exist_ok=True)
     name = "ingress-smoke" if args.smoke else "ingress"
     (RESULTS / f"{name}.md").write_text(report["markdown"])
@@ -173,7 +176,20 @@ def _drain_with_bridge(redis_url: str, queue: str, expected: int) -> float:
         bridge.wait()
 
 
-def _report(results: dict[str, list[LoadResult]], published: int, drain_s: float, args: argparse.Namespace) -> dict:
+def _note_rss(peaks: dict[str, float], master: int) -> None:
+    """Keep the peak RSS (MB) of the gunicorn master and of its largest worker."""
+    workers = peak_rss_mb(descendants(master))
+    peaks["master"] = max(peaks["master"], peak_rss_mb([master]).get(master, 0.0))
+    peaks["worker"] = max(peaks["worker"], max(workers.values(), default=0.0))
+
+
+def _report(
+    results: dict[str, list[LoadResult]],
+    rss: dict[str, dict[str, float]],
+    published: int,
+    drain_s: float,
+    args: argparse.Namespace,
+) -> dict:
     def merged(name: str) -> LoadResult:
         runs = results[name]
         result = LoadResult(
@@ -197,12 +213,13 @@ def _report(results: dict[str, list[LoadResult]], published: int, drain_s: float
         " 8 keep-alive clients;"
         f" {args.rounds} x {args.seconds:g} s per config, interleaved)",
         "",
-        "| config | POST /api/tasks req/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|",
+        "| config | POST /api/tasks req/s | p50 ms | p99 ms | errors | peak RSS MB: master, each worker |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for name, row in rows.items():
         lines.append(
-            f"| {name} | {row.rate:.0f} | {row.percentile(0.5):.2f} | {row.percentile(0.99):.2f} | {row.errors} |"
+            f"| {name} | {row.rate:.0f} | {row.percentile(0.5):.2f} | {row.percentile(0.99):.2f} | {row.errors}"
+            f" | {rss[name]['master']:.0f}, {rss[name]['worker']:.0f} |"
         )
     lines += [
         "",
@@ -216,7 +233,14 @@ def _report(results: dict[str, list[LoadResult]], published: int, drain_s: float
     data = {
         "machine": machine,
         "http": {
-            name: {"rate": row.rate, "p99_ms": row.percentile(0.99), "errors": row.errors} for name, row in rows.items()
+            name: {
+                "rate": row.rate,
+                "p50_ms": row.percentile(0.5),
+                "p99_ms": row.percentile(0.99),
+                "errors": row.errors,
+                "peak_rss_mb": rss[name],
+            }
+            for name, row in rows.items()
         },
         "bridge": {"tasks": published, "seconds": drain_s, "rate": bridge_rate},
     }
