@@ -4,14 +4,20 @@
 
 The tasks are written the way RQ's worker leaves a finished job (job hash,
 finished registry entry, result stream) in pipelines, so the set-up takes
-seconds, not the minutes running them would. Latencies are measured through
-the Flask app in-process (no HTTP socket), so they are the server-side cost.
-The chosen database is flushed before and after.
+seconds, not the minutes running them would. Latencies are measured over
+HTTP (one keep-alive connection, one request at a time) against the API under
+gunicorn, as `make api` runs it, so they include the HTTP round trip. The
+chosen database is flushed before and after. Writes bench/results/scale.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import http.client
+import json
+import os
+import platform
 import statistics
 import time
 from datetime import UTC, datetime
@@ -21,9 +27,8 @@ import redis
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from app import create_app
+from bench.ingress import RESULTS, start_api
 from jobs.queues import PRIORITIES, QUEUE_NAMES, RUNNER, SERIALIZER, connect, get_queue
-from jobs.settings import Settings
 
 TTL_S = 3600
 BATCH = 2000
@@ -59,16 +64,22 @@ def populate(connection: redis.Redis, count: int) -> list[str]:
     return ids
 
 
-def timed(client, url: str, repeats: int) -> tuple[float, float]:
+def request(client: http.client.HTTPConnection, method: str, url: str) -> tuple[int, bytes]:
+    client.request(method, url)
+    response = client.getresponse()
+    return response.status, response.read()
+
+
+def timed(client: http.client.HTTPConnection, url: str, repeats: int) -> tuple[float, float]:
     """Return p50 and p99 latency of GET `url` in milliseconds (after 5 uncounted warm-up calls)."""
     for _ in range(5):
-        client.get(url)
+        request(client, "GET", url)
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        response = client.get(url)
+        status, body = request(client, "GET", url)
         samples.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200, response.json
+        assert status == 200, body[:500]
     samples.sort()
     return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
@@ -78,36 +89,74 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13", help="a database it may flush")
-    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=400)
+    parser.add_argument("--smoke", action="store_true", help="300 tasks, 5 requests: only proves the harness works")
     args = parser.parse_args()
+    if args.smoke:
+        args.tasks, args.repeats = 300, 5
 
     connection = connect(args.redis)
     connection.flushdb()
     started = time.perf_counter()
     ids = populate(connection, args.tasks)
     print(f"populated {len(ids):,} finished tasks in {time.perf_counter() - started:.1f} s")
+    middle = ids[len(ids) // 2]
+    del ids
+    gc.collect()
+    gc.freeze()  # this client's own collector pauses are not the API's latency
 
-    client = create_app(Settings.from_env({"REDIS_URL": args.redis, "LOG_LEVEL": "WARNING"}), connection).test_client()
+    api, port = start_api("app:create_app()", {"REDIS_URL": args.redis})
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        report = measure(client, connection, args, middle)
+    finally:
+        client.close()
+        api.terminate()
+        api.wait()
+        connection.flushdb()
+    RESULTS.mkdir(exist_ok=True)
+    name = "scale-smoke" if args.smoke else "scale"
+    (RESULTS / f"{name}.md").write_text(report["markdown"])
+    (RESULTS / f"{name}.json").write_text(json.dumps(report["data"], indent=2))
+
+
+def measure(
+    client: http.client.HTTPConnection, connection: redis.Redis, args: argparse.Namespace, task_id: str
+) -> dict:
+    """Time the calls, then the purge; return the report (markdown and data)."""
     rows = [
-        ("GET /api/tasks/{id}", f"/api/tasks/{ids[len(ids) // 2]}"),
+        ("GET /api/tasks/{id}", f"/api/tasks/{task_id}"),
         ("GET /api/tasks (first page, 50)", "/api/tasks"),
         ("GET /api/tasks?state=SUCCESS&type=completed", "/api/tasks?state=SUCCESS&type=completed"),
         ("GET /api/tasks?priority=low&limit=500", "/api/tasks?priority=low&limit=500"),
         ("GET /api/tasks?task_type=data_processing", "/api/tasks?task_type=data_processing"),
     ]
-    print(f"| call ({args.tasks:,} tasks in Redis) | p50 ms | p99 ms |")
-    print("|---|---:|---:|")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    lines = [
+        f"Scale benchmark ({machine}; {args.tasks:,} finished tasks in Redis; over HTTP to gunicorn,"
+        " one request at a time)",
+        "",
+        "| call | requests | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    print("\n".join(lines), flush=True)
+    data: dict = {"machine": machine, "tasks": args.tasks, "calls": {}}
     for label, url in rows:
         repeats = args.repeats if "task_type=" not in url else max(5, args.repeats // 40)
         p50, p99 = timed(client, url, repeats)
-        print(f"| {label} | {p50:.2f} | {p99:.2f} |")
+        data["calls"][label] = {"url": url, "requests": repeats, "p50_ms": p50, "p99_ms": p99}
+        lines.append(f"| {label} | {repeats} | {p50:.2f} | {p99:.2f} |")
+        print(lines[-1], flush=True)
 
     started = time.perf_counter()
-    answer = client.post("/api/tasks/purge").json or {}
-    print(f"purge: {time.perf_counter() - started:.2f} s, {answer['details']}")
+    status, body = request(client, "POST", "/api/tasks/purge")
+    seconds = time.perf_counter() - started
+    assert status == 200, body[:500]
     leftover = sum(1 for _ in connection.scan_iter("rq:job:*", count=10_000))
-    print(f"job hashes left after purge: {leftover}")
-    connection.flushdb()
+    data["purge"] = {"seconds": seconds, "answer": json.loads(body), "job_hashes_left": leftover}
+    lines += ["", f"purge of all {args.tasks:,}: {seconds:.2f} s over HTTP; job hashes left: {leftover}", ""]
+    print("\n".join(lines[-3:]))
+    return {"markdown": "\n".join(lines), "data": data}
 
 
 if __name__ == "__main__":

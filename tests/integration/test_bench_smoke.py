@@ -55,5 +55,6 @@ def test_ingress_smoke(bench_dbs, rabbitmq_url):
 
 def test_scale_smoke(bench_dbs):
     url = f"{REDIS_TEST_URL.rstrip('/')}/{bench_dbs.split(',')[0]}"
-    output = run_bench(bench_dbs, "bench.scale", "--tasks", "300", "--repeats", "5", "--redis", url)
-    assert "job hashes left after purge: 0" in output
+    output = run_bench(bench_dbs, "bench.scale", "--smoke", "--redis", url)
+    assert "GET /api/tasks (first page, 50) | 5 |" in output
+    assert "job hashes left: 0" in output
