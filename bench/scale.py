@@ -71,8 +71,8 @@ def request(client: http.client.HTTPConnection, method: str, url: str) -> tuple[
 
 
 def timed(client: http.client.HTTPConnection, url: str, repeats: int) -> tuple[float, float]:
-    """Return p50 and p99 latency of GET `url` in milliseconds (after 5 uncounted warm-up calls)."""
-    for _ in range(5):
+    """Return p50 and p99 latency of GET `url` in milliseconds (after uncounted warm-up calls)."""
+    for _ in range(min(50, repeats)):
         request(client, "GET", url)
     samples = []
     for _ in range(repeats):
