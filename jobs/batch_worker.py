@@ -32,7 +32,7 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.command import parse_payload
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, _job_stack
 from rq.results import Result
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
@@ -53,7 +53,9 @@ for _, queue_key in ipairs(KEYS) do
     local queue_name = string.sub(queue_key, 10)
     for _, id in ipairs(ids) do
       local job_key = 'rq:job:' .. id
-      if redis.call('EXISTS', job_key) == 1 then
+      local ttl = redis.call('TTL', job_key)  -- -2: gone (purged); >= 0: must not expire while it runs
+      if ttl ~= -2 then
+        if ttl >= 0 then redis.call('PERSIST', job_key) end
         redis.call('ZADD', 'rq:wip:' .. queue_name, ARGV[2], id .. ':' .. ARGV[3])
         redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'last_heartbeat', ARGV[5])
         table.insert(claimed, queue_name)
@@ -64,8 +66,18 @@ for _, queue_key in ipairs(KEYS) do
 end
 return claimed
 """
-"""Pop up to ARGV[1] ids from the queues in KEYS order; register each as started; return [queue, id, ...].
+"""Pop up to ARGV[1] ids from the queues in KEYS order; register each as started (and make its key persistent,
+which Job.perform() would do with a round trip of its own); return [queue, id, ...].
 Job keys are built inside the script, so it needs a single Redis (not a cluster)."""
+
+
+def _perform_claimed(job: Job) -> Any:
+    """Job.perform() without its PERSIST round trip: CLAIM already made the claimed job's key persistent."""
+    _job_stack.push(job)  # what get_current_job() returns inside the task
+    try:
+        return job._execute()
+    finally:
+        _job_stack.pop()
 
 
 class BatchWorker(HeartbeatSimpleWorker):
@@ -146,7 +158,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         try:
             with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
-                job._result = job.perform()
+                job._result = _perform_claimed(job)
         except Exception:
             self._finish_claim(job)
             self._flush()

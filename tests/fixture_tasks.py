@@ -44,10 +44,12 @@ def hold(params: dict[str, Any]) -> dict[str, Any]:
 
 @task("test_count", max_retries=0, timeout_s=30)
 def count(params: dict[str, Any]) -> dict[str, Any]:
-    """Count this run in Redis: `runs:total` and `runs:<task_id>`."""
+    """Count this run in Redis: `runs:total` and `runs:<task_id>`; report its job key's TTL while it runs."""
     job = get_current_job()
     assert job is not None
     pipe = job.connection.pipeline()
     pipe.incr("runs:total")
     pipe.incr(f"runs:{job.id}")
-    return {"run": pipe.execute()[1]}
+    pipe.ttl(job.key)
+    _, run, key_ttl = pipe.execute()
+    return {"run": run, "key_ttl": key_ttl}

@@ -55,6 +55,20 @@ def test_batches_run_every_task_with_the_usual_outcomes(redis_url, real_redis):
     assert max(started(highs)) < min(started(lows))
 
 
+def test_a_claimed_job_whose_key_had_a_ttl_cannot_expire_while_it_runs(redis_url, real_redis):
+    client = make_client(redis_url, real_redis)
+    task_id = submit(client, "test_count")
+    real_redis.expire(f"rq:job:{task_id}", 300)
+    worker = build_worker(
+        Settings.from_env({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
+    )
+    worker.work(burst=True, logging_level="WARNING")
+    answer = client.get(f"/api/tasks/{task_id}").json
+    assert answer["state"] == "SUCCESS"
+    assert answer["status"]["result"]["key_ttl"] == -1  # persistent while running, as Job.perform() leaves it
+    assert real_redis.ttl(f"rq:job:{task_id}") > 300  # then the result TTL, as after any success
+
+
 def _spawn(redis_url, **extra):
     env = {
         **os.environ,
