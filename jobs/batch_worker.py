@@ -46,28 +46,31 @@ BATCH_SIZE = 50
 CLAIM = """
 local claimed = {}
 local want = tonumber(ARGV[1])
+local function claim(queue_name, id)
+  local job_key = 'rq:job:' .. id
+  local ttl = redis.call('TTL', job_key)  -- -2: gone (purged); >= 0: must not expire while it runs
+  if ttl ~= -2 then
+    if ttl >= 0 then redis.call('PERSIST', job_key) end
+    redis.call('ZADD', 'rq:wip:' .. queue_name, ARGV[2], id .. ':' .. ARGV[3])
+    redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'last_heartbeat', ARGV[5])
+    table.insert(claimed, queue_name)
+    table.insert(claimed, id)
+  end
+end
+for i = 6, #ARGV, 2 do claim(ARGV[i], ARGV[i + 1]) end  -- already popped (by RQ's blocking dequeue)
 for _, queue_key in ipairs(KEYS) do
   if #claimed >= 2 * want then break end
   local ids = redis.call('LPOP', queue_key, want - #claimed / 2)
   if ids then
     local queue_name = string.sub(queue_key, 10)
-    for _, id in ipairs(ids) do
-      local job_key = 'rq:job:' .. id
-      local ttl = redis.call('TTL', job_key)  -- -2: gone (purged); >= 0: must not expire while it runs
-      if ttl ~= -2 then
-        if ttl >= 0 then redis.call('PERSIST', job_key) end
-        redis.call('ZADD', 'rq:wip:' .. queue_name, ARGV[2], id .. ':' .. ARGV[3])
-        redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'last_heartbeat', ARGV[5])
-        table.insert(claimed, queue_name)
-        table.insert(claimed, id)
-      end
-    end
+    for _, id in ipairs(ids) do claim(queue_name, id) end
   end
 end
 return claimed
 """
-"""Pop up to ARGV[1] ids from the queues in KEYS order; register each as started (and make its key persistent,
-which Job.perform() would do with a round trip of its own); return [queue, id, ...].
+"""Claim the (queue name, id) pairs in ARGV[6:] (popped already), then pop ids from the queues in KEYS order
+up to ARGV[1] in all; register each as started (and make its key persistent, which Job.perform() would do
+with a round trip of its own); return [queue, id, ...].
 Job keys are built inside the script, so it needs a single Redis (not a cluster)."""
 
 
@@ -102,17 +105,24 @@ class BatchWorker(HeartbeatSimpleWorker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         if not self._batch:
             self._claim_batch()
-        if self._batch:
-            job, queue, _member = self._batch[0]
-            return job, queue
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while not self._batch:
+            # Idle: wait the way RQ does (a blocking pop that keeps the worker's TTL alive); then claim the
+            # popped job with whatever else arrived meanwhile, so it too takes the batch route.
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is None:
+                return None
+            popped, queue = result
+            self._claim_batch(adopt=(queue.name, popped.id))
+        job, queue, _member = self._batch[0]
+        return job, queue
 
-    def _claim_batch(self) -> None:
+    def _claim_batch(self, adopt: tuple[str, str] | None = None) -> None:
         execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
         expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
         stamp = utcformat(now())
         keys = [queue.key for queue in self.queues]
-        flat = self._claim_script(keys=keys, args=[BATCH_SIZE, expires, execution_id, self.name, stamp])
+        args = [BATCH_SIZE, expires, execution_id, self.name, stamp, *(adopt or ())]
+        flat = self._claim_script(keys=keys, args=args)
         pairs = [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
         if not pairs:
             return
