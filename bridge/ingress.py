@@ -11,7 +11,7 @@ import redis
 from bridge import pending
 from bridge.group_commit import GroupCommit
 from bridge.message import IngressUnavailable, Outgoing, TaskEnvelope
-from jobs.queues import TaskRequest, enqueue_new, redis_errors
+from jobs.queues import TaskRequest, enqueue_batch, redis_errors
 from jobs.settings import Settings
 
 log = logging.getLogger("taskrelay.ingress")
@@ -36,7 +36,9 @@ class DirectIngress:
     """Enqueue into RQ from the API process (no RabbitMQ).
 
     Requests submitted at the same time by the threads of one process share
-    one MULTI/EXEC (GroupCommit); each answers once its job is in Redis.
+    one MULTI/EXEC (GroupCommit); each answers once its job is in Redis. It is
+    the bridge's WATCHed enqueue: a transaction whose reply was lost with the
+    connection is checked, never blindly sent again (that would queue a job twice).
     """
 
     description = "direct into RQ"
@@ -51,7 +53,7 @@ class DirectIngress:
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         with redis_errors():
-            enqueue_new(self.connection, self.settings, requests)
+            enqueue_batch(self.connection, self.settings, requests)
         return [None] * len(requests)
 
     def purge(self) -> int:

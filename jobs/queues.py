@@ -190,14 +190,6 @@ def enqueue_batch(
                 continue  # one of these jobs changed meanwhile (created by a racing caller): check again
 
 
-def enqueue_new(connection: redis.Redis, settings: Settings, requests: list[TaskRequest]) -> None:
-    """Enqueue requests whose task ids were just minted (so no job can exist yet): one MULTI/EXEC for all."""
-    queues = {priority: get_queue(connection, priority) for priority in PRIORITIES}
-    with connection.pipeline(transaction=True) as pipe:
-        _add_jobs(pipe, settings, queues, requests)
-        pipe.execute()
-
-
 def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requests: list[TaskRequest]) -> None:
     """Queue `requests` on `pipe`: one HSET per job and one RPUSH per queue.
 
