@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import pika
@@ -55,6 +55,17 @@ class Topology:
     """The names of the ingress exchange, queue and their dead-letter pair."""
 
     queue: str
+    queue_version: int | None = QUEUE_VERSION
+    """None for an ingress queue created before Taskrelay declared x-queue-version (see `legacy`)."""
+
+    def legacy(self) -> Topology:
+        """This topology as an earlier Taskrelay declared it: RabbitMQ refuses to redeclare a queue with new x-args."""
+        return replace(self, queue_version=None)
+
+    @staticmethod
+    def refused_queue_version(error: object) -> bool:
+        """Whether `error` is RabbitMQ refusing x-queue-version on an existing queue (PRECONDITION_FAILED)."""
+        return "x-queue-version" in str(error)
 
     @property
     def exchange(self) -> str:
@@ -70,11 +81,10 @@ class Topology:
 
     def declarations(self) -> list[tuple[str, dict[str, Any]]]:
         """Return the channel calls (method name, keyword arguments) that declare the topology, in order."""
-        arguments = {
-            "x-max-priority": MAX_PRIORITY,
-            "x-dead-letter-exchange": self.dead_letter_exchange,
-            "x-queue-version": QUEUE_VERSION,
-        }
+        arguments: dict[str, Any] = {"x-max-priority": MAX_PRIORITY}
+        arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+        if self.queue_version is not None:
+            arguments["x-queue-version"] = self.queue_version
         dlx, dlq = self.dead_letter_exchange, self.dead_letter_queue
         return [
             ("exchange_declare", {"exchange": dlx, "exchange_type": "fanout", "durable": True}),
@@ -218,7 +228,7 @@ class _Link:
         """Close the connection (briefly waiting for RabbitMQ's close-ok) and release the loop's descriptors."""
         with contextlib.suppress(*TRANSPORT_ERRORS, _LinkBroken):
             if self.connection.is_open:
-                self.closing = True
+                self.closing, self.failure = True, None  # what failed before no longer stops the close
                 self.connection.close()
                 self.run_until(lambda: self.connection.is_closed, "close", timeout_s=1.0)
         self.ioloop.deactivate_poller()
@@ -252,13 +262,23 @@ class Publisher:
         if self._link is not None and self._link.usable:
             return self._link
         self._close()
+        try:
+            self._link = self._connect(self.topology)
+        except _LinkBroken as exc:
+            if self.topology.queue_version is None or not Topology.refused_queue_version(exc):
+                raise
+            log.warning("ingress queue %r predates x-queue-version; using it as it is", self.topology.queue)
+            self.topology = self.topology.legacy()
+            self._link = self._connect(self.topology)
+        return self._link
+
+    def _connect(self, topology: Topology) -> _Link:
         link = _Link(self.url)
         try:
-            link.open(self.topology)
+            link.open(topology)
         except BaseException:
             link.close()
             raise
-        self._link = link
         return link
 
     def _close(self) -> None:
@@ -333,7 +353,15 @@ class Consumer:
         try:
             self._connection = pika.BlockingConnection(_parameters(self.url, HEARTBEAT_S))
             channel = self._connection.channel()
-            self.topology.declare(channel)
+            try:
+                self.topology.declare(channel)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if self.topology.queue_version is None or not Topology.refused_queue_version(exc):
+                    raise
+                log.warning("ingress queue %r predates x-queue-version; using it as it is", self.topology.queue)
+                self.topology = self.topology.legacy()
+                channel = self._connection.channel()
+                self.topology.declare(channel)
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.confirm_delivery()  # for dead-lettering: the poison copy must be safe before the ack
             self._channel = channel

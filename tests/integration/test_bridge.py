@@ -232,6 +232,22 @@ def test_api_publisher_reconnects_after_its_connection_dropped(
         proxy.close()
 
 
+def test_an_ingress_queue_from_before_x_queue_version_is_used_as_it_is(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client
+):
+    legacy = Topology(ingress_queue).legacy()
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    legacy.declare(connection.channel())  # as an earlier Taskrelay left it: RabbitMQ refuses the new x-args on it
+    connection.close()
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    client = make_client(settings, real_redis)
+    answer = client.post("/api/tasks", json=SEED_TASK)
+    assert answer.status_code == 202, answer.json
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: real_redis.exists(f"rq:job:{answer.json['task_id']}") == 1, what="the bridge to enqueue")
+        assert bridge.counters.reconnects == 0
+
+
 def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_queue):
     publisher = Publisher(rabbitmq_url, Topology(ingress_queue))
     try:
