@@ -40,6 +40,7 @@ scheduler: install  ## rq-scheduler: fires periodic schedules (POST /api/schedul
 
 bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, ingress rates, latency at 100,000 tasks
 	$(BIN)/python -m bench.compare
+	$(BIN)/python -m bench.compare --concurrent
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.ingress
 	$(BIN)/python -m bench.scale
