@@ -28,7 +28,7 @@ from pathlib import Path
 
 import redis
 
-from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, start_api
+from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, start_api
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
@@ -164,15 +164,24 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.rate, args.seconds = 20.0, 1.0
-    print(f"submit→done latency at {args.rate:g} tasks/s for {args.seconds:g} s (no-op task, HTTP submit)")
-    print("| system | n | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---|---:|---:|---:|---:|---:|")
+    lines = [
+        f"submit→done latency at {args.rate:g} tasks/s for {args.seconds:g} s (no-op task, HTTP submit)",
+        "",
+        "| system | n | p50 ms | p90 ms | p99 ms | max ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    print("\n".join(lines), flush=True)
+    data: dict = {"rate": args.rate, "seconds": args.seconds}
     for name, measure in (("taskrelay", taskrelay), ("celery", celery)):
-        row = measure(args.rate, args.seconds)
-        print(
-            f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p90']:.1f} | {row['p99']:.1f} | {row['max']:.1f} |",
-            flush=True,
+        row = data[name] = measure(args.rate, args.seconds)
+        lines.append(
+            f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p90']:.1f} | {row['p99']:.1f} | {row['max']:.1f} |"
         )
+        print(lines[-1], flush=True)
+    name = "latency-smoke" if args.smoke else "latency"
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))
 
 
 if __name__ == "__main__":
