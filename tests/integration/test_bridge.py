@@ -24,6 +24,7 @@ from bridge.message import IngressUnavailable, TaskEnvelope
 from bridge.service import Bridge
 from jobs.queues import SERIALIZER, TaskRequest, all_queues, connect
 from jobs.settings import Settings
+from tests.concurrent_submits import submit_concurrently
 from tests.processes import ROOT, free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -184,32 +185,8 @@ def test_concurrent_submits_share_publishes_and_every_task_arrives_once(
 ):
     settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
     app = create_app(settings, real_redis)
-    ingress = app.extensions["taskrelay"].ingress
-    flushes: list[int] = []
-    flush = ingress._commits._flush
-
-    def counted(requests: list[TaskRequest]) -> list[BaseException | None]:
-        flushes.append(len(requests))
-        return flush(requests)
-
-    ingress._commits._flush = counted
-    ids: list[str] = []
-    start = threading.Barrier(24)
-
-    def submit() -> None:
-        client = app.test_client()
-        start.wait()
-        for _ in range(5):
-            answer = client.post("/api/tasks", json=SEED_TASK)
-            assert answer.status_code == 202
-            ids.append(answer.json["task_id"])
-
-    threads = [threading.Thread(target=submit) for _ in range(24)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    ingress.close()
+    ids, flushes = submit_concurrently(app, SEED_TASK)
+    app.extensions["taskrelay"].ingress.close()
     assert len(set(ids)) == 120
     assert sum(flushes) == 120 and len(flushes) < 120  # requests that met went out in shared publishes
     assert queue_depth(rabbitmq_url, ingress_queue) == 120
