@@ -62,10 +62,20 @@ class Topology:
         """This topology as an earlier Taskrelay declared it: RabbitMQ refuses to redeclare a queue with new x-args."""
         return replace(self, queue_version=None)
 
-    @staticmethod
-    def refused_queue_version(error: object) -> bool:
-        """Whether `error` is RabbitMQ refusing x-queue-version on an existing queue (PRECONDITION_FAILED)."""
-        return "x-queue-version" in str(error)
+    def declare_with(self, declare: Callable[[Topology], T], refused: type[Exception]) -> tuple[Topology, T]:
+        """Return (the topology used, `declare(topology)`), falling back to `legacy()` for an older queue.
+
+        RabbitMQ answers PRECONDITION_FAILED about x-queue-version (raised by `declare` as `refused`) when
+        the queue exists without it; that queue is then used as it is.
+        """
+        try:
+            return self, declare(self)
+        except refused as exc:
+            if self.queue_version is None or "x-queue-version" not in str(exc):
+                raise
+            log.warning("ingress queue %r predates x-queue-version; using it as it is", self.queue)
+            legacy = self.legacy()
+            return legacy, declare(legacy)
 
     @property
     def exchange(self) -> str:
@@ -262,15 +272,9 @@ class Publisher:
         if self._link is not None and self._link.usable:
             return self._link
         self._close()
-        try:
-            self._link = self._connect(self.topology)
-        except _LinkBroken as exc:
-            if self.topology.queue_version is None or not Topology.refused_queue_version(exc):
-                raise
-            log.warning("ingress queue %r predates x-queue-version; using it as it is", self.topology.queue)
-            self.topology = self.topology.legacy()
-            self._link = self._connect(self.topology)
-        return self._link
+        self.topology, link = self.topology.declare_with(self._connect, _LinkBroken)
+        self._link = link
+        return link
 
     def _connect(self, topology: Topology) -> _Link:
         link = _Link(self.url)
@@ -351,17 +355,14 @@ class Consumer:
     def connect(self) -> None:
         """Open the connection and channel and declare the topology; raise IngressUnavailable."""
         try:
-            self._connection = pika.BlockingConnection(_parameters(self.url, HEARTBEAT_S))
-            channel = self._connection.channel()
-            try:
-                self.topology.declare(channel)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if self.topology.queue_version is None or not Topology.refused_queue_version(exc):
-                    raise
-                log.warning("ingress queue %r predates x-queue-version; using it as it is", self.topology.queue)
-                self.topology = self.topology.legacy()
-                channel = self._connection.channel()
-                self.topology.declare(channel)
+            connection = self._connection = pika.BlockingConnection(_parameters(self.url, HEARTBEAT_S))
+
+            def declared(topology: Topology) -> BlockingChannel:
+                channel = connection.channel()  # a refused declare closes its channel
+                topology.declare(channel)
+                return channel
+
+            self.topology, channel = self.topology.declare_with(declared, pika.exceptions.ChannelClosedByBroker)
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.confirm_delivery()  # for dead-lettering: the poison copy must be safe before the ack
             self._channel = channel
