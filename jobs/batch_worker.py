@@ -152,9 +152,8 @@ class BatchWorker(HeartbeatSimpleWorker):
         super().handle_payload(message)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        if not self._batch or self._batch[0][0].id != job.id:
-            super().execute_job(job, queue)  # taken by RQ's own dequeue (the idle path): the standard route
-            return
+        # Every job reaches here from dequeue_job_and_maintain_ttl, which returns the head of the claimed batch
+        # (a job RQ's blocking dequeue popped is claimed first), so there is no standard-route case any more.
         _, _, member = self._batch[0]
         with self._claim_lock:
             revoked = job.id in self._revoked
