@@ -22,44 +22,52 @@ Flush = Callable[[list[T]], list[BaseException | None]]
 
 
 class _Slot(Generic[T]):
-    __slots__ = ("done", "error", "item")
+    __slots__ = ("done", "error", "item", "wake")
 
     def __init__(self, item: T) -> None:
         self.item = item
         self.done = False
         self.error: BaseException | None = None
+        self.wake = threading.Lock()  # held until this caller is woken: its item flushed, or the lead handed to it
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[T]):
-    """Batch concurrent `submit` calls into shared `flush` calls; each caller returns once its item is flushed."""
+    """Batch concurrent `submit` calls into shared `flush` calls; each caller returns once its item is flushed.
+
+    Each waiting caller sleeps on a lock of its own and is woken exactly once:
+    when its item was flushed, or when the lead is handed to it. (One shared
+    condition would wake every waiter after each flush, only for most of them
+    to sleep again: several context switches per item under load.)
+    """
 
     def __init__(self, flush: Flush[T], max_batch: int = 256) -> None:
         self._flush = flush
         self._max_batch = max_batch
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: list[_Slot[T]] = []
         self._flushing = False
 
     def submit(self, item: T) -> None:
         """Flush `item` (with whatever else is waiting); raise the error the flush gave it, if any."""
         slot = _Slot(item)
-        with self._condition:
+        with self._lock:
             self._waiting.append(slot)
-            while not slot.done:
-                if self._flushing:
-                    self._condition.wait()
-                    continue
+            leading, self._flushing = not self._flushing, True
+        if not leading:
+            slot.wake.acquire()  # done, or now the leader
+        while not slot.done:  # leading: flush batches until this caller's own item has gone out
+            with self._lock:
                 batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
-                self._flushing = True
-                self._condition.release()
-                try:
-                    outcomes = self._outcomes(batch)
-                finally:
-                    self._condition.acquire()
+            for waiting, error in zip(batch, self._outcomes(batch), strict=True):
+                waiting.error, waiting.done = error, True
+                if waiting is not slot:
+                    waiting.wake.release()
+            with self._lock:
+                if not self._waiting:
                     self._flushing = False
-                for waiting, error in zip(batch, outcomes, strict=True):
-                    waiting.error, waiting.done = error, True
-                self._condition.notify_all()
+                elif slot.done:  # hand the lead to the longest waiting caller
+                    self._waiting[0].wake.release()
         if slot.error is not None:
             raise slot.error
 

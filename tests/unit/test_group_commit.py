@@ -44,7 +44,7 @@ def run_concurrently(commit: GroupCommit[int], items: list[int]) -> dict[int, Ba
         except BaseException as exc:
             outcomes[item] = exc
 
-    threads = [threading.Thread(target=submit, args=(item,)) for item in items]
+    threads = [threading.Thread(target=submit, args=(item,), daemon=True) for item in items]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -101,3 +101,24 @@ def test_a_wrong_number_of_outcomes_is_an_error_for_every_caller():
     commit: GroupCommit[int] = GroupCommit(lambda items: [])
     with pytest.raises(RuntimeError, match="0 outcomes for 1 items"):
         commit.submit(1)
+
+
+def test_sustained_load_hands_the_lead_on_and_loses_no_caller():
+    """16 threads submitting back to back through small batches: every item flushed once, no caller left asleep."""
+    flush = Recorder()
+    commit = GroupCommit(flush, max_batch=4)
+    per_thread = 200
+
+    def submit_many(base: int) -> None:
+        for n in range(per_thread):
+            commit.submit(base + n)
+
+    threads = [threading.Thread(target=submit_many, args=(t * per_thread,), daemon=True) for t in range(16)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "a caller was never woken"
+    assert sorted(item for batch in flush.batches for item in batch) == list(range(16 * per_thread))
+    assert flush.most_running == 1
