@@ -14,7 +14,7 @@ COPY app ./app
 COPY jobs ./jobs
 COPY bridge ./bridge
 COPY examples ./examples
-COPY handler.py ./
+COPY handler.py gunicorn.conf.py ./
 
 RUN useradd --system --home /app taskrelay
 USER taskrelay

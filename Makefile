@@ -23,7 +23,7 @@ install: $(BIN)/.installed  ## create .venv and install the pinned requirements
 run: install  ## the whole system: embedded Redis (unless REDIS_URL is set), API and workers
 	$(BIN)/python -m app.launcher
 
-api: install  ## the HTTP API under gunicorn on $(HOST):$(PORT)
+api: install  ## the HTTP API under gunicorn on $(HOST):$(PORT) (gunicorn.conf.py: one SO_REUSEPORT socket per worker)
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(API_WORKERS) --threads $(API_THREADS) 'app:create_app()'
 
 worker: install  ## one RQ worker on high_priority, normal_priority, low_priority (in that order)

@@ -19,8 +19,17 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 SEED_TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
 
 
+def listening_sockets(port: int) -> int:
+    """Count the TCP sockets listening on `port` (IPv4), from /proc/net/tcp."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A")
+
+
 def test_seed_calls_over_http(redis_url, real_redis):
     with running_system(redis_url) as system:
+        # gunicorn.conf.py: each of the 2 API workers has its own SO_REUSEPORT socket, so the kernel
+        # spreads keep-alive clients over both instead of one worker accepting them all
+        assert listening_sockets(int(system.base_url.rsplit(":", 1)[1])) == 2
         task_id = system.submit(SEED_TASK)
         done = system.wait_for(task_id)
         assert done["state"] == "SUCCESS"
