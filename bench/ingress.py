@@ -6,6 +6,8 @@ Side by side in one run, interleaved round by round, against gunicorn
 (--api-workers processes x --api-threads threads, default 2 x 8 as `make api`) with 8 keep-alive clients:
   bare    a bare Flask app (the ceiling of Flask + gunicorn here)
   celery  the seed's stack: Flask calling task.delay() (RabbitMQ broker, publisher confirms off, Celery's default)
+  pika    the issue's calibration point: Flask publishing with plain pika, one connection per process,
+          a confirm per message (bench/pika_flask.py)
   direct  Taskrelay, API enqueuing straight into RQ
   rabbit  Taskrelay, API publishing to RabbitMQ with publisher confirms
 Load comes from wrk when it is installed (apt-get install wrk), else from
@@ -32,6 +34,7 @@ from pathlib import Path
 import redis
 
 from bench.load import LoadResult, load
+from bench.pika_flask import delete_queue as delete_plain_queue
 from bench.procs import descendants, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,9 +100,11 @@ def main() -> None:
         redis.Redis.from_url(url).flushdb()
     celery_queue = f"bench.celery.{uuid.uuid4().hex[:8]}"
     celery_env = {"BENCH_CELERY_QUEUE": celery_queue, "BENCH_CELERY_BACKEND": direct_db}
+    pika_queue = f"bench.pika.{uuid.uuid4().hex[:8]}"
     configs = {
         "bare": ("bench.bare_app:app", {}),
         "celery": ("bench.celery_flask:app", celery_env),
+        "pika": ("bench.pika_flask:app", {"BENCH_PIKA_QUEUE": pika_queue, "RABBITMQ_URL": RABBITMQ_URL}),
         "direct": ("app:create_app()", {"REDIS_URL": direct_db}),
         "rabbit": ("app:create_app()", {"REDIS_URL": rabbit_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}),
     }
@@ -130,6 +135,7 @@ def main() -> None:
     redis.Redis.from_url(rabbit_db).flushdb()
     _delete_queue(queue)
     _delete_celery_queue(celery_queue)
+    delete_plain_queue(RABBITMQ_URL, pika_queue)
 
 
 def _queue_depth(queue: str) -> int:
@@ -224,6 +230,7 @@ def _report(
     lines += [
         "",
         f"rabbit / celery: {rows['rabbit'].rate / rows['celery'].rate:.2f}x;"
+        f" rabbit / pika: {rows['rabbit'].rate / rows['pika'].rate:.2f}x;"
         f" rabbit / bare: {rows['rabbit'].rate / rows['bare'].rate:.2f}x;"
         f" rabbit / direct: {rows['rabbit'].rate / rows['direct'].rate:.2f}x",
         f"bridge: {published} tasks from RabbitMQ into RQ in {drain_s:.2f} s = {bridge_rate:.0f} tasks/s"
