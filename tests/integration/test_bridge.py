@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from rq.job import Job
 
 from app import create_app
 from bridge.amqp import AMQP_PRIORITY, REASON_HEADER, Publisher, Topology
-from bridge.message import IngressUnavailable, TaskEnvelope
+from bridge.message import IngressUnavailable, Outgoing, TaskEnvelope
 from bridge.service import Bridge
 from jobs.queues import SERIALIZER, TaskRequest, all_queues, connect
 from jobs.settings import Settings
@@ -223,6 +224,35 @@ def test_an_ingress_queue_from_before_x_queue_version_is_used_as_it_is(
     with running_bridge(settings) as bridge:
         wait_until(lambda: real_redis.exists(f"rq:job:{answer.json['task_id']}") == 1, what="the bridge to enqueue")
         assert bridge.counters.reconnects == 0
+
+
+def test_a_batch_goes_out_in_one_send_intact_and_in_order(rabbitmq_url, ingress_queue, monkeypatch):
+    publisher = Publisher(rabbitmq_url, Topology(ingress_queue))
+    try:
+        publisher.publish(envelope("first"), "normal", "first")  # connects and declares
+        sent: list[int] = []
+        real_send = socket.socket.send
+
+        def counting_send(sock: socket.socket, data: bytes, *flags: int) -> int:
+            sent.append(len(data))
+            return real_send(sock, data, *flags)
+
+        monkeypatch.setattr(socket.socket, "send", counting_send)
+        ids = [f"batch-{n}" for n in range(20)]
+        assert publisher.publish_many([Outgoing(envelope(i), "normal", i) for i in ids]) == [None] * 20
+        monkeypatch.undo()
+        assert 1 <= len(sent) <= 2  # 60 frames (method, header, body each); pika alone would send() each
+    finally:
+        publisher.close()
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        channel = connection.channel()
+        received = []
+        while (got := channel.basic_get(ingress_queue, auto_ack=True))[0] is not None:
+            received.append((got[1].message_id, TaskEnvelope.decode(got[2]).task_id))
+    finally:
+        connection.close()
+    assert received == [("first", "first")] + [(i, i) for i in ids]
 
 
 def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_queue):
