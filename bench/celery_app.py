@@ -39,3 +39,9 @@ def worker_argv(queue: str) -> list[str]:
     """Return the command line of the Celery worker every benchmark runs: prefork, 2 processes, on `queue`."""
     argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
     return [*argv, "-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def delete_queue(queue: str) -> None:
+    """Delete a benchmark's Celery queue, messages included."""
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_delete(queue)

@@ -160,7 +160,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
 
 def drain_celery(workload: str, count: int) -> dict:
     os.environ["BENCH_CELERY_BACKEND"] = f"{REDIS_BASE}/{CELERY_BACKEND_DB}"
-    from bench.celery_app import app, worker_argv
+    from bench.celery_app import app, delete_queue, worker_argv
 
     backend = _redis(CELERY_BACKEND_DB)
     backend.flushdb()
@@ -182,8 +182,7 @@ def drain_celery(workload: str, count: int) -> dict:
     seconds, peaks = _run(start, lambda: backend.dbsize() >= count, 600, feed)
     commands = _commands(backend) - before
     backend.flushdb()
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(queue)
+    delete_queue(queue)
     return {"tasks": count, "seconds": seconds, "commands_per_task": commands / count, "peak_rss_mb": peaks}
 
 

@@ -134,7 +134,9 @@ def main() -> None:
     redis.Redis.from_url(direct_db).flushdb()
     redis.Redis.from_url(rabbit_db).flushdb()
     _delete_queue(queue)
-    _delete_celery_queue(celery_queue)
+    from bench.celery_app import delete_queue as delete_celery_queue
+
+    delete_celery_queue(celery_queue)
     delete_plain_queue(RABBITMQ_URL, pika_queue)
 
 
@@ -153,13 +155,6 @@ def _delete_queue(queue: str) -> None:
     from bridge.amqp import Topology, delete_topology
 
     delete_topology(RABBITMQ_URL, Topology(queue))
-
-
-def _delete_celery_queue(queue: str) -> None:
-    from bench.celery_app import app
-
-    with app.connection_for_write() as connection:
-        connection.default_channel.queue_delete(queue)
 
 
 def _drain_with_bridge(redis_url: str, queue: str, expected: int) -> float:

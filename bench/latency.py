@@ -133,7 +133,7 @@ def celery(rate: float, seconds: float) -> dict[str, float]:
     env = {"BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_BACKEND": backend_url}
     api, port = start_api("bench.celery_flask:app", env)
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    from bench.celery_app import worker_argv
+    from bench.celery_app import delete_queue, worker_argv
 
     argv = worker_argv(queue)
     worker = subprocess.Popen(argv, cwd=ROOT, env=child_env)
@@ -147,6 +147,7 @@ def celery(rate: float, seconds: float) -> dict[str, float]:
         done = [json.loads(raw)["date_done"] for raw in pipe.execute()]
     finally:
         _stop([api, worker])
+        delete_queue(queue)
     latencies = [
         (datetime.fromisoformat(d if "+" in d else d + "+00:00").timestamp() - sent[t]) * 1000
         for t, d in zip(sent, done, strict=True)
