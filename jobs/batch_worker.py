@@ -245,11 +245,10 @@ class BatchWorker(HeartbeatSimpleWorker):
     # Keeping claims alive, and giving them back
 
     def _beat_once(self) -> None:
-        """Renew the claims of the batch in hand, or else the heartbeat of a task taken the standard way."""
+        """Renew the claims of the batch in hand (every task runs claimed: there is no other running task to beat)."""
         with self._claim_lock:
             claims = list(self._claims.values())
         if not claims:
-            super()._beat_once()
             return
         expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
         with suppress(redis.exceptions.RedisError):
