@@ -116,7 +116,7 @@ def _predicate(query: ListQuery, place: Place) -> Callable[[list[Any]], bool] | 
 def _inspect(connection: redis.Redis, place: Place, ids: list[str]) -> list[list[Any]]:
     """Return [task_type, status, meta] of each id, from its job hash (or its accepted record)."""
     if place.accepted:
-        records = [pending.decode(raw) for raw in connection.hmget(pending.RECORDS_KEY, ids)] if ids else []
+        records = pending.get_many(connection, ids)
         return [[record["task_type"].encode() if record else None, b"accepted", None] for record in records]
     pipe = connection.pipeline(transaction=False)
     for job_id in ids:
@@ -209,10 +209,7 @@ def _describe(connection: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
         pipe.hmget(Job.key_for(job_id), *SUMMARY_FIELDS)
     jobs = [summarize_fields(job_id, values) for job_id, values in zip(ids, pipe.execute(), strict=True)]
     missing = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
-    records: dict[str, Any] = {}
-    if missing:
-        raw: Any = connection.hmget(pending.RECORDS_KEY, missing)
-        records = {job_id: pending.decode(value) for job_id, value in zip(missing, raw, strict=True)}
+    records = dict(zip(missing, pending.get_many(connection, missing), strict=True))
     entries = []
     for job_id, job in zip(ids, jobs, strict=True):
         if job is not None:

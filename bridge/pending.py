@@ -76,7 +76,7 @@ def forget(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:
         pipe.hdel(RECORDS_KEY, *(r.task_id for r in requests))
 
 
-def decode(raw: bytes | str | None) -> dict[str, str] | None:
+def _decode(raw: bytes | str | None) -> dict[str, str] | None:
     """Return a record as stored in RECORDS_KEY, decoded; None for a missing one."""
     return json.loads(raw) if raw else None
 
@@ -84,7 +84,15 @@ def decode(raw: bytes | str | None) -> dict[str, str] | None:
 def get(connection: redis.Redis, task_id: str) -> dict[str, str] | None:
     """Return the accepted record of `task_id`, or None when there is none."""
     raw: Any = connection.hget(RECORDS_KEY, task_id)
-    return decode(raw)
+    return _decode(raw)
+
+
+def get_many(connection: redis.Redis, task_ids: list[str]) -> list[dict[str, str] | None]:
+    """Return the accepted records of `task_ids` in order (None where there is none), in one HMGET."""
+    if not task_ids:
+        return []
+    raw: Any = connection.hmget(RECORDS_KEY, task_ids)
+    return [_decode(value) for value in raw]
 
 
 def trim(connection: redis.Redis, older_than_s: float = PENDING_TTL_S) -> int:
