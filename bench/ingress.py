@@ -34,7 +34,6 @@ from pathlib import Path
 import redis
 
 from bench.load import LoadResult, load
-from bench.pika_flask import delete_queue as delete_plain_queue
 from bench.procs import descendants, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,10 +133,11 @@ def main() -> None:
     redis.Redis.from_url(direct_db).flushdb()
     redis.Redis.from_url(rabbit_db).flushdb()
     _delete_queue(queue)
-    from bench.celery_app import delete_queue as delete_celery_queue
+    from bench.celery_app import delete_queue as delete_celery_queue  # the baselines' clients load only here
+    from bench.pika_flask import delete_queue as delete_pika_queue
 
     delete_celery_queue(celery_queue)
-    delete_plain_queue(RABBITMQ_URL, pika_queue)
+    delete_pika_queue(RABBITMQ_URL, pika_queue)
 
 
 def _queue_depth(queue: str) -> int:

@@ -24,13 +24,11 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 import redis
 
-from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, start_api
+from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, ROOT, start_api
 
-ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
 
 
