@@ -10,6 +10,7 @@ ENV VENV=/opt/venv REQUIREMENTS=requirements.txt HOST=0.0.0.0 PYTHONUNBUFFERED=1
 COPY requirements.txt requirements-dev.txt Makefile ./
 RUN make install
 
+COPY core ./core
 COPY app ./app
 COPY jobs ./jobs
 COPY bridge ./bridge

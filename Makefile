@@ -21,7 +21,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 install: $(BIN)/.installed  ## create .venv and install the pinned requirements
 
 run: install  ## the whole system: embedded Redis (unless REDIS_URL is set), API and workers
-	$(BIN)/python -m app.launcher
+	$(BIN)/python -m infra.launcher
 
 api: install  ## the HTTP API under gunicorn on $(HOST):$(PORT) (gunicorn.conf.py: one SO_REUSEPORT socket per worker)
 	$(BIN)/gunicorn --bind $(HOST):$(PORT) --workers $(API_WORKERS) --threads $(API_THREADS) 'app:create_app()'
@@ -36,7 +36,7 @@ dashboard: install  ## an operators' instance of the app on $(DASHBOARD_PORT), w
 	$(BIN)/gunicorn --bind $(HOST):$(DASHBOARD_PORT) --workers 1 --threads 4 'app:create_app()'
 
 scheduler: install  ## rq-scheduler: fires periodic schedules (POST /api/schedules) onto the taskrelay_schedules queue
-	$(BIN)/rqscheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" --interval 1 --job-class jobs.schedules.JSONJob
+	$(BIN)/rqscheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" --interval 1 --job-class core.storage.queues.JSONJob
 
 bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, ingress rates, latency at 100,000 tasks
 	$(BIN)/python -m bench.compare
@@ -48,7 +48,7 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app jobs bridge bench examples tests handler.py
+	$(BIN)/mypy core app jobs bridge infra bench examples tests handler.py
 
 test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
 	$(BIN)/pytest

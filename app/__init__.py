@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,16 +13,13 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import dashboard, errors
-from bridge import ingress
-from bridge.ingress import Ingress
-from jobs import logs, registry
-from jobs.queues import connect
-from jobs.settings import Settings
+from app import dashboard, errors, ingress
+from app.ingress import Ingress
+from core import logs, registry
+from core.connection import API_SOCKET_TIMEOUT_S, connect
+from core.settings import Settings
 
 __version__ = "0.1.0"
-API_SOCKET_TIMEOUT_S = 10.0
-"""Longest the API waits on one Redis reply, in seconds."""
 
 log = logging.getLogger("taskrelay.api")
 
@@ -49,12 +45,12 @@ def _check_json_body() -> Any:
     if not raw.strip():
         return None
     if not request.is_json:
-        error = errors.ApiError(
-            f"Content-Type must be application/json, got {request.content_type or 'none'!r}",
-            [{"field": "Content-Type", "message": "must be application/json"}],
+        return errors.render(
+            errors.UnsupportedMediaType(
+                f"Content-Type must be application/json, got {request.content_type or 'none'!r}",
+                [{"field": "Content-Type", "message": "must be application/json"}],
+            )
         )
-        error.status, error.code = 415, "unsupported_media_type"
-        return errors.render(error)
     body = request.get_json(silent=True)  # parsed once; flask-openapi3 reuses Flask's cached value
     if body is None:
         try:
@@ -73,7 +69,7 @@ def _check_json_body() -> Any:
 def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> OpenAPI:
     """Build the API app; `settings` default to the environment, `connection` to REDIS_URL."""
     settings = settings or Settings.from_env()
-    logs.setup(os.environ.get("LOG_LEVEL", "INFO"))
+    logs.setup(settings.log_level)
     registry.load(settings.task_modules)
     app = OpenAPI(
         __name__,

@@ -9,8 +9,9 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from app import listing, purge, schedules, tasks
 from app.schemas import CreateSchedule, ListQuery, SchedulePath, SubmitTask, TaskPath, TaskSubmitted
-from jobs import registry
-from jobs.queues import all_queues, redis_errors
+from core import registry
+from core.connection import redis_errors
+from core.storage.queues import queue_depths, worker_count
 
 tasks_tag = Tag(name="tasks", description="Submit, inspect, list and purge tasks")
 schedules_tag = Tag(name="schedules", description="Periodic tasks (interval or cron), fired by rq-scheduler")
@@ -89,6 +90,6 @@ def health() -> Any:
     connection = _state().connection
     with redis_errors():
         connection.ping()
-        queues = {queue.name: queue.count for queue in all_queues(connection)}
-        workers = connection.scard("rq:workers")
+        queues = queue_depths(connection)
+        workers = worker_count(connection)
     return jsonify({"status": "ok", "redis": "ok", "queues": queues, "workers": workers})

@@ -7,25 +7,15 @@ set: an operator console with delete and requeue buttons is never left open.
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 import rq_dashboard
 import rq_dashboard.web
 from flask import Flask, Response, request
-from rq import Worker
 
-from jobs.queues import SERIALIZER
-from jobs.settings import Settings
+from core.settings import Settings
+from core.storage.queues import SERIALIZER, JSONWorker
 
 URL_PREFIX = "/dashboard"
-
-
-class JSONWorker(Worker):
-    """An RQ Worker that reads jobs with the JSON serializer (rq-dashboard's worker view needs it)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["serializer"] = SERIALIZER
-        super().__init__(*args, **kwargs)
 
 
 def _authorized(settings: Settings) -> bool:

@@ -4,19 +4,23 @@ Every error response has the shape
 `{"status": "error", "error": <code>, "message": <sentence>, "fields": [...]}`;
 `fields` names each offending field with what is allowed. No traceback ever
 reaches a client: unexpected exceptions are logged and answered with a plain 500.
+
+Each answer is a subclass of ApiError with its own status; domain errors from
+core.errors become one of them through one table, DOMAIN_ERRORS.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from jobs.errors import BackendUnavailable, TaskrelayError, UnknownTaskType
+from core.errors import BackendUnavailable, StorageError, TaskrelayError, UnknownTaskType
 
 log = logging.getLogger("taskrelay.api")
 
@@ -46,11 +50,70 @@ class TaskNotFound(ApiError):
     code = "not_found"
 
 
+class ScheduleNotFound(ApiError):
+    """No schedule with that id exists."""
+
+    status = 404
+    code = "not_found"
+
+
+class BodyTooLarge(ApiError):
+    """The request body is over MAX_BODY_BYTES."""
+
+    status = 413
+    code = "request_entity_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """A body was sent that is not declared as application/json."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class InternalError(ApiError):
+    """Something failed that the client cannot fix; the details are in the log only."""
+
+    status = 500
+    code = "internal_error"
+
+
 class ServiceUnavailable(ApiError):
     """A backing service (Redis) is not answering; the request was not accepted."""
 
     status = 503
     code = "service_unavailable"
+
+
+class HttpError(ApiError):
+    """Any other HTTP error Flask raises itself (unknown path, wrong method), in the API's JSON shape."""
+
+    def __init__(self, error: HTTPException) -> None:
+        super().__init__(error.description or error.name)
+        self.status = error.code or 500
+        self.code = error.name.lower().replace(" ", "_")
+
+
+def _unknown_task_type(error: UnknownTaskType) -> ApiError:
+    return InvalidRequest(str(error), [{"field": "task_type", "message": str(error), "allowed": error.known}])
+
+
+def _unavailable(error: BackendUnavailable) -> ApiError:
+    log.error("backend unavailable: %s", error)
+    return ServiceUnavailable(f"{error}; the request was not accepted, try again shortly")
+
+
+def _storage(error: StorageError) -> ApiError:
+    log.error("storage error: %s", error)
+    return InternalError("internal error; it has been logged")
+
+
+DOMAIN_ERRORS: dict[type[TaskrelayError], Callable[[Any], ApiError]] = {
+    UnknownTaskType: _unknown_task_type,  # 400, naming the known task types
+    BackendUnavailable: _unavailable,  # 503 (IngressUnavailable too: RabbitMQ)
+    StorageError: _storage,  # 500: Redis refused a command; nothing a client can change
+}
+"""How each domain error is answered: its class -> the ApiError (status, code, fields) the client gets."""
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
@@ -92,30 +155,17 @@ def init_app(app: Flask) -> None:
     def _api_error(error: ApiError) -> Any:
         return render(error)
 
-    @app.errorhandler(UnknownTaskType)
-    def _unknown_task_type(error: UnknownTaskType) -> Any:
-        return render(
-            InvalidRequest(str(error), [{"field": "task_type", "message": str(error), "allowed": error.known}])
-        )
-
-    @app.errorhandler(BackendUnavailable)
-    def _unavailable(error: BackendUnavailable) -> Any:
-        log.error("backend unavailable: %s", error)
-        return render(ServiceUnavailable(f"{error}; the request was not accepted, try again shortly"))
+    for error_class, to_api_error in DOMAIN_ERRORS.items():
+        app.register_error_handler(error_class, lambda error, answer=to_api_error: render(answer(error)))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Any:
-        api_error = ApiError(error.description or error.name)
-        api_error.status = error.code or 500
-        api_error.code = error.name.lower().replace(" ", "_")
         if error.code == 413:
-            api_error.message = f"request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
-            api_error.fields = [{"field": "body", "message": api_error.message}]
-        return render(api_error)
+            message = f"request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+            return render(BodyTooLarge(message, [{"field": "body", "message": message}]))
+        return render(HttpError(error))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
         log.exception("unhandled error")
-        api_error = ApiError("internal error; it has been logged")
-        api_error.status, api_error.code = 500, "internal_error"
-        return render(api_error)
+        return render(InternalError("internal error; it has been logged"))

@@ -19,16 +19,18 @@ from typing import Any
 
 import redis
 from rq import Queue
-from rq.job import Job
 from rq.utils import parse_composite_key
 
 from app.errors import InvalidRequest
 from app.schemas import ListQuery
 from app.states import LIST_TYPES, STATES, state_of
-from app.tasks import SUMMARY_FIELDS, accepted_summary, summarize_fields
-from bridge import pending
-from jobs import registry
-from jobs.queues import PRIORITIES, get_queue, redis_errors
+from app.tasks import accepted_summary, summarize_fields
+from core import accepted, registry
+from core.connection import redis_errors
+from core.model import PRIORITIES
+from core.storage.keys import FILTER_FIELDS, SUMMARY_FIELDS
+from core.storage.queues import get_queue
+from core.storage.records import read_fields
 
 SCAN_CHUNK = 500
 """Job hashes read per pipelined round trip when a filter needs them."""
@@ -67,7 +69,7 @@ def places_of(queue: Queue) -> list[Place]:
         Place(queue.started_job_registry.key, "active", frozenset({"STARTED"}), composite=True),
         Place(queue.key, "reserved", waiting, is_list=True),
         Place(queue.deferred_job_registry.key, "reserved", frozenset({"PENDING"})),
-        Place(pending.zset_key(queue.name), "reserved", frozenset({"PENDING"}), accepted=True),
+        Place(accepted.zset_key(queue.name), "reserved", frozenset({"PENDING"}), accepted=True),
         Place(queue.scheduled_job_registry.key, "scheduled", waiting),
         Place(queue.finished_job_registry.key, "completed", frozenset({"SUCCESS"}), newest_first=True),
         Place(queue.failed_job_registry.key, "completed", frozenset({"FAILURE"}), newest_first=True),
@@ -116,12 +118,9 @@ def _predicate(query: ListQuery, place: Place) -> Callable[[list[Any]], bool] | 
 def _inspect(connection: redis.Redis, place: Place, ids: list[str]) -> list[list[Any]]:
     """Return [task_type, status, meta] of each id, from its job hash (or its accepted record)."""
     if place.accepted:
-        records = pending.get_many(connection, ids)
+        records = accepted.get_many(connection, ids)
         return [[record["task_type"].encode() if record else None, b"accepted", None] for record in records]
-    pipe = connection.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(Job.key_for(job_id), "description", "status", "meta")
-    return pipe.execute()
+    return read_fields(connection, ids, FILTER_FIELDS)
 
 
 def _parse_cursor(cursor: str) -> tuple[int, int]:
@@ -204,12 +203,10 @@ def _total(connection: redis.Redis, query: ListQuery, places: list[Place], sizes
 
 def _describe(connection: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
     """Return the list entries of `ids`: from their jobs, or from their accepted records; skip vanished ones."""
-    pipe = connection.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hmget(Job.key_for(job_id), *SUMMARY_FIELDS)
-    jobs = [summarize_fields(job_id, values) for job_id, values in zip(ids, pipe.execute(), strict=True)]
+    found = read_fields(connection, ids, SUMMARY_FIELDS)
+    jobs = [summarize_fields(job_id, values) for job_id, values in zip(ids, found, strict=True)]
     missing = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
-    records = dict(zip(missing, pending.get_many(connection, missing), strict=True))
+    records = dict(zip(missing, accepted.get_many(connection, missing), strict=True))
     entries = []
     for job_id, job in zip(ids, jobs, strict=True):
         if job is not None:

@@ -22,31 +22,25 @@ from uuid import uuid4
 
 import redis
 from rq.command import send_command
-from rq.executions import Execution, ExecutionRegistry
-from rq.job import Job
-from rq.results import Result
 
+from app.ingress import Ingress
 from app.listing import Place, places_of
-from bridge import pending
-from bridge.ingress import Ingress
-from jobs.queues import all_queues, redis_errors
+from core import accepted
+from core.connection import redis_errors
+from core.storage.queues import all_queues
+from core.storage.records import delete_jobs, worker_names
 
 PURGE_STOP_WAIT_S = 5.0
 """How long a purge waits for stopped tasks to leave the started registries, in seconds."""
-DELETE_CHUNK = 1000
-"""Jobs deleted per pipelined round trip."""
 
 
 def _stop_running(connection: redis.Redis, started: list[Place]) -> int:
     """Ask each worker to stop the task it runs; return how many were asked."""
     job_ids = [job_id for place in started for job_id in place.read(connection, 0, -1)]
-    lookup = connection.pipeline(transaction=False)
-    for job_id in job_ids:
-        lookup.hget(Job.key_for(job_id), "worker_name")
     asked = 0
-    for job_id, worker_name in zip(job_ids, lookup.execute(), strict=True):
-        if isinstance(worker_name, bytes) and worker_name:
-            send_command(connection, worker_name.decode(), "stop-job", job_id=job_id)
+    for job_id, worker_name in zip(job_ids, worker_names(connection, job_ids), strict=True):
+        if worker_name:
+            send_command(connection, worker_name, "stop-job", job_id=job_id)
             asked += 1
     deadline = time.monotonic() + PURGE_STOP_WAIT_S
     while job_ids and time.monotonic() < deadline:
@@ -73,32 +67,6 @@ def _detach(connection: redis.Redis, places: list[Place], token: str) -> list[Pl
     return [new for new, result in zip(moved, results, strict=True) if not isinstance(result, Exception)]
 
 
-def _delete_jobs(connection: redis.Redis, job_ids: list[str]) -> int:
-    """Delete every key of each job; return how many keys were removed."""
-    removed = 0
-    for start in range(0, len(job_ids), DELETE_CHUNK):
-        chunk = job_ids[start : start + DELETE_CHUNK]
-        pipe = connection.pipeline(transaction=False)
-        for job_id in chunk:
-            pipe.zrange(ExecutionRegistry.key_template.format(job_id), 0, -1)
-        executions = pipe.execute()
-        pipe = connection.pipeline(transaction=False)
-        for job_id, execution_ids in zip(chunk, executions, strict=True):
-            job_key = Job.key_for(job_id)
-            keys = [
-                job_key,
-                f"{job_key}:dependents",
-                f"{job_key}:dependencies",
-                Result.get_key(job_id),
-                ExecutionRegistry.key_template.format(job_id),
-            ]
-            keys += [Execution(e.decode(), job_id, connection).key for e in execution_ids]
-            pipe.delete(*keys)
-        pipe.hdel(pending.RECORDS_KEY, *chunk)
-        removed += sum(pipe.execute())
-    return removed
-
-
 def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
     """Purge every task of the three queues and the ingress; return the seed's purge document."""
     in_ingress = ingress.purge()
@@ -115,7 +83,7 @@ def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
             job_ids.update(ids)
             if place.list_type in counts and not place.accepted:  # those were counted in the ingress
                 counts[place.list_type] += len(ids)
-        removed = _delete_jobs(connection, sorted(job_ids))
+        removed = delete_jobs(connection, sorted(job_ids), also=accepted.forget_ids)
         if moved:
             connection.delete(*(place.key for place in moved))
             removed += len(moved)

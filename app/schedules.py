@@ -11,21 +11,17 @@ import redis
 from crontab import CronTab
 from rq_scheduler import Scheduler
 
-from app.errors import ApiError, InvalidRequest
+from app.errors import InvalidRequest, ScheduleNotFound
 from app.schemas import CreateSchedule
 from app.tasks import checked_task_type
-from jobs.queues import SCHEDULES_QUEUE, redis_errors
-from jobs.schedules import JSONJob
+from core.connection import redis_errors
+from core.model import SCHEDULES_QUEUE
+from core.storage.queues import JSONJob
+from core.storage.records import delete_job
 
 FIRE = "jobs.schedules.fire"
+"""The function a due schedule runs in a worker (it enqueues the real task)."""
 ID_PREFIX = "schedule-"
-
-
-class ScheduleNotFound(ApiError):
-    """No schedule with that id exists."""
-
-    status = 404
-    code = "not_found"
 
 
 def _scheduler(connection: redis.Redis) -> Scheduler:
@@ -110,5 +106,5 @@ def delete(connection: redis.Redis, schedule_id: str) -> dict[str, Any]:
         if not schedule_id.startswith(ID_PREFIX) or schedule_id not in scheduler:
             raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
         scheduler.cancel(schedule_id)
-        connection.delete(JSONJob.key_for(schedule_id), f"rq:results:{schedule_id}")
+        delete_job(connection, schedule_id)
     return {"status": "deleted", "schedule_id": schedule_id}

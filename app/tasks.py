@@ -9,17 +9,17 @@ from uuid import uuid4
 
 import redis
 from pydantic import ValidationError
-from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from app.errors import TaskNotFound, invalid_request
+from app.ingress import Ingress
 from app.schemas import SubmitTask
 from app.states import state_of
-from bridge import pending
-from bridge.ingress import Ingress
-from jobs import registry
-from jobs.queues import PRIORITY_OF_QUEUE, QUEUE_NAMES, SERIALIZER, TaskRequest, redis_errors
-from jobs.registry import TaskType
+from core import accepted, registry
+from core.connection import redis_errors
+from core.model import PRIORITY_OF_QUEUE, QUEUE_NAMES, TaskRequest
+from core.registry import TaskType
+from core.storage.records import fetch_job
 
 SUBMITTED_MESSAGE = "Task has been submitted successfully"
 
@@ -114,10 +114,6 @@ def accepted_status(task_id: str, record: dict[str, str]) -> dict[str, Any]:
     return {"task_id": task_id, "state": "PENDING", "status": detail}
 
 
-SUMMARY_FIELDS = ("status", "meta", "description", "origin", "created_at", "started_at", "ended_at")
-"""The job hash fields a list entry needs: read with one HMGET, no Job object (the list's hot path)."""
-
-
 def _summary(
     task_id: str, rq_status: str | None, meta: dict[str, Any], description: str | None, origin: str, times: list
 ) -> dict[str, Any]:
@@ -147,7 +143,7 @@ def summarize(job: Job) -> dict[str, Any]:
 
 
 def summarize_fields(task_id: str, values: list[bytes | None]) -> dict[str, Any] | None:
-    """Return the list entry from the job hash's SUMMARY_FIELDS, or None when the job does not exist."""
+    """Return the list entry from the job hash's fields (core.storage.keys.SUMMARY_FIELDS), or None if it is gone."""
     if all(value is None for value in values):
         return None
     status, meta, description, origin, *times = (v.decode() if v is not None else None for v in values)
@@ -161,10 +157,9 @@ def _public_error(error: dict[str, Any]) -> dict[str, Any]:
 def status(connection: redis.Redis, task_id: str) -> dict[str, Any]:
     """Return the seed's `{state, status: {...}}` document for one task, or raise TaskNotFound."""
     with redis_errors():
-        try:
-            job = Job.fetch(task_id, connection=connection, serializer=SERIALIZER)
-        except NoSuchJobError:
-            record = pending.get(connection, task_id)
+        job = fetch_job(connection, task_id)
+        if job is None:
+            record = accepted.get(connection, task_id)
             if record is None:
                 raise TaskNotFound(f"no task with id {task_id!r}; it was never submitted or has expired") from None
             return accepted_status(task_id, record)

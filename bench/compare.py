@@ -107,10 +107,11 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def drain_taskrelay(workload: str, count: int) -> dict:
-    from bridge.amqp import Topology, delete_topology
-    from bridge.ingress import RabbitIngress
-    from jobs.queues import TaskRequest
     from jobs.settings import Settings
+
+    from app.ingress import RabbitIngress
+    from bridge.amqp.topology import Topology, delete_topology
+    from core.model import TaskRequest
 
     connection = _redis(DB)
     connection.flushdb()

@@ -128,7 +128,7 @@ class Cluster:
             process.wait()
         self.stop_redis()
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        from bridge.amqp import Topology, delete_topology
+        from bridge.amqp.topology import Topology, delete_topology
 
         delete_topology(RABBITMQ_URL, Topology(self.queue))
 

@@ -141,7 +141,8 @@ def main() -> None:
 
 
 def _queue_depth(queue: str) -> int:
-    from bridge.amqp import Consumer, Topology
+    from bridge.amqp.consumer import Consumer
+    from bridge.amqp.topology import Topology
 
     consumer = Consumer(RABBITMQ_URL, Topology(queue), prefetch=1)
     consumer.connect()
@@ -152,7 +153,7 @@ def _queue_depth(queue: str) -> int:
 
 
 def _delete_queue(queue: str) -> None:
-    from bridge.amqp import Topology, delete_topology
+    from bridge.amqp.topology import Topology, delete_topology
 
     delete_topology(RABBITMQ_URL, Topology(queue))
 

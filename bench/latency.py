@@ -112,7 +112,7 @@ def taskrelay(rate: float, seconds: float) -> dict[str, float]:
         ended = pipe.execute()
     finally:
         _stop([api, *others])
-        from bridge.amqp import Topology, delete_topology
+        from bridge.amqp.topology import Topology, delete_topology
 
         delete_topology(RABBITMQ_URL, Topology(queue))
     latencies = [

@@ -28,7 +28,10 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from bench.ingress import RESULTS, start_api
-from jobs.queues import PRIORITIES, QUEUE_NAMES, RUNNER, SERIALIZER, connect, get_queue
+from core.connection import connect
+from core.model import PRIORITIES, QUEUE_NAMES
+from core.storage.enqueue import RUNNER
+from core.storage.queues import SERIALIZER, get_queue
 
 TTL_S = 3600
 BATCH = 2000

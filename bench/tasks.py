@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.registry import task
+from core.registry import task
 
 CPU_LOOPS = 13_000
 """Iterations of the CPU workload: about 1 ms of pure Python on the build machine."""

@@ -1,5 +1,6 @@
-"""RabbitMQ ingress: the API publishes each task to a durable queue; the bridge moves tasks into RQ.
+"""The RabbitMQ side of Taskrelay: the wire envelope, the AMQP topology, publisher and consumer, and the bridge.
 
-Only `bridge.amqp` imports pika. The API uses `bridge.ingress`; the bridge
-process is `python -m bridge` (`make bridge`).
+pika lives only in `bridge.amqp`. The bridge process (`python -m bridge`,
+`bridge.service`) imports `core/` and this package, never `app/` or `jobs/`;
+the API may use the envelope and the publisher, never the bridge process.
 """

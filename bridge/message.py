@@ -7,15 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs.errors import BackendUnavailable, TaskrelayError
-from jobs.queues import PRIORITIES, TaskRequest
+from core.errors import PoisonMessage
+from core.model import PRIORITIES, TaskRequest
 
 VERSION = 1
 REQUIRED = ("task_id", "task_type", "priority", "parameters", "submitted_at")
-
-
-class IngressUnavailable(BackendUnavailable):
-    """RabbitMQ did not answer, refused the connection, or did not confirm a message."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +21,6 @@ class Outgoing:
     body: bytes
     priority: str
     message_id: str
-
-
-class PoisonMessage(TaskrelayError):
-    """An ingress message that can never become a task; it goes to the dead-letter queue with this reason."""
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,15 @@ from types import FrameType
 
 import redis
 
-from bridge import pending
-from bridge.amqp import Consumer, Delivery, IngressUnavailable, Topology
-from bridge.message import PoisonMessage, TaskEnvelope
-from jobs import registry
-from jobs.errors import UnknownTaskType
-from jobs.queues import TaskRequest, enqueue_batch
-from jobs.settings import Settings
+from bridge.amqp.consumer import Consumer, Delivery
+from bridge.amqp.topology import Topology
+from bridge.message import TaskEnvelope
+from core import accepted, registry
+from core.connection import redis_errors
+from core.errors import BackendUnavailable, IngressUnavailable, PoisonMessage, StorageError, UnknownTaskType
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage.enqueue import enqueue_batch
 
 log = logging.getLogger("taskrelay.bridge")
 
@@ -34,7 +36,7 @@ BACKOFF_MAX_S = 5.0
 STATS_EVERY_S = 30.0
 """How often the bridge logs its counters, in seconds."""
 TRIM_EVERY_S = 3600.0
-"""Least time between two drops of accepted records older than pending.PENDING_TTL_S (publishes that failed), in
+"""Least time between two drops of accepted records older than accepted.PENDING_TTL_S (publishes that failed), in
 seconds: checked when the bridge connects and after a batch, so an idle bridge does not check."""
 
 
@@ -133,10 +135,11 @@ class Bridge:
         backoff = BACKOFF_START_S
         while True:
             try:
-                created = enqueue_batch(
-                    self.connection, self.settings, requests, also=lambda pipe: pending.forget(pipe, requests)
-                )
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                with redis_errors():
+                    created = enqueue_batch(
+                        self.connection, self.settings, requests, also=lambda pipe: accepted.forget(pipe, requests)
+                    )
+            except BackendUnavailable as exc:
                 self.counters.redis_waits += 1
                 log.warning("Redis unavailable (%s); holding %s tasks, retrying in %.1f s", exc, len(requests), backoff)
                 if self._stopping:
@@ -153,13 +156,14 @@ class Bridge:
             return
         self._last_trim = time.monotonic()
         try:
-            dropped = pending.trim(self.connection)
-        except redis.exceptions.RedisError as exc:
+            with redis_errors():
+                dropped = accepted.trim(self.connection)
+        except (BackendUnavailable, StorageError) as exc:
             log.warning("could not trim stale accepted records: %s", exc)
             return
         if dropped:
             log.warning(
-                "dropped %s accepted records older than %s s (their publish failed)", dropped, pending.PENDING_TTL_S
+                "dropped %s accepted records older than %s s (their publish failed)", dropped, accepted.PENDING_TTL_S
             )
 
     def _maybe_log_stats(self) -> None:

@@ -4,7 +4,7 @@ from collections import Counter
 
 from pydantic import BaseModel, Field
 
-from jobs.registry import task
+from core.registry import task
 from jobs.runner import report_progress
 
 

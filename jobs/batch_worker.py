@@ -29,58 +29,20 @@ from collections import deque
 from contextlib import suppress
 from typing import Any
 
-import redis
 from rq import Queue
 from rq.command import parse_payload
-from rq.job import Job, JobStatus, _job_stack
-from rq.results import Result
+from rq.job import Job
 from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
-from jobs.worker import HeartbeatSimpleWorker
+from core.connection import redis_errors
+from core.errors import BackendUnavailable, StorageError
+from core.storage import claims
+from jobs.heartbeat import HeartbeatSimpleWorker
 
 BATCH_SIZE = 50
 """Most jobs claimed at once: small enough that a batch's claims are renewed well within their heartbeat."""
-
-CLAIM = """
-local claimed = {}
-local want = tonumber(ARGV[1])
-local function claim(queue_name, id)
-  local job_key = 'rq:job:' .. id
-  local ttl = redis.call('TTL', job_key)  -- -2: gone (purged); >= 0: must not expire while it runs
-  if ttl ~= -2 then
-    if ttl >= 0 then redis.call('PERSIST', job_key) end
-    redis.call('ZADD', 'rq:wip:' .. queue_name, ARGV[2], id .. ':' .. ARGV[3])
-    redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'last_heartbeat', ARGV[5])
-    table.insert(claimed, queue_name)
-    table.insert(claimed, id)
-  end
-end
-for i = 6, #ARGV, 2 do claim(ARGV[i], ARGV[i + 1]) end  -- already popped (by RQ's blocking dequeue)
-for _, queue_key in ipairs(KEYS) do
-  if #claimed >= 2 * want then break end
-  local ids = redis.call('LPOP', queue_key, want - #claimed / 2)
-  if ids then
-    local queue_name = string.sub(queue_key, 10)
-    for _, id in ipairs(ids) do claim(queue_name, id) end
-  end
-end
-return claimed
-"""
-"""Claim the (queue name, id) pairs in ARGV[6:] (popped already), then pop ids from the queues in KEYS order
-up to ARGV[1] in all; register each as started (and make its key persistent, which Job.perform() would do
-with a round trip of its own); return [queue, id, ...].
-Job keys are built inside the script, so it needs a single Redis (not a cluster)."""
-
-
-def _perform_claimed(job: Job) -> Any:
-    """Job.perform() without its PERSIST round trip: CLAIM already made the claimed job's key persistent."""
-    _job_stack.push(job)  # what get_current_job() returns inside the task
-    try:
-        return job._execute()
-    finally:
-        _job_stack.pop()
 
 
 class BatchWorker(HeartbeatSimpleWorker):
@@ -93,8 +55,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._pending: Any = None
         self._pending_count = 0
         self._claim_lock = threading.Lock()
-        self._claim_script = self.connection.register_script(CLAIM)
-        self._queues_by_name = {queue.name: queue for queue in self.queues}
+        self._claimer = claims.Claimer(self.connection, self.queues)
         self._last_beat = 0.0
         self._last_suspension_check = 0.0
         self._running: str | None = None
@@ -118,21 +79,16 @@ class BatchWorker(HeartbeatSimpleWorker):
 
     def _claim_batch(self, adopt: tuple[str, str] | None = None) -> None:
         execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
-        expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
-        stamp = utcformat(now())
-        keys = [queue.key for queue in self.queues]
-        args = [BATCH_SIZE, expires, execution_id, self.name, stamp, *(adopt or ())]
-        flat = self._claim_script(keys=keys, args=args)
-        pairs = [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+        expires = time.time() + self.get_heartbeat_ttl(None)
+        pairs = self._claimer.claim(BATCH_SIZE, expires, execution_id, self.name, utcformat(now()), adopt)
         if not pairs:
             return
         # Busy for the whole batch: RQ's warm shutdown then waits for the running task instead of interrupting it.
         self.set_state(WorkerStatus.BUSY)
         jobs = Job.fetch_many([job_id for _, job_id in pairs], connection=self.connection, serializer=self.serializer)
         with self._claim_lock:
-            for (queue_name, job_id), job in zip(pairs, jobs, strict=True):
-                queue = self._queues_by_name[queue_name]
-                member = f"{job_id}:{execution_id}"
+            for (queue, job_id), job in zip(pairs, jobs, strict=True):
+                member = claims.claim_member(job_id, execution_id)
                 if job is None:  # deleted (purged) between enqueue and claim
                     self.connection.zrem(queue.started_job_registry.key, member)
                     continue
@@ -167,7 +123,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         try:
             with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
-                job._result = _perform_claimed(job)
+                return_value = claims.perform_claimed(job)
         except Exception:
             self._finish_claim(job)
             self._flush()
@@ -177,31 +133,11 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._finish_claim(job)
         pipe = self._pending if self._pending is not None else self.connection.pipeline(transaction=False)
         self._pending = pipe
-        self._record_success(job, queue, member, pipe)
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        claims.record_success(pipe, job, return_value, self.name, result_ttl, member, queue)
         self._pending_count += 1
         if not self._batch:
             self._flush()
-
-    def _record_success(self, job: Job, queue: Queue, member: str, pipe: Any) -> None:
-        """Queue what RQ's handle_job_success writes, in fewer commands: one HSET, no dependents' keys.
-
-        Same data as RQ (status, timestamps, result stream, finished registry,
-        expiry); what it skips is RQ's separate status HSET and the EXPIREs of
-        dependents/dependencies keys, which Taskrelay jobs never have.
-        """
-        result_ttl = job.get_result_ttl(self.default_result_ttl)
-        job._status = JobStatus.FINISHED
-        job.save(pipeline=pipe, include_meta=False, include_result=False)
-        Result.create(
-            job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=job._result, worker_name=self.name, pipeline=pipe
-        )
-        if result_ttl != 0:
-            job.finished_job_registry.add(job, result_ttl, pipe)
-        if result_ttl > 0:
-            pipe.expire(job.key, result_ttl)
-        elif result_ttl == 0:
-            pipe.delete(job.key)
-        pipe.zrem(queue.started_job_registry.key, member)
 
     def check_for_suspension(self, burst: bool) -> None:
         # RQ checks `rq suspend` (and heartbeats) before every job: five commands. Once a second is enough.
@@ -247,14 +183,13 @@ class BatchWorker(HeartbeatSimpleWorker):
     def _beat_once(self) -> None:
         """Renew the claims of the batch in hand (every task runs claimed: there is no other running task to beat)."""
         with self._claim_lock:
-            claims = list(self._claims.values())
-        if not claims:
+            held = list(self._claims.values())
+        if not held:
             return
-        expires = time.time() + self.get_heartbeat_ttl(None)  # type: ignore[arg-type]
-        with suppress(redis.exceptions.RedisError):
+        expires = time.time() + self.get_heartbeat_ttl(None)
+        with suppress(BackendUnavailable, StorageError), redis_errors():
             pipe = self.connection.pipeline(transaction=False)
-            for registry_key, member in claims:
-                pipe.zadd(registry_key, {member: expires}, xx=True)
+            claims.renew(pipe, held, expires)
             self.heartbeat(self.job_monitoring_interval + 60, pipeline=pipe)
             pipe.execute()
 
@@ -270,7 +205,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         try:
             return super().work(*args, **kwargs)
         finally:
-            with suppress(redis.exceptions.RedisError):
+            with suppress(BackendUnavailable, StorageError), redis_errors():
                 self._flush()
                 self._release_unstarted()
 
@@ -284,8 +219,6 @@ class BatchWorker(HeartbeatSimpleWorker):
             return
         pipe = self.connection.pipeline(transaction=True)
         for job, queue, member in reversed(unstarted):
-            pipe.zrem(queue.started_job_registry.key, member)
-            pipe.hset(job.key, mapping={"status": "queued", "worker_name": ""})
-            pipe.lpush(queue.key, job.id)
+            claims.release(pipe, job, queue, member)
         pipe.execute()
         self.log.info("returned %s unstarted tasks to their queues", len(unstarted))

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jobs.errors import TaskInputError
-from jobs.registry import task
+from core.errors import TaskInputError
+from core.registry import task
 
 MISSING: Any = object()
 """What `_get` returns for an absent or null field, so callers can tell it from any real value."""

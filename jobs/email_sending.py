@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jobs.errors import TaskInputError
-from jobs.registry import task
-from jobs.settings import Settings, get_settings
+from core.errors import TaskInputError
+from core.registry import task
+from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import TaskInputError
+from core.registry import task
+from core.settings import get_settings
 from jobs import file_storage
-from jobs.errors import TaskInputError
-from jobs.registry import task
-from jobs.settings import get_settings
 
 Operation = Literal["stats", "csv_to_json", "column_stats", "json_summary"]
 Format = Literal["csv", "json", "text", "auto"]

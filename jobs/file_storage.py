@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from jobs.errors import TaskInputError
-from jobs.settings import Settings
+from core.errors import TaskInputError
+from core.settings import Settings
 
 MAX_INPUT_BYTES = 100 * 1024 * 1024
 """Largest input file accepted, in bytes."""

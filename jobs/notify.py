@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from jobs.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger("taskrelay.notify")
 

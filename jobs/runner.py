@@ -17,9 +17,10 @@ from typing import Any
 from rq import get_current_job
 from rq.job import Job
 
-from jobs import notify, registry
-from jobs.errors import TaskInputError, UnknownTaskType
-from jobs.settings import get_settings
+from core import registry
+from core.errors import TaskInputError, UnknownTaskType
+from core.settings import get_settings
+from jobs import notify
 
 log = logging.getLogger("taskrelay.worker")
 

@@ -1,7 +1,7 @@
-"""Periodic tasks, worker side: the JSON job class rq-scheduler stores schedules with, and `fire`.
+"""Periodic tasks, worker side: `fire`, what a due schedule runs.
 
 A schedule is an rq-scheduler job (id `schedule-<uuid>`) whose function is
-`fire`. rq-scheduler (`rqscheduler -j jobs.schedules.JSONJob`) puts it on the
+`fire`. rq-scheduler (`rqscheduler -j core.storage.queues.JSONJob`) puts it on the
 `taskrelay_schedules` queue each time it is due; a worker runs `fire`, which
 enqueues an ordinary task with a fresh id, tagged with the schedule's id. So
 every run has its own id, state, result and place in the task list.
@@ -10,22 +10,13 @@ every run has its own id, state, result and place in the task list.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 from uuid import uuid4
 
 from rq import get_current_job
-from rq.job import Job
 
-from jobs.queues import SERIALIZER, TaskRequest, enqueue_task
-from jobs.settings import get_settings
-
-
-class JSONJob(Job):
-    """An RQ Job that always uses the JSON serializer (rq-scheduler 0.14 has no serializer option)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["serializer"] = SERIALIZER
-        super().__init__(*args, **kwargs)
+from core.model import TaskRequest
+from core.settings import get_settings
+from core.storage.enqueue import enqueue_task
 
 
 def fire(schedule_id: str) -> dict[str, str]:

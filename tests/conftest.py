@@ -21,11 +21,11 @@ from urllib.parse import urlparse
 import fakeredis
 import pytest
 import redis
-from rq import SimpleWorker
 
-from jobs import registry
-from jobs.queues import SERIALIZER, all_queues
-from jobs.settings import Settings, get_settings
+from core import registry
+from core.settings import Settings, get_settings
+from core.storage.queues import SERIALIZER, worker_queues
+from jobs.batch_worker import BatchWorker
 
 REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379")
 RABBITMQ_TEST_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -93,10 +93,10 @@ def client(app):
 
 @pytest.fixture
 def drain(fake_redis: fakeredis.FakeRedis) -> Callable[[], None]:
-    """Run every queued task to completion in this process (SimpleWorker, burst mode)."""
+    """Run every queued task to completion in this process: the default (batch) worker in burst mode."""
 
     def run() -> None:
-        SimpleWorker(all_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER).work(
+        BatchWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER).work(
             burst=True, logging_level="WARNING"
         )
 

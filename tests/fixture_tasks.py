@@ -7,8 +7,8 @@ from typing import Any
 
 from rq import get_current_job
 
-from jobs.errors import TaskInputError
-from jobs.registry import task
+from core.errors import TaskInputError
+from core.registry import task
 from jobs.runner import report_progress
 
 

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
@@ -57,14 +58,14 @@ class System:
         return answer
 
     def wait_for(self, task_id: str, states: tuple[str, ...] = ("SUCCESS", "FAILURE"), timeout: float = 30.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = self.status(task_id)
-            if answer["state"] in states:
-                return answer
-            if time.monotonic() > deadline:
-                raise AssertionError(f"task {task_id} still {answer['state']} after {timeout} s: {answer}")
-            time.sleep(0.05)
+        """Return the task's status once it reaches one of `states`; fail after `timeout` seconds."""
+        last: dict[str, Any] = {}
+
+        def reached() -> dict | None:
+            last.update(self.status(task_id))
+            return dict(last) if last["state"] in states else None
+
+        return wait_until(reached, timeout, f"task {task_id} to reach {'/'.join(states)} (last seen: {last})")
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -99,17 +100,15 @@ def running_system(redis_url: str, workers: int = 2, env: dict[str, str] | None 
         system.processes.append(_spawn([*api, "--log-level", "warning", "app:create_app()"], child_env))
         for _ in range(workers):
             system.processes.append(_spawn([sys.executable, "-m", "jobs.worker"], child_env))
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
+
+        def up() -> bool:
             try:
                 code, health = http("GET", f"{system.base_url}/api/health", timeout=1)
-                if code == 200 and health["workers"] >= workers:
-                    break
             except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("API and workers did not come up in time")
-            time.sleep(0.1)
+                return False
+            return code == 200 and health["workers"] >= workers
+
+        wait_until(up, START_TIMEOUT_S, "the API and its workers to come up")
         yield system
     finally:
         for process in system.processes:

@@ -11,9 +11,10 @@ import time
 import pytest
 
 from app import create_app
+from core.settings import Settings
 from jobs.batch_worker import BATCH_SIZE
-from jobs.settings import Settings
 from jobs.worker import build_worker
+from tests.helpers import submit, wait_until
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.redis
@@ -23,18 +24,12 @@ def make_client(redis_url, real_redis):
     return create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
 
 
-def submit(client, task_type, priority="normal", **parameters):
-    answer = client.post("/api/tasks", json={"task_type": task_type, "priority": priority, "parameters": parameters})
-    assert answer.status_code == 202, answer.json
-    return answer.json["task_id"]
-
-
 def test_batches_run_every_task_with_the_usual_outcomes(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
-    lows = [submit(client, "test_count", "low") for _ in range(BATCH_SIZE + 10)]
-    flaky = submit(client, "test_flaky", "normal", succeed_on=2)
-    bad = submit(client, "test_bad_input", "normal")
-    highs = [submit(client, "data_processing", "high", data=[1, 2, 3]) for _ in range(BATCH_SIZE + 5)]
+    lows = [submit(client, "test_count", priority="low") for _ in range(BATCH_SIZE + 10)]
+    flaky = submit(client, "test_flaky", {"succeed_on": 2})
+    bad = submit(client, "test_bad_input")
+    highs = [submit(client, priority="high") for _ in range(BATCH_SIZE + 5)]
     worker = build_worker(
         Settings.from_env({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
     )
@@ -84,13 +79,6 @@ def _spawn(redis_url, **extra):
     return subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
 
 
-def _wait(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
@@ -100,14 +88,14 @@ def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real
     first = _spawn(redis_url)
     second = None
     try:
-        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
         assert real_redis.llen("rq:queue:normal_priority") == 0  # all eleven claimed by the batch
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         real_redis.set("go", "1")
         second = _spawn(redis_url)
-        _wait(lambda: real_redis.get("runs:total") == b"10", 60, "the claimed tasks to run")
-        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "SUCCESS", 30, "the held task's retry")
+        wait_until(lambda: real_redis.get("runs:total") == b"10", 60, "the claimed tasks to run")
+        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "SUCCESS", 30, "the held task's retry")
         for task_id in queued:
             answer = client.get(f"/api/tasks/{task_id}").json
             assert answer["state"] == "SUCCESS" and answer["status"]["attempts"] == 1, answer
@@ -123,11 +111,11 @@ def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real
 @pytest.mark.slow
 def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
-    held = submit(client, "test_hold", release_key="go", max_s=60)
+    held = submit(client, "test_hold", {"release_key": "go", "max_s": 60})
     queued = [submit(client, "test_count") for _ in range(10)]
     worker = _spawn(redis_url)
     try:
-        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
         worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the running task, then stop
         time.sleep(0.3)
         real_redis.set("go", "1")
@@ -145,11 +133,11 @@ def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
 @pytest.mark.slow
 def test_purge_drops_claimed_tasks_before_they_run(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
-    held = submit(client, "test_hold", release_key="go", max_s=60)
+    held = submit(client, "test_hold", {"release_key": "go", "max_s": 60})
     queued = [submit(client, "test_count") for _ in range(5)]
     worker = _spawn(redis_url)
     try:
-        _wait(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
         purged = client.post("/api/tasks/purge").json
         assert purged["details"]["active_tasks_revoked"] == 6  # the running one, and five claimed
         real_redis.set("go", "1")

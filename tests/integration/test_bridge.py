@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pika
@@ -20,12 +20,17 @@ from rq import SimpleWorker
 from rq.job import Job
 
 from app import create_app
-from bridge.amqp import AMQP_PRIORITY, REASON_HEADER, Publisher, Topology
-from bridge.message import IngressUnavailable, Outgoing, TaskEnvelope
+from bridge.amqp.consumer import REASON_HEADER
+from bridge.amqp.publisher import Publisher
+from bridge.amqp.topology import AMQP_PRIORITY, Topology
+from bridge.message import Outgoing, TaskEnvelope
 from bridge.service import Bridge
-from jobs.queues import SERIALIZER, TaskRequest, all_queues, connect
-from jobs.settings import Settings
-from tests.concurrent_submits import submit_concurrently
+from core.connection import connect
+from core.errors import IngressUnavailable
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage.queues import SERIALIZER, all_queues
+from tests.helpers import submit_concurrently, wait_until
 from tests.processes import ROOT, free_port
 from tests.tcp_proxy import TcpProxy
 
@@ -47,14 +52,6 @@ def make_client():
     yield make
     for app in apps:
         app.extensions["taskrelay"].ingress.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def settings_for(redis_url: str, rabbitmq_url: str, queue: str, **extra: str) -> Settings:

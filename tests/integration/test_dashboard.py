@@ -11,7 +11,7 @@ import time
 import pytest
 
 from app import create_app
-from jobs.settings import Settings
+from core.settings import Settings
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.redis

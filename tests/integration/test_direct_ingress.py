@@ -7,9 +7,9 @@ import redis
 from rq.job import Job
 
 from app import create_app
-from jobs.queues import SERIALIZER
-from jobs.settings import Settings
-from tests.concurrent_submits import submit_concurrently
+from core.settings import Settings
+from core.storage.queues import SERIALIZER
+from tests.helpers import submit_concurrently
 
 pytestmark = [pytest.mark.redis]
 

@@ -117,7 +117,7 @@ class Launched:
 
 @contextmanager
 def launcher(tmp_path: Path, **extra_env: str) -> Iterator[Launched]:
-    """Start `python -m app.launcher` on a free port; kill whatever is left of it afterwards, pass or fail."""
+    """Start `python -m infra.launcher` on a free port; kill whatever is left of it afterwards, pass or fail."""
     port = _free_port()
     env = {name: value for name, value in os.environ.items() if name not in IGNORED_ENV}
     # TMPDIR: the embedded redis-server's directory lands under tmp_path, even when the launcher is SIGKILLed.
@@ -126,7 +126,12 @@ def launcher(tmp_path: Path, **extra_env: str) -> Iterator[Launched]:
     with output.open("wb") as sink:
         # A file, not a pipe: nobody has to keep draining the children's logs.
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.launcher"], cwd=ROOT, env=env, stdout=sink, stderr=sink, start_new_session=True
+            [sys.executable, "-m", "infra.launcher"],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
         )
     watch = DescendantWatch(process.pid)
     watch.start()

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import pytest
-from rq import SimpleWorker
 from rq.job import Job
 
 from app import create_app
-from jobs.queues import SERIALIZER, all_queues, connect
-from jobs.settings import Settings
+from core.connection import connect
+from core.settings import WORKER_CLASSES, Settings
+from core.storage.queues import SERIALIZER
+from jobs.worker import build_worker
+from tests.helpers import submit
 
 pytestmark = pytest.mark.redis
 
 
-def test_backlog_runs_high_then_normal_then_low(redis_url):
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_backlog_runs_high_then_normal_then_low(redis_url, worker_class):
     connection = connect(redis_url)
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), connection).test_client()
-
-    def submit(priority: str) -> str:
-        body = {"task_type": "data_processing", "priority": priority, "parameters": {"data": [1, 2, 3]}}
-        response = client.post("/api/tasks", json=body)
-        assert response.status_code == 202
-        return response.json["task_id"]
-
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    client = create_app(settings, connection).test_client()
     # Lowest first, so arrival order alone would run them the wrong way round.
-    submitted = {p: [submit(p) for _ in range(15)] for p in ("low", "normal", "high")}
-    SimpleWorker(all_queues(connection), connection=connection, serializer=SERIALIZER).work(
-        burst=True, logging_level="WARNING"
-    )
+    submitted = {p: [submit(client, priority=p) for _ in range(15)] for p in ("low", "normal", "high")}
+    build_worker(settings, worker_class).work(burst=True, logging_level="WARNING")
 
     def started(priority: str) -> list:
         jobs = Job.fetch_many(submitted[priority], connection=connection, serializer=SERIALIZER)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from app import create_app
-from jobs.settings import Settings
+from core.settings import Settings
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -27,7 +27,7 @@ def test_interval_schedule_runs_as_separate_tasks_until_deleted(redis_url, real_
     assert [s["schedule_id"] for s in client.get("/api/schedules").json["schedules"]] == [schedule_id]
 
     env = {**os.environ, "REDIS_URL": redis_url, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    scheduler_argv = [*RQSCHEDULER, "--url", redis_url, "-i", "0.5", "-j", "jobs.schedules.JSONJob", "--quiet"]
+    scheduler_argv = [*RQSCHEDULER, "--url", redis_url, "-i", "0.5", "-j", "core.storage.queues.JSONJob", "--quiet"]
     processes = [
         subprocess.Popen(scheduler_argv, cwd=ROOT, env=env),
         subprocess.Popen([sys.executable, "-m", "jobs.worker", "--simple"], cwd=ROOT, env=env),

@@ -11,19 +11,11 @@ import time
 import pytest
 
 from app import create_app
-from jobs.settings import Settings
+from core.settings import Settings
+from tests.helpers import wait_until
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while (value := check()) is None or value is False:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def children_of(pid: int) -> list[int]:
@@ -61,7 +53,7 @@ def test_killed_workers_task_is_retried(redis_url, real_redis, worker_class):
     first = subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
     second = None
     try:
-        wait_for(lambda: client.get(f"/api/tasks/{task_id}").json["state"] == "STARTED", 30, "the task to start")
+        wait_until(lambda: client.get(f"/api/tasks/{task_id}").json["state"] == "STARTED", 30, "the task to start")
         horses = children_of(first.pid)  # a forking worker's work horse runs in a session of its own
         os.killpg(first.pid, signal.SIGKILL)
         for pid in horses:
@@ -75,7 +67,7 @@ def test_killed_workers_task_is_retried(redis_url, real_redis, worker_class):
             answer = client.get(f"/api/tasks/{task_id}").json
             return answer if answer["state"] in ("SUCCESS", "FAILURE") else None
 
-        done = wait_for(finished, 40, "the retry to finish")
+        done = wait_until(finished, 40, "the retry to finish")
         assert time.monotonic() - killed_at < 40
         assert done["state"] == "SUCCESS", done
         assert done["status"]["attempts"] == 2

@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from jobs.settings import Settings
+from core.settings import Settings
+from tests.helpers import submit
 
 SEED_TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
-
-
-def submit(client, body=None, **overrides):
-    response = client.post("/api/tasks", json={**(body or SEED_TASK), **overrides})
-    assert response.status_code == 202, response.json
-    return response.json["task_id"]
 
 
 def test_submit_answers_the_seed_shape(client):
@@ -38,7 +33,7 @@ def test_priority_defaults_to_normal(client):
 
 
 def test_status_follows_the_task_to_success(client, drain):
-    task_id = submit(client)
+    task_id = submit(client, **SEED_TASK)
     pending = client.get(f"/api/tasks/{task_id}").json
     assert pending["state"] == "PENDING"
     assert pending["status"]["status"] == "queued"

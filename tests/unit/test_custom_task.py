@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from app import create_app
-from jobs import registry
-from jobs.settings import Settings
+from core import registry
+from core.settings import Settings
 from tests.processes import free_port
 
 
@@ -30,7 +30,7 @@ def test_custom_parameters_are_validated_at_submit(fake_redis):
 
 
 def test_redis_down_is_503_and_nothing_accepted(settings):
-    from jobs.queues import connect
+    from core.connection import connect
 
     client = create_app(settings, connect(f"redis://127.0.0.1:{free_port()}/0")).test_client()
     body = {"task_type": "data_processing", "parameters": {"data": [1]}}

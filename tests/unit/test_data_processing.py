@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import jobs.data_processing  # importing registers the task type
-from jobs import registry
-from jobs.errors import TaskInputError
+from core import registry
+from core.errors import TaskInputError
 
 ORDERS = [
     {"id": 1, "city": "Oslo", "amount": 120, "status": "paid"},

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from jobs import email_sending, registry
-from jobs.errors import TaskInputError
-from jobs.settings import Settings
+from core import registry
+from core.errors import TaskInputError
+from core.settings import Settings
+from jobs import email_sending
 from tests.smtp_server import SmtpServer, free_port, smtp_server  # noqa: F401
 
 # The imported fixture is requested by naming it as an argument, which pyflakes reads as a redefinition.

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rq.job import Job, JobStatus
 
-from jobs.queues import SERIALIZER, TaskRequest, enqueue_batch
+from core.model import TaskRequest
+from core.storage.enqueue import enqueue_batch
+from core.storage.queues import SERIALIZER
 
 
 def request(task_id, priority="normal", run_at=None):
@@ -51,8 +53,8 @@ def test_extra_commands_run_in_the_same_transaction(fake_redis, settings):
 def test_fast_job_hash_matches_rqs_own(fake_redis, settings, max_retries):
     from rq import Queue
 
-    from jobs import registry
-    from jobs.queues import RUNNER, _job_options, job_hash
+    from core import registry
+    from core.storage.enqueue import RUNNER, _job_options, job_hash
 
     spec = registry.get("data_processing")
     task = TaskRequest("same-id", "data_processing", "low", {"data": [1, {"a": "é"}]}, "2026-01-01", max_retries)

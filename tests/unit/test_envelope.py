@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.message import VERSION, PoisonMessage, TaskEnvelope
-from jobs.queues import TaskRequest
+from bridge.message import VERSION, TaskEnvelope
+from core.errors import PoisonMessage
+from core.model import TaskRequest
 
 REQUEST = TaskRequest(
     task_id="t-1",

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from jobs import file_processing, file_storage, registry
-from jobs.errors import TaskInputError
+from core import registry
+from core.errors import TaskInputError
+from core.settings import Settings
+from jobs import file_processing, file_storage
 from jobs.file_processing import FileParams, process
-from jobs.settings import Settings
 
 CSV_TEXT = "name,age,city\nada,36,London\nalan,41,Wilmslow\ngrace,85,\nlinus,27,London\nken,80,London\nbarbara,\n"
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bridge.group_commit import GroupCommit
+from app.group_commit import GroupCommit
 
 
 class Recorder:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-
-def submit(client, task_type="data_processing", priority="normal", parameters=None, **extra):
-    body = {"task_type": task_type, "priority": priority, "parameters": parameters or {"data": [1, 2, 3]}, **extra}
-    response = client.post("/api/tasks", json=body)
-    assert response.status_code == 202, response.json
-    return response.json["task_id"]
+from tests.helpers import submit
 
 
 def ids(page):
@@ -161,8 +156,9 @@ def test_inspection_budget_gives_short_pages_and_an_upper_bound(client, drain, m
 def test_list_entries_from_hash_fields_match_the_job_objects(client, drain, fake_redis):
     from rq.job import Job
 
-    from app.tasks import SUMMARY_FIELDS, summarize, summarize_fields
-    from jobs.queues import SERIALIZER
+    from app.tasks import summarize, summarize_fields
+    from core.storage.keys import SUMMARY_FIELDS
+    from core.storage.queues import SERIALIZER
 
     done = submit(client)
     failed = submit(client, task_type="test_bad_input", parameters={})

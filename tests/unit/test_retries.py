@@ -14,17 +14,12 @@ import pytest
 from rq import Queue
 from rq.scheduler import RQScheduler
 
+from core.logs import JsonFormatter
+from core.storage.enqueue import backoff_intervals
+from core.storage.queues import SERIALIZER
 from jobs import notify
-from jobs.logs import JsonFormatter
-from jobs.queues import SERIALIZER, backoff_intervals
+from tests.helpers import submit
 from tests.smtp_server import smtp_server  # noqa: F401
-
-
-def submit(client, task_type, parameters=None, **extra):
-    body = {"task_type": task_type, "parameters": parameters or {}, **extra}
-    response = client.post("/api/tasks", json=body)
-    assert response.status_code == 202, response.json
-    return response.json["task_id"]
 
 
 def test_backoff_grows_exponentially_with_jitter():
@@ -37,7 +32,7 @@ def test_backoff_grows_exponentially_with_jitter():
 
 
 def test_failed_attempt_is_retried_and_shows_retry_state(client, drain, fake_redis, monkeypatch):
-    monkeypatch.setattr("jobs.queues.backoff_intervals", lambda n, base, cap: [60] * n)
+    monkeypatch.setattr("core.storage.enqueue.backoff_intervals", lambda n, base, cap: [60] * n)
     task_id = submit(client, "test_flaky", {"succeed_on": 2})
     drain()
     between = client.get(f"/api/tasks/{task_id}").json

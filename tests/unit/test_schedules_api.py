@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from rq import Queue, SimpleWorker
 
-from jobs.queues import SCHEDULES_QUEUE, SERIALIZER, worker_queues
-from jobs.schedules import JSONJob
+from core.model import SCHEDULES_QUEUE
+from core.storage.queues import SERIALIZER, JSONJob, worker_queues
 
 INTERVAL = {"task_type": "data_processing", "parameters": {"data": [1]}, "interval_seconds": 60}
 

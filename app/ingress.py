@@ -8,11 +8,14 @@ from typing import Protocol
 
 import redis
 
-from bridge import pending
-from bridge.group_commit import GroupCommit
-from bridge.message import IngressUnavailable, Outgoing, TaskEnvelope
-from jobs.queues import TaskRequest, enqueue_batch, redis_errors
-from jobs.settings import Settings
+from app.group_commit import GroupCommit
+from bridge.message import Outgoing, TaskEnvelope
+from core import accepted
+from core.connection import redis_errors
+from core.errors import BackendUnavailable, IngressUnavailable, StorageError
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage.enqueue import enqueue_batch
 
 log = logging.getLogger("taskrelay.ingress")
 
@@ -21,6 +24,8 @@ class Ingress(Protocol):
     """Where POST /api/tasks sends a validated task."""
 
     description: str
+    commits: GroupCommit[TaskRequest]
+    """The group commit every submit goes through; `commits.observe()` sees each flush."""
 
     def submit(self, request: TaskRequest) -> None:
         """Accept `request` durably or raise BackendUnavailable (the API answers 503)."""
@@ -46,10 +51,10 @@ class DirectIngress:
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self.connection = connection
         self.settings = settings
-        self._commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
+        self.commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
 
     def submit(self, request: TaskRequest) -> None:
-        self._commits.submit(request)
+        self.commits.submit(request)
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         with redis_errors():
@@ -77,28 +82,29 @@ class RabbitIngress:
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
-        from bridge.amqp import Publisher, Topology  # pika is loaded only where RabbitMQ is used
+        from bridge.amqp.publisher import Publisher  # pika is loaded only where RabbitMQ is used
+        from bridge.amqp.topology import Topology
 
         self.connection = connection
         self.publisher = Publisher(settings.rabbitmq_url, Topology(settings.ingress_queue))
-        self._commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
+        self.commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
         self.description = f"RabbitMQ queue {settings.ingress_queue!r}, moved into RQ by the bridge"
 
     def submit(self, request: TaskRequest) -> None:
-        self._commits.submit(request)
+        self.commits.submit(request)
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
-        recorded = self._try(lambda: pending.remember(self.connection, requests), "record", requests)
+        recorded = self._try(lambda: accepted.remember(self.connection, requests), "record", requests)
         try:
             messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id) for r in requests]
             refusals = self.publisher.publish_many(messages)
         except Exception:
             if recorded:
-                self._try(lambda: pending.forget(self.connection, requests), "unrecord", requests)
+                self._try(lambda: accepted.forget(self.connection, requests), "unrecord", requests)
             raise
         refused = [r for r, why in zip(requests, refusals, strict=True) if why is not None]
         if refused and recorded:
-            self._try(lambda: pending.forget(self.connection, refused), "unrecord", refused)
+            self._try(lambda: accepted.forget(self.connection, refused), "unrecord", refused)
         return [None if why is None else IngressUnavailable(why) for why in refusals]
 
     def purge(self) -> int:
@@ -109,9 +115,10 @@ class RabbitIngress:
 
     def _try(self, action: Callable[[], object], what: str, requests: list[TaskRequest]) -> bool:
         try:
-            action()
+            with redis_errors():
+                action()
             return True
-        except redis.exceptions.RedisError as exc:
+        except (BackendUnavailable, StorageError) as exc:
             ids = [r.task_id for r in requests]
             log.warning("could not %s %d accepted tasks in Redis: %s", what, len(ids), exc, extra={"task_ids": ids})
             return False

@@ -1,8 +1,7 @@
-"""The one place that builds RQ queues: names, priority order, serializer, enqueue.
+"""A TaskRequest becomes an RQ job: one at a time (`enqueue_task`), or a batch in one MULTI/EXEC.
 
-Priority points one way, decided here: workers listen on QUEUE_ORDER, so a queued
-high task always starts before any queued normal or low one. Every job uses RQ's
-JSONSerializer; nothing a client sends is ever pickled.
+Every job runs RUNNER with (task type, parameters) and calls FAILURE_CALLBACK
+on each failed attempt; both are dotted paths RQ imports in the worker.
 """
 
 from __future__ import annotations
@@ -10,83 +9,25 @@ from __future__ import annotations
 import json
 import random
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
-from redis.retry import Retry as RedisRetry
 from rq import Callback, Queue, Retry
 from rq.job import Job, JobStatus
-from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from jobs import registry
-from jobs.errors import BackendUnavailable
-from jobs.registry import TaskType
-from jobs.settings import Settings
+from core import registry
+from core.model import PRIORITIES, TaskRequest
+from core.registry import TaskType
+from core.settings import Settings
+from core.storage.keys import QUEUES_KEY, job_key
+from core.storage.queues import SERIALIZER, get_queue
 
-PRIORITIES = ("high", "normal", "low")
-"""Highest first: the order workers listen in."""
-QUEUE_NAMES = {priority: f"{priority}_priority" for priority in PRIORITIES}
-QUEUE_ORDER = tuple(QUEUE_NAMES[p] for p in PRIORITIES)
-SCHEDULES_QUEUE = "taskrelay_schedules"
-"""Where rq-scheduler puts a periodic schedule when it is due; its job only creates the real task, so
-workers take it before anything else (it costs one enqueue and must not wait behind a backlog)."""
-PRIORITY_OF_QUEUE = {name: priority for priority, name in QUEUE_NAMES.items()}
 RUNNER = "jobs.runner.run"
 FAILURE_CALLBACK = "jobs.runner.on_failure"
-SERIALIZER = JSONSerializer
-
-
-REDIS_CONNECT_TIMEOUT_S = 5.0
-"""Give up connecting to Redis after this many seconds (each try)."""
-REDIS_RETRIES = 3
-"""Tries per command on a connection error, with exponential backoff up to 0.5 s."""
-
-
-def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
-    """Return a Redis client for `url` that retries connection errors a bounded number of times.
-
-    Workers pass no socket timeout: they block on BLPOP for minutes by design.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
-        socket_timeout=socket_timeout_s,
-        health_check_interval=30,
-        retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-    )
-
-
-@contextmanager
-def redis_errors() -> Iterator[None]:
-    """Turn Redis connection failures (after the client's own retries) into BackendUnavailable."""
-    try:
-        yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise BackendUnavailable(f"Redis is not answering ({exc.__class__.__name__})") from exc
-
-
-def get_queue(connection: redis.Redis, priority: str) -> Queue:
-    """Return the RQ queue for `priority` (high, normal or low), JSON-serialized."""
-    return Queue(QUEUE_NAMES[priority], connection=connection, serializer=SERIALIZER)
-
-
-def all_queues(connection: redis.Redis) -> list[Queue]:
-    """Return the three task queues, highest priority first."""
-    return [get_queue(connection, priority) for priority in PRIORITIES]
-
-
-def worker_queues(connection: redis.Redis) -> list[Queue]:
-    """Return what a worker listens on, in order: due schedules, then high, normal, low."""
-    return [Queue(SCHEDULES_QUEUE, connection=connection, serializer=SERIALIZER), *all_queues(connection)]
-
 
 _JITTER = random.Random()  # one generator: seeding a new one per task costs more than the rest of its enqueue
 
@@ -103,20 +44,6 @@ def backoff_intervals(max_retries: int, base_s: float, cap_s: float, rng: random
         delay = min(cap_s, base_s * 2**attempt) * rng.uniform(0.5, 1.5)
         delays.append(max(0, round(delay)) if base_s > 0 else 0)
     return delays
-
-
-@dataclass(frozen=True)
-class TaskRequest:
-    """One accepted task, as the enqueue side needs it (the API or the bridge builds it)."""
-
-    task_id: str
-    task_type: str
-    priority: str
-    parameters: dict[str, Any]
-    submitted_at: str
-    max_retries: int | None = None
-    run_at: datetime | None = None
-    schedule_id: str | None = None
 
 
 def _job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> dict[str, Any]:
@@ -173,7 +100,7 @@ def enqueue_batch(
     for request in requests:
         first_of_each.setdefault(request.task_id, request)
     requests = list(first_of_each.values())
-    keys = [Job.key_for(r.task_id) for r in requests]
+    keys = [job_key(r.task_id) for r in requests]
     while True:
         with connection.pipeline(transaction=True) as pipe:
             try:
@@ -209,10 +136,10 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
             )
             queue.schedule_job(job, request.run_at, pipeline=pipe)
             continue
-        pipe.hset(Job.key_for(request.task_id), mapping=job_hash(settings, spec, request, queue.name, now))
+        pipe.hset(job_key(request.task_id), mapping=job_hash(settings, spec, request, queue.name, now))
         pushes.setdefault(queue.key, []).append(request.task_id)
     for queue_key, job_ids in pushes.items():
-        pipe.sadd(Queue.redis_queues_keys, queue_key)
+        pipe.sadd(QUEUES_KEY, queue_key)
         pipe.rpush(queue_key, *job_ids)
 
 
@@ -263,6 +190,6 @@ def _missing(connection: redis.Redis, requests: list[TaskRequest]) -> list[TaskR
     """Return the requests whose job hash does not exist (one round trip)."""
     if not requests:
         return []
-    keys = [Job.key_for(request.task_id) for request in requests]
+    keys = [job_key(request.task_id) for request in requests]
     found: Any = connection.eval(EXISTS_EACH, len(keys), *keys)
     return [r for r, exists in zip(requests, found, strict=True) if not exists]

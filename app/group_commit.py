@@ -44,9 +44,14 @@ class GroupCommit(Generic[T]):
     def __init__(self, flush: Flush[T], max_batch: int = 256) -> None:
         self._flush = flush
         self._max_batch = max_batch
+        self._observers: list[Callable[[list[T]], None]] = []
         self._lock = threading.Lock()
         self._waiting: list[_Slot[T]] = []
         self._flushing = False
+
+    def observe(self, observer: Callable[[list[T]], None]) -> None:
+        """Call `observer(batch)` before each flush, with the items it carries (tests and metrics count with it)."""
+        self._observers.append(observer)
 
     def submit(self, item: T) -> None:
         """Flush `item` (with whatever else is waiting); raise the error the flush gave it, if any."""
@@ -72,8 +77,11 @@ class GroupCommit(Generic[T]):
             raise slot.error
 
     def _outcomes(self, batch: list[_Slot[T]]) -> list[BaseException | None]:
+        items = [slot.item for slot in batch]
         try:
-            outcomes = self._flush([slot.item for slot in batch])
+            for observer in self._observers:
+                observer(items)
+            outcomes = self._flush(items)
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"flush returned {len(outcomes)} outcomes for {len(batch)} items")
             return outcomes

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from jobs.errors import TaskInputError, UnknownTaskType
+from core.errors import TaskInputError, UnknownTaskType
 
 BUILTIN_MODULES = ("jobs.data_processing", "jobs.email_sending", "jobs.file_processing")
 DEFAULT_MAX_RETRIES = 3

@@ -1,7 +1,8 @@
 """Tasks accepted by the API but still in RabbitMQ: visible as PENDING before the bridge moves them.
 
 The API records each task here before publishing it; the bridge forgets it in
-the same MULTI that creates its RQ job. Keys (per priority queue name Q):
+the same MULTI that creates its RQ job (so this lives in core/, which both
+import). Keys (per priority queue name Q):
 
     taskrelay:ingress:Q        sorted set, task id -> accepted time (Unix seconds)
     taskrelay:ingress:records  hash, task id -> JSON {task_type, priority, queue, submitted_at, run_at}
@@ -9,7 +10,7 @@ the same MULTI that creates its RQ job. Keys (per priority queue name Q):
 One hash for all records (rather than a key per task) lets a batch of accepted
 tasks be written with one HSET and one ZADD per queue, whatever its size.
 Records the bridge never cleared (the publish failed and so did Redis) are
-dropped by `trim`, which the bridge runs every TRIM_EVERY_S.
+dropped by `trim`, which the bridge runs every bridge.service.TRIM_EVERY_S.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
-from jobs.queues import PRIORITIES, QUEUE_NAMES, TaskRequest
+from core.model import PRIORITIES, QUEUE_NAMES, TaskRequest
 
 PENDING_TTL_S = 24 * 3600
 """`trim` drops records older than this, in seconds: by then their publish has certainly failed."""
@@ -74,6 +75,12 @@ def forget(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:
         pipe.zrem(zset_key(queue), *ids)
     if requests:
         pipe.hdel(RECORDS_KEY, *(r.task_id for r in requests))
+
+
+def forget_ids(pipe: Pipeline, task_ids: list[str]) -> None:
+    """Drop the records of `task_ids` only (add the command to `pipe`); a purge deletes the sorted sets whole."""
+    if task_ids:
+        pipe.hdel(RECORDS_KEY, *task_ids)
 
 
 def _decode(raw: bytes | str | None) -> dict[str, str] | None:

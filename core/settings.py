@@ -7,11 +7,12 @@ are read from the environment only and never logged.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from jobs.errors import ConfigError
+from core.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
@@ -37,6 +38,20 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 """Most messages the bridge moves into Redis per pipeline (and acks at once); also its prefetch window."""
 DEFAULT_BRIDGE_BATCH_WAIT_S = 0.01
 """Longest a batch keeps growing while messages keep arriving, in seconds (a pause sends it at once)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+WORKER_CLASSES = ("batch", "fork", "simple")
+"""batch: tasks run in the worker process, claimed and recorded a batch at a time (the default, fastest);
+fork: a fresh child process per task (isolation, RQ's default); simple: tasks run in the worker, one at a time."""
+EMBEDDED_REDIS_KINDS = ("", "redis-server", "fakeredis")
+"""What `make run` starts when REDIS_URL is unset: "" picks redis-server when it is on PATH, else fakeredis."""
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_API_WORKERS = 2
+"""gunicorn processes of the API that `make run` starts."""
+DEFAULT_API_THREADS = 8
+"""Threads per API process (concurrent submits in one process share a flush)."""
+DEFAULT_WORKERS = 2
+"""RQ worker processes that `make run` starts."""
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -70,6 +85,22 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(
+    env: dict[str, str], name: str, allowed: tuple[str, ...], default: str, fold: Callable[[str], str] = str.lower
+) -> str:
+    raw = fold(env.get(name) or default)
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(a for a in allowed if a)}, got {env.get(name)!r}")
+    return raw
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
+    return value
+
+
 def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
@@ -79,6 +110,10 @@ class Settings:
     """Every knob of Taskrelay; build it with `Settings.from_env()`."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    redis_url_set: bool = False
+    """Whether REDIS_URL was given: `make run` starts an embedded Redis when it was not."""
+    log_level: str = "INFO"
+    worker_class: str = "batch"
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     failure_ttl_s: int = DEFAULT_FAILURE_TTL_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -107,6 +142,12 @@ class Settings:
     ingress_queue: str = DEFAULT_INGRESS_QUEUE
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_batch_wait_s: float = DEFAULT_BRIDGE_BATCH_WAIT_S
+    embedded_redis: str = ""
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api_workers: int = DEFAULT_API_WORKERS
+    api_threads: int = DEFAULT_API_THREADS
+    workers: int = DEFAULT_WORKERS
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -114,6 +155,9 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         return cls(
             redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url_set=bool(env.get("REDIS_URL")),
+            log_level=_choice(env, "LOG_LEVEL", LOG_LEVELS, "INFO", fold=str.upper),
+            worker_class=_choice(env, "WORKER_CLASS", WORKER_CLASSES, "batch"),
             result_ttl_s=_int(env, "RESULT_TTL_S", DEFAULT_RESULT_TTL_S),
             failure_ttl_s=_int(env, "FAILURE_TTL_S", DEFAULT_FAILURE_TTL_S),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
@@ -142,10 +186,20 @@ class Settings:
             ingress_queue=env.get("INGRESS_QUEUE") or DEFAULT_INGRESS_QUEUE,
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_batch_wait_s=_float(env, "BRIDGE_BATCH_WAIT_S", DEFAULT_BRIDGE_BATCH_WAIT_S),
+            embedded_redis=_choice(env, "TASKRELAY_EMBEDDED", EMBEDDED_REDIS_KINDS, ""),
+            host=env.get("HOST") or DEFAULT_HOST,
+            port=_positive(env, "PORT", DEFAULT_PORT),
+            api_workers=_positive(env, "API_WORKERS", DEFAULT_API_WORKERS),
+            api_threads=_positive(env, "API_THREADS", DEFAULT_API_THREADS),
+            workers=_positive(env, "WORKERS", DEFAULT_WORKERS),
         )
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """Return the process-wide settings, read from the environment on first use."""
+    """Return the process-wide settings, read from the environment on first use.
+
+    Only for code that RQ calls (task functions, the failure callback), which
+    cannot be handed settings; everything else is passed its Settings.
+    """
     return Settings.from_env()

@@ -1,0 +1,62 @@
+"""The Redis client every process uses, and the one place Redis's exceptions become Taskrelay's.
+
+Callers never catch `redis.exceptions.*`: they run Redis calls inside
+`redis_errors()` and catch BackendUnavailable (Redis did not answer, after the
+client's bounded retries) or StorageError (Redis answered with an error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as RedisRetry
+
+from core.errors import BackendUnavailable, StorageError
+
+REDIS_CONNECT_TIMEOUT_S = 5.0
+"""Give up connecting to Redis after this many seconds (each try)."""
+REDIS_RETRIES = 3
+"""Tries per command on a connection error, with exponential backoff up to 0.5 s."""
+API_SOCKET_TIMEOUT_S = 10.0
+"""Longest the API and the bridge wait on one Redis reply, in seconds (workers block on BLPOP and set none)."""
+
+
+def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
+    """Return a Redis client for `url` that retries connection errors a bounded number of times.
+
+    Workers pass no socket timeout: they block on BLPOP for minutes by design.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=socket_timeout_s,
+        health_check_interval=30,
+        retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    )
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn Redis failures into BackendUnavailable (no answer) or StorageError (an error reply)."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise BackendUnavailable(f"Redis is not answering ({exc.__class__.__name__})") from exc
+    except redis.exceptions.RedisError as exc:
+        raise StorageError(f"Redis refused a command: {exc}") from exc
+
+
+def answers_ping(url: str, timeout_s: float = 1.0) -> bool:
+    """Return whether the Redis at `url` answers PING within `timeout_s` (one try, no retries)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        with redis_errors():
+            return bool(client.ping())
+    except (BackendUnavailable, StorageError):
+        return False
+    finally:
+        client.close()

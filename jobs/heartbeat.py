@@ -1,0 +1,69 @@
+"""RQ's workers with a short running-task registration, so a killed worker's task is retried within seconds.
+
+`batch_worker.BatchWorker` builds on HeartbeatSimpleWorker; `worker.build_worker` picks among the three.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import suppress
+
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+
+from core.connection import redis_errors
+from core.errors import BackendUnavailable, StorageError
+
+
+class ShortHeartbeat:
+    """Register a running task for three heartbeat intervals plus 5 s, not its whole timeout.
+
+    RQ registers a running job for its timeout plus 60 s (six minutes for a 300 s
+    task), so a task whose worker was killed waits that long to be retried.
+    Renewed every job_monitoring_interval while the task runs, a short
+    registration lets the first maintenance pass after it lapses retry the task.
+    """
+
+    job_monitoring_interval: int
+
+    def get_heartbeat_ttl(self, job: Job | None) -> int:
+        return int(self.job_monitoring_interval) * 3 + 5
+
+
+class HeartbeatWorker(ShortHeartbeat, Worker):
+    """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration."""
+
+
+class HeartbeatSimpleWorker(ShortHeartbeat, SimpleWorker):
+    """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread."""
+
+    _beating: Job | None = None
+    _beater: threading.Thread | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self._start_beater()
+        self._beating = job
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._beating = None
+
+    def _start_beater(self) -> None:
+        if self._beater is None:
+            self._beater = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
+            self._beater.start()
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self.job_monitoring_interval)
+            self._beat_once()
+
+    def _beat_once(self) -> None:
+        """Renew the running task's heartbeat, if a task is running."""
+        job = self._beating
+        if job is None or self.execution is None:
+            return
+        # The task may end while we beat; a late heartbeat is harmless (RQ writes it with XX).
+        with suppress(BackendUnavailable, StorageError, AttributeError), redis_errors():
+            self.maintain_heartbeats(job)

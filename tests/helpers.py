@@ -1,0 +1,72 @@
+"""Helpers every test file shares: submitting through a test client, waiting on a condition, concurrent submits.
+
+Waits poll a condition with a deadline; none sleeps to order events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from core.model import TaskRequest
+
+T = TypeVar("T")
+
+DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {"data_processing": {"data": [1, 2, 3]}}
+"""What `submit` sends when no parameters are given: valid ones for task types that require some."""
+POLL_S = 0.02
+"""How often `wait_until` checks its condition, in seconds."""
+
+
+def submit(client: Any, task_type: str = "data_processing", parameters: dict | None = None, **extra: Any) -> str:
+    """POST one task through a Flask test client (`extra`: priority, delay_seconds, max_retries...); return its id."""
+    body = {"task_type": task_type, "parameters": DEFAULT_PARAMETERS.get(task_type, {}), **extra}
+    if parameters is not None:
+        body["parameters"] = parameters
+    response = client.post("/api/tasks", json=body)
+    assert response.status_code == 202, response.json
+    return response.json["task_id"]
+
+
+def wait_until(check: Callable[[], T | None], timeout: float = 20.0, what: str = "the condition") -> T:
+    """Poll `check()` until it returns something other than None or False; return that, or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while (value := check()) is None or value is False:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(POLL_S)
+    return value
+
+
+def submit_concurrently(
+    app: Any, body: dict[str, Any], threads: int = 24, each: int = 5
+) -> tuple[list[str], list[int]]:
+    """POST `body` `each` times from `threads` threads started together; return the task ids and flush sizes.
+
+    The flush sizes come from the ingress's group commit (`commits.observe`): one entry per shared flush.
+    """
+    flushes: list[int] = []
+
+    def count(requests: list[TaskRequest]) -> None:
+        flushes.append(len(requests))
+
+    app.extensions["taskrelay"].ingress.commits.observe(count)
+    ids: list[str] = []
+    start = threading.Barrier(threads)
+
+    def post_all() -> None:
+        client = app.test_client()
+        start.wait()
+        for _ in range(each):
+            answer = client.post("/api/tasks", json=body)
+            assert answer.status_code == 202
+            ids.append(answer.json["task_id"])
+
+    workers = [threading.Thread(target=post_all) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    return ids, flushes
