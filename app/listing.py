@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from rq import Queue
-from rq.utils import parse_composite_key
 
 from app.errors import InvalidRequest
 from app.schemas import ListQuery
@@ -28,8 +26,9 @@ from app.tasks import accepted_summary, summarize_fields
 from core import accepted, registry
 from core.connection import redis_errors
 from core.model import PRIORITIES
+from core.storage import places as storage
 from core.storage.keys import FILTER_FIELDS, SUMMARY_FIELDS
-from core.storage.queues import get_queue
+from core.storage.queues import Queue, get_queue
 from core.storage.records import read_fields
 
 SCAN_CHUNK = 500
@@ -40,40 +39,38 @@ MAX_INSPECTED = 20_000
 
 @dataclass(frozen=True)
 class Place:
-    """One Redis list or sorted set where a queue keeps job ids."""
+    """One place a queue keeps task ids, as the list endpoint sees it: a list type and the states found there."""
 
-    key: str
+    where: storage.Place
     list_type: str
     states: frozenset[str]
-    is_list: bool = False
-    composite: bool = False
     newest_first: bool = False
     accepted: bool = False
     """Ids of tasks still in the RabbitMQ ingress: their record is a pending hash, not a job."""
 
+    @property
+    def key(self) -> str:
+        return self.where.key
+
     def read(self, connection: redis.Redis, start: int, stop: int) -> list[str]:
-        """Return the job ids at positions start..stop (inclusive)."""
-        raw: Any
-        if self.is_list:
-            raw = connection.lrange(self.key, start, stop)
-        else:
-            raw = connection.zrange(self.key, start, stop, desc=self.newest_first)
-        ids: list[str] = [entry.decode() if isinstance(entry, bytes) else entry for entry in raw]
-        return [parse_composite_key(i)[0] for i in ids] if self.composite else ids
+        """Return the task ids at positions start..stop (inclusive)."""
+        return self.where.read(connection, start, stop, newest_first=self.newest_first)
 
 
 def places_of(queue: Queue) -> list[Place]:
-    """Return every place `queue` keeps job ids, grouped by list type in LIST_TYPES order."""
+    """Return every place `queue` keeps task ids, grouped by list type in LIST_TYPES order."""
     waiting = frozenset({"PENDING", "RETRY"})
+    rq = storage.places_of(queue)
+    ingress = storage.Place(accepted.zset_key(queue.name), "accepted")
     return [
-        Place(queue.started_job_registry.key, "active", frozenset({"STARTED"}), composite=True),
-        Place(queue.key, "reserved", waiting, is_list=True),
-        Place(queue.deferred_job_registry.key, "reserved", frozenset({"PENDING"})),
-        Place(accepted.zset_key(queue.name), "reserved", frozenset({"PENDING"}), accepted=True),
-        Place(queue.scheduled_job_registry.key, "scheduled", waiting),
-        Place(queue.finished_job_registry.key, "completed", frozenset({"SUCCESS"}), newest_first=True),
-        Place(queue.failed_job_registry.key, "completed", frozenset({"FAILURE"}), newest_first=True),
-        Place(queue.canceled_job_registry.key, "completed", frozenset({"FAILURE"}), newest_first=True),
+        Place(rq["started"], "active", frozenset({"STARTED"})),
+        Place(rq["queued"], "reserved", waiting),
+        Place(rq["deferred"], "reserved", frozenset({"PENDING"})),
+        Place(ingress, "reserved", frozenset({"PENDING"}), accepted=True),
+        Place(rq["scheduled"], "scheduled", waiting),
+        Place(rq["finished"], "completed", frozenset({"SUCCESS"}), newest_first=True),
+        Place(rq["failed"], "completed", frozenset({"FAILURE"}), newest_first=True),
+        Place(rq["canceled"], "completed", frozenset({"FAILURE"}), newest_first=True),
     ]
 
 
@@ -224,7 +221,7 @@ def list_tasks(connection: redis.Redis, query: ListQuery) -> dict[str, Any]:
         places = _select(connection, query)
         pipe = connection.pipeline(transaction=False)
         for place in places:
-            (pipe.llen if place.is_list else pipe.zcard)(place.key)
+            place.where.size(pipe)
         sizes = [int(n) for n in pipe.execute()]
         ids, next_cursor = _page(connection, query, places, sizes)
         found = _describe(connection, ids)

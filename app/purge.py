@@ -21,15 +21,16 @@ from typing import Any
 from uuid import uuid4
 
 import redis
-from rq.command import send_command
 
 from app.ingress import Ingress
-from app.listing import Place, places_of
 from core import accepted
 from core.connection import redis_errors
+from core.storage.places import Place, ask_to_stop, places_of
 from core.storage.queues import all_queues
 from core.storage.records import delete_jobs, worker_names
 
+COUNTED_AS = {"queued": "reserved", "deferred": "reserved", "scheduled": "scheduled"}
+"""Which of the purge document's counts each kind of place adds to."""
 PURGE_STOP_WAIT_S = 5.0
 """How long a purge waits for stopped tasks to leave the started registries, in seconds."""
 
@@ -40,7 +41,7 @@ def _stop_running(connection: redis.Redis, started: list[Place]) -> int:
     asked = 0
     for job_id, worker_name in zip(job_ids, worker_names(connection, job_ids), strict=True):
         if worker_name:
-            send_command(connection, worker_name, "stop-job", job_id=job_id)
+            ask_to_stop(connection, worker_name, job_id)
             asked += 1
     deadline = time.monotonic() + PURGE_STOP_WAIT_S
     while job_ids and time.monotonic() < deadline:
@@ -72,17 +73,17 @@ def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
     in_ingress = ingress.purge()
     with redis_errors():
         queues = all_queues(connection)
-        places = [place for queue in queues for place in places_of(queue)]
-        places += [Place(queue.intermediate_queue_key, "active", frozenset(), is_list=True) for queue in queues]
-        active = _stop_running(connection, [p for p in places if p.list_type == "active" and not p.is_list])
+        places = [place for queue in queues for place in places_of(queue).values()]
+        places += [Place(accepted.zset_key(queue.name), "accepted") for queue in queues]
+        active = _stop_running(connection, [place for place in places if place.kind == "started"])
         moved = _detach(connection, places, uuid4().hex)
         counts = {"reserved": in_ingress, "scheduled": 0}
         job_ids: set[str] = set()
         for place in moved:
             ids = place.read(connection, 0, -1)
             job_ids.update(ids)
-            if place.list_type in counts and not place.accepted:  # those were counted in the ingress
-                counts[place.list_type] += len(ids)
+            if kind := COUNTED_AS.get(place.kind):  # accepted ids were counted by the ingress's purge
+                counts[kind] += len(ids)
         removed = delete_jobs(connection, sorted(job_ids), also=accepted.forget_ids)
         if moved:
             connection.delete(*(place.key for place in moved))

@@ -9,7 +9,6 @@ from uuid import uuid4
 
 import redis
 from pydantic import ValidationError
-from rq.job import Job
 
 from app.errors import TaskNotFound, invalid_request
 from app.ingress import Ingress
@@ -19,7 +18,7 @@ from core import accepted, registry
 from core.connection import redis_errors
 from core.model import PRIORITY_OF_QUEUE, QUEUE_NAMES, TaskRequest
 from core.registry import TaskType
-from core.storage.records import fetch_job
+from core.storage.records import Job, fetch_job
 
 SUBMITTED_MESSAGE = "Task has been submitted successfully"
 

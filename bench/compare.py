@@ -35,6 +35,7 @@ import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
 from bench.procs import descendants, peak_rss_mb
+from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -107,11 +108,10 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def drain_taskrelay(workload: str, count: int) -> dict:
-    from jobs.settings import Settings
-
     from app.ingress import RabbitIngress
     from bridge.amqp.topology import Topology, delete_topology
     from core.model import TaskRequest
+    from core.settings import Settings
 
     connection = _redis(DB)
     connection.flushdb()
@@ -151,7 +151,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
         return [subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=env) for m in modules]
 
     try:
-        seconds, peaks = _run(start, lambda: connection.zcard("rq:finished:normal_priority") >= count, 600, feed)
+        seconds, peaks = _run(start, lambda: connection.zcard(keys.finished_key("normal_priority")) >= count, 600, feed)
     finally:
         delete_topology(RABBITMQ_URL, Topology(queue))
     commands = _commands(connection) - before

@@ -30,6 +30,7 @@ from pathlib import Path
 import redis
 
 from bench.ingress import RABBITMQ_URL, free_port, start_api
+from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"task_type": "data_processing", "priority": "normal", "parameters": {"data": [1, 2, 3]}}).encode()
@@ -139,14 +140,14 @@ class Cluster:
             self.keep_workers_alive()
             pipe = self.connection.pipeline(transaction=False)
             for task_id in ids:
-                pipe.hget(f"rq:job:{task_id}", "status")
+                pipe.hget(keys.job_key(task_id), "status")
             statuses = pipe.execute()
             if all(s in (b"finished", b"failed") for s in statuses):
                 break
             time.sleep(0.5)
         pipe = self.connection.pipeline(transaction=False)
         for task_id in ids:
-            pipe.hmget(f"rq:job:{task_id}", "status", "meta")
+            pipe.hmget(keys.job_key(task_id), "status", "meta")
         rows = pipe.execute()
         lost = sum(1 for status, _ in rows if status is None)
         metas = {task_id: json.loads(meta) for task_id, (_, meta) in zip(ids, rows, strict=True) if meta}

@@ -35,6 +35,7 @@ import redis
 
 from bench.load import LoadResult, load
 from bench.procs import descendants, peak_rss_mb
+from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -165,10 +166,10 @@ def _drain_with_bridge(redis_url: str, queue: str, expected: int) -> float:
     bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
     try:
         deadline = time.perf_counter() + 600
-        while connection.llen("rq:queue:high_priority") == 0 and time.perf_counter() < deadline:
+        while connection.llen(keys.queue_key("high_priority")) == 0 and time.perf_counter() < deadline:
             time.sleep(0.002)
         started = time.perf_counter()  # from the first job in Redis: process start-up is not the bridge's rate
-        while connection.llen("rq:queue:high_priority") < expected:
+        while connection.llen(keys.queue_key("high_priority")) < expected:
             time.sleep(0.01)
             if time.perf_counter() > deadline:
                 raise RuntimeError("the bridge did not drain the queue within 10 minutes")

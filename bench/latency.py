@@ -28,6 +28,7 @@ from datetime import datetime
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, ROOT, start_api
+from core.storage import keys
 
 BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
 
@@ -105,10 +106,10 @@ def taskrelay(rate: float, seconds: float) -> dict[str, float]:
     try:
         time.sleep(2)  # workers and bridge up
         sent = paced_submit(port, rate, seconds)
-        _wait_all(lambda: connection.zcard("rq:finished:normal_priority") >= len(sent))
+        _wait_all(lambda: connection.zcard(keys.finished_key("normal_priority")) >= len(sent))
         pipe = connection.pipeline(transaction=False)
         for task_id in sent:
-            pipe.hget(f"rq:job:{task_id}", "ended_at")
+            pipe.hget(keys.job_key(task_id), "ended_at")
         ended = pipe.execute()
     finally:
         _stop([api, *others])

@@ -30,6 +30,7 @@ from rq.results import Result
 from bench.ingress import RESULTS, start_api
 from core.connection import connect
 from core.model import PRIORITIES, QUEUE_NAMES
+from core.storage import keys
 from core.storage.enqueue import RUNNER
 from core.storage.queues import SERIALIZER, get_queue
 
@@ -57,7 +58,7 @@ def populate(connection: redis.Redis, count: int) -> list[str]:
                 result_ttl=TTL_S,
                 meta={"task_type": "data_processing", "priority": priority, "attempts": 1, "errors": []},
             )
-            job._status = JobStatus.FINISHED
+            job.set_status(JobStatus.FINISHED, pipeline=pipe)
             job.enqueued_at = job.started_at = job.ended_at = now
             job.save(pipeline=pipe)
             queue.finished_job_registry.add(job, TTL_S, pipeline=pipe)
@@ -155,7 +156,7 @@ def measure(
     status, body = request(client, "POST", "/api/tasks/purge")
     seconds = time.perf_counter() - started
     assert status == 200, body[:500]
-    leftover = sum(1 for _ in connection.scan_iter("rq:job:*", count=10_000))
+    leftover = sum(1 for _ in connection.scan_iter(keys.JOB_PREFIX + "*", count=10_000))
     data["purge"] = {"seconds": seconds, "answer": json.loads(body), "job_hashes_left": leftover}
     lines += ["", f"purge of all {args.tasks:,}: {seconds:.2f} s over HTTP; job hashes left: {leftover}", ""]
     print("\n".join(lines[-3:]))

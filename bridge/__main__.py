@@ -6,23 +6,18 @@ import logging
 import sys
 
 from bridge.service import Bridge
-from core import logs, registry
+from core import registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
-from core.errors import ConfigError
-from core.settings import Settings
+from core.settings import starting
 
 log = logging.getLogger("taskrelay.bridge")
 
 
 def main() -> int:
     """Start the bridge and block until SIGTERM or SIGINT."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        logs.setup()
-        log.error("cannot start the bridge: %s", exc)
+    settings = starting("bridge")
+    if settings is None:
         return 2
-    logs.setup(settings.log_level)
     if not settings.rabbitmq_url:
         log.error("cannot start the bridge: RABBITMQ_URL is not set")
         return 2

@@ -6,12 +6,14 @@ are read from the environment only and never logged.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from core import logs
 from core.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -203,3 +205,20 @@ def get_settings() -> Settings:
     cannot be handed settings; everything else is passed its Settings.
     """
     return Settings.from_env()
+
+
+def starting(process: str) -> Settings | None:
+    """Read the settings a process starts with and send its logs to stderr as JSON at LOG_LEVEL.
+
+    On a bad setting, log why (the message names the variable and what is allowed)
+    and return None; the caller exits with code 2. One helper, so the launcher,
+    the bridge and the worker refuse bad configuration the same way.
+    """
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        logs.setup()
+        logging.getLogger(f"taskrelay.{process}").error("cannot start the %s: %s", process, exc)
+        return None
+    logs.setup(settings.log_level)
+    return settings

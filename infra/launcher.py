@@ -26,9 +26,8 @@ import sys
 import urllib.request
 from types import FrameType
 
-from core import logs
-from core.errors import ConfigError, TaskrelayError
-from core.settings import Settings
+from core.errors import TaskrelayError
+from core.settings import Settings, starting
 from infra.embedded import Backend, choose_redis
 from infra.processes import POLL_INTERVAL_S, Launch, stop_children
 
@@ -111,13 +110,9 @@ def run(settings: Settings, launch: Launch) -> int:
 
 def main() -> int:
     """Run until Ctrl-C or SIGTERM; return the exit code."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        logs.setup()
-        log.error("cannot start Taskrelay: %s", exc)
-        return 1
-    logs.setup(settings.log_level)
+    settings = starting("launcher")
+    if settings is None:
+        return 2
     launch = Launch()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

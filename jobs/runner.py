@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rq import get_current_job
+from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from core import registry
@@ -93,7 +94,7 @@ def describe_error(exc_type: type[BaseException] | None, exc_value: BaseExceptio
     """Return the client-safe record of one failed attempt: type, message and time, no traceback."""
     name = exc_type.__name__ if exc_type is not None else "Error"
     message = str(exc_value) if exc_value is not None else ""
-    if name == "AbandonedJobError" and not message:
+    if exc_type is not None and issubclass(exc_type, AbandonedJobError) and not message:
         message = "the worker running this task stopped before it finished (process killed or lost)"
     return {
         "type": name,
@@ -104,11 +105,11 @@ def describe_error(exc_type: type[BaseException] | None, exc_value: BaseExceptio
 
 def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
     """Record a failed attempt; stop retrying for bad input; notify when the failure is final."""
-    if getattr(exc_type, "__name__", "") == "AbandonedJobError" and not job.meta.get("attempts"):
-        # Claimed by a batch worker that died before starting it: it never ran, so it is requeued
-        # whatever its retries, and no attempt is counted against it.
+    if isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError) and not job.meta.get("attempts"):
+        # Abandoned before any attempt began (its worker was lost between taking it and running it):
+        # it never ran, so it is requeued whatever its retries, and no attempt is counted against it.
         job.retries_left = (job.retries_left or 0) + 1
-        log.warning("task claimed by a lost worker never started; requeueing it", extra=_context(job, ""))
+        log.warning("task abandoned by a lost worker before it started; requeueing it", extra=_context(job, ""))
         return
     error = describe_error(exc_type, exc_value)
     error["attempt"] = job.meta.get("attempts", 0)

@@ -18,10 +18,10 @@ from typing import Any
 
 from rq.worker import BaseWorker
 
-from core import logs, registry
+from core import registry
 from core.connection import connect, redis_errors
 from core.errors import BackendUnavailable, ConfigError
-from core.settings import Settings
+from core.settings import Settings, starting
 from core.storage.queues import SERIALIZER, worker_queues
 from jobs.batch_worker import BatchWorker
 from jobs.heartbeat import HeartbeatSimpleWorker, HeartbeatWorker
@@ -73,13 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--simple", action="store_true", help="run tasks in this process instead of forking")
     parser.add_argument("--name", default=None, help="worker name shown in rq info and the dashboard")
     args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        logs.setup()
-        log.error("cannot start worker: %s", exc)
+    settings = starting("worker")
+    if settings is None:
         return 2
-    logs.setup(settings.log_level)
     worker_class = "simple" if args.simple else settings.worker_class
     try:
         worker = build_worker(settings, worker_class, args.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from rq.executions import ExecutionRegistry
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import FinishedJobRegistry
 from rq.results import Result
 from rq.worker import Worker
 
@@ -26,6 +27,8 @@ SUMMARY_FIELDS = ("status", "meta", "description", "origin", "created_at", "star
 """The job hash fields a list entry needs, read with one HMGET (no Job object: the list's hot path)."""
 FILTER_FIELDS = ("description", "status", "meta")
 """The job hash fields a list filter reads: task type, RQ status and meta (for PENDING vs RETRY)."""
+EXECUTION_PREFIX = "rq:execution:"
+"""RQ builds an execution's key inline in Execution.key; tests/unit/test_storage.py compares the two."""
 WORKER_FIELD = "worker_name"
 """The job hash field naming the worker that runs (or ran) it."""
 
@@ -33,6 +36,16 @@ WORKER_FIELD = "worker_name"
 def job_key(job_id: str) -> str:
     """Return the key of the job hash of `job_id`."""
     return Job.key_for(job_id)
+
+
+def queue_key(queue_name: str) -> str:
+    """Return the key of the list of jobs waiting in `queue_name`."""
+    return QUEUE_PREFIX + queue_name
+
+
+def finished_key(queue_name: str) -> str:
+    """Return the key of `queue_name`'s finished registry (a sorted set of job ids by expiry)."""
+    return FinishedJobRegistry.key_template.format(queue_name)
 
 
 def result_key(job_id: str) -> str:
@@ -47,7 +60,7 @@ def executions_key(job_id: str) -> str:
 
 def execution_key(job_id: str, execution_id: str) -> str:
     """Return the key of one execution hash (RQ builds it inline in Execution.key)."""
-    return f"rq:execution:{job_id}:{execution_id}"
+    return f"{EXECUTION_PREFIX}{job_id}:{execution_id}"
 
 
 def dependents_key(job_id: str) -> str:

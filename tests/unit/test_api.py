@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from app import create_app
 from core.settings import Settings
 from tests.helpers import submit
 
-SEED_TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
+SEED_TASK: dict[str, Any] = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
 
 
 def test_submit_answers_the_seed_shape(client):
