@@ -1,4 +1,8 @@
-"""The Taskrelay HTTP API: `create_app()` builds the Flask app (flask-openapi3 for validation and docs)."""
+"""The Taskrelay HTTP API: `create_app()` builds the Flask app (flask-openapi3 for validation and docs).
+
+It stands on `core/` and, to publish to RabbitMQ, `bridge.message` and `bridge.amqp`;
+never on `jobs/` or the bridge process (tests/unit/test_architecture.py).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Worker side of Taskrelay: task types, the RQ entry point, the worker process.
+"""The workers: the task types, the function every RQ job runs (`jobs.runner.run`), the worker processes.
 
-Nothing in this package imports Flask or pika, so RQ workers stay lean and task
-functions can be imported by dotted path.
+It stands on `core/` only (never `app/`, `bridge/`, Flask or pika; a test enforces
+it), so RQ workers stay lean and task functions can be imported by dotted path.
+RQ's storage is reached through `core.storage`.
 """
