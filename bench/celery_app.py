@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
+import redis
 from celery import Celery
 
-from bench.tasks import burn
+from bench.tasks import burn, sleep_and_mark
 
 app = Celery(
     "bench",
@@ -21,6 +22,8 @@ app.conf.update(
     accept_content=["json"],
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
+    worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "4")),
+    task_acks_late=os.environ.get("BENCH_CELERY_ACKS_LATE") == "1",
 )
 
 
@@ -33,6 +36,21 @@ def noop() -> None:
 def cpu() -> int:
     """About 1 ms of CPU."""
     return burn()
+
+
+@app.task(name="bench.sleep")
+def sleep(seconds: float, name: str) -> None:
+    """Mark the start in the result backend's Redis, then sleep (bench.priority)."""
+    sleep_and_mark(_backend(), name, seconds)
+
+
+_connection: list[redis.Redis] = []
+
+
+def _backend() -> redis.Redis:
+    if not _connection:
+        _connection.append(redis.Redis.from_url(app.conf.result_backend))
+    return _connection[0]
 
 
 def worker_argv(queue: str) -> list[str]:

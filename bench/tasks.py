@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import redis
 
 from core.registry import task
 
+STARTED_KEY = "bench:started"
+"""Redis hash where bench.priority's sleeping tasks record when they started: {task name: Unix time}."""
 CPU_LOOPS = 13_000
 """Iterations of the CPU workload: about 1 ms of pure Python on the build machine."""
 
@@ -36,3 +41,19 @@ def noop(params: dict[str, Any]) -> None:
 def cpu(params: dict[str, Any]) -> int:
     """Taskrelay: about 1 ms of CPU."""
     return burn()
+
+
+def sleep_and_mark(connection: redis.Redis, name: str, seconds: float) -> None:
+    """Record in STARTED_KEY that `name` started now, then sleep: the same in every system."""
+    connection.hset(STARTED_KEY, name, repr(time.time()))
+    time.sleep(seconds)
+
+
+@task("bench_sleep", max_retries=0, timeout_s=60)
+def sleep(params: dict[str, Any]) -> None:
+    """Taskrelay: mark the start (`id`), then sleep `s` seconds."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    sleep_and_mark(job.connection, params["id"], float(params["s"]))

@@ -5,14 +5,25 @@ bookkeeping around it. This worker keeps RQ's data model (job hashes, started
 and finished registries, result streams), so the API, rq-dashboard and
 `rq info` see ordinary jobs, but:
 
-- one Lua call claims up to BATCH_SIZE queued jobs, highest priority first, and
+- one Lua call claims several queued jobs, highest priority first, and
   registers each in its queue's started registry with a short heartbeat, so a
   worker killed mid-batch loses nothing: maintenance finds the claims and
   requeues them (one never started is requeued whatever its retries, see
   jobs.runner.on_failure);
+- a claim holds about CLAIM_BUDGET_S of work, sized from the durations this
+  worker has observed (one job until it has seen one; at most BATCH_SIZE): slow
+  tasks are claimed one at a time, as RQ's own workers take them;
 - the claimed jobs are read in one pipelined round trip and run in this
   process, like SimpleWorker (no fork);
-- each success is queued on a pipeline that is sent once per batch.
+- successes are queued on a pipeline that is sent when the batch is done or
+  its oldest success is FLUSH_AFTER_S old, whichever is first (and before a
+  task that would make it older), so a kill forgets at most that much
+  finished work;
+- every enqueue into a queue above the lowest is announced on a Redis channel
+  (core.storage.keys.ENQUEUED_CHANNEL, in the enqueue's own transaction); a
+  worker holding claims of a lower queue gives its unstarted ones back before
+  its next task and claims again, so a high task waits for at most the task
+  each worker is running.
 
 A failing task goes through RQ's own failure handling (retries, callbacks),
 after the successes before it are written. Jobs still unstarted when the
@@ -39,10 +50,22 @@ from rq.worker import WorkerStatus
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.storage import claims
+from core.storage.keys import ENQUEUED_CHANNEL
 from jobs.heartbeat import HeartbeatSimpleWorker
 
 BATCH_SIZE = 50
 """Most jobs claimed at once: small enough that a batch's claims are renewed well within their heartbeat."""
+CLAIM_BUDGET_S = 0.05
+"""Expected seconds of work one claim takes (from the observed durations per task)."""
+FLUSH_AFTER_S = 0.05
+"""Most seconds a finished task's outcome waits in the pipeline: what a SIGKILL can make the worker re-run."""
+DURATION_WEIGHT = 0.2
+"""Weight of the latest task in the moving average of task durations that sizes claims."""
+
+
+def _average(previous: float | None, seconds: float) -> float:
+    """Return the moving average of durations after `seconds` (DURATION_WEIGHT for the latest)."""
+    return seconds if previous is None else previous + DURATION_WEIGHT * (seconds - previous)
 
 
 class BatchWorker(HeartbeatSimpleWorker):
@@ -60,10 +83,17 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._last_suspension_check = 0.0
         self._running: str | None = None
         self._revoked: set[str] = set()
+        self._per_task_s: float | None = None  # moving average of task durations; None until one has run
+        self._per_type_s: dict[str, float] = {}  # the same, per task type
+        self._pending_since = 0.0
+        self._rank = {queue.name: rank for rank, queue in enumerate(self.queues)}  # 0 = highest priority
+        self._announced: int | None = None  # best rank announced on ENQUEUED_CHANNEL since the last claim
 
     # Taking work
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        if self._batch and self._outranked():
+            self._release_unstarted("a higher-priority task was enqueued")
         if not self._batch:
             self._claim_batch()
         while not self._batch:
@@ -77,10 +107,45 @@ class BatchWorker(HeartbeatSimpleWorker):
         job, queue, _member = self._batch[0]
         return job, queue
 
+    def claim_size(self) -> int:
+        """Return how many jobs the next claim takes: about CLAIM_BUDGET_S of work, 1 to BATCH_SIZE."""
+        if self._per_task_s is None:
+            return 1  # nothing observed yet: run one before claiming more
+        return max(1, min(BATCH_SIZE, int(CLAIM_BUDGET_S / max(self._per_task_s, 1e-6))))
+
+    def _observe(self, job: Job, seconds: float) -> None:
+        self._per_task_s = _average(self._per_task_s, seconds)
+        task_type = job.description or ""
+        self._per_type_s[task_type] = _average(self._per_type_s.get(task_type), seconds)
+
+    def _expected_s(self, job: Job) -> float:
+        """Return how long `job` is expected to run; a type never seen here may be slow (infinity)."""
+        return self._per_type_s.get(job.description or "", float("inf"))
+
+    def _outranked(self) -> bool:
+        """Whether a task was enqueued, since the last claim, in a queue above the batch's next one."""
+        announced = self._announced
+        return announced is not None and announced < self._rank[self._batch[0][1].name]
+
+    def subscribe(self) -> None:
+        super().subscribe()
+        assert self.pubsub is not None  # RQ's subscribe() just made it
+        self.pubsub.subscribe(**{ENQUEUED_CHANNEL: self._on_enqueued})
+
+    def _on_enqueued(self, message: dict[str, Any]) -> None:
+        """Note a queue an enqueue was announced for (runs on RQ's pubsub thread)."""
+        data = message.get("data")
+        rank = self._rank.get(data.decode() if isinstance(data, bytes) else str(data))
+        if rank is not None and (self._announced is None or rank < self._announced):
+            self._announced = rank
+
     def _claim_batch(self, adopt: tuple[str, str] | None = None) -> None:
         execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
         expires = time.time() + self.get_heartbeat_ttl(None)
-        pairs = self._claimer.claim(BATCH_SIZE, expires, execution_id, self.name, utcformat(now()), adopt)
+        # Cleared before the claim: an announcement after this point is for a job the claim may not see.
+        self._announced = None
+        want = self.claim_size()
+        pairs = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()), adopt)
         if not pairs:
             return
         # Busy for the whole batch: RQ's warm shutdown then waits for the running task instead of interrupting it.
@@ -119,24 +184,30 @@ class BatchWorker(HeartbeatSimpleWorker):
             self._revoked.discard(job.id)
             self.connection.zrem(queue.started_job_registry.key, member)
             return
+        if self._pending is not None and self._pending_age() + self._expected_s(job) >= FLUSH_AFTER_S:
+            self._flush()  # this task would keep the finished ones unwritten too long
         job.started_at = now()
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
+        started = time.monotonic()
         try:
             with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
                 return_value = claims.perform_claimed(job)
         except Exception:
+            self._observe(job, time.monotonic() - started)
             self._finish_claim(job)
             self._flush()
             self._fail(job, queue, member)
             return
+        self._observe(job, time.monotonic() - started)
         job.ended_at = now()
         self._finish_claim(job)
-        pipe = self._pending if self._pending is not None else self.connection.pipeline(transaction=False)
-        self._pending = pipe
+        if self._pending is None:
+            self._pending = self.connection.pipeline(transaction=False)
+            self._pending_since = time.monotonic()
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        claims.record_success(pipe, job, return_value, self.name, result_ttl, member, queue)
+        claims.record_success(self._pending, job, return_value, self.name, result_ttl, member, queue)
         self._pending_count += 1
-        if not self._batch:
+        if not self._batch or self._pending_age() >= FLUSH_AFTER_S:
             self._flush()
 
     def check_for_suspension(self, burst: bool) -> None:
@@ -153,6 +224,9 @@ class BatchWorker(HeartbeatSimpleWorker):
             self._claims.pop(job.id, None)
             if not self._batch:
                 self.set_state(WorkerStatus.IDLE)
+
+    def _pending_age(self) -> float:
+        return time.monotonic() - self._pending_since if self._pending is not None else 0.0
 
     def _flush(self) -> None:
         if self._pending is None:
@@ -207,9 +281,9 @@ class BatchWorker(HeartbeatSimpleWorker):
         finally:
             with suppress(BackendUnavailable, StorageError), redis_errors():
                 self._flush()
-                self._release_unstarted()
+                self._release_unstarted("the worker is stopping")
 
-    def _release_unstarted(self) -> None:
+    def _release_unstarted(self, why: str) -> None:
         """Put claimed jobs that never started back at the head of their queues, in their order."""
         with self._claim_lock:
             unstarted = list(self._batch)
@@ -221,4 +295,4 @@ class BatchWorker(HeartbeatSimpleWorker):
         for job, queue, member in reversed(unstarted):
             claims.release(pipe, job, queue, member)
         pipe.execute()
-        self.log.info("returned %s unstarted tasks to their queues", len(unstarted))
+        self.log.info("returned %s unstarted tasks to their queues: %s", len(unstarted), why)

@@ -44,7 +44,7 @@ def hold(params: dict[str, Any]) -> dict[str, Any]:
 
 @task("test_count", max_retries=0, timeout_s=30)
 def count(params: dict[str, Any]) -> dict[str, Any]:
-    """Count this run in Redis: `runs:total` and `runs:<task_id>`; report its job key's TTL while it runs."""
+    """Count this run in Redis (`runs:total`, `runs:<task_id>`), then sleep `sleep_s`; report its key's TTL."""
     job = get_current_job()
     assert job is not None
     pipe = job.connection.pipeline()
@@ -52,4 +52,5 @@ def count(params: dict[str, Any]) -> dict[str, Any]:
     pipe.incr(f"runs:{job.id}")
     pipe.ttl(job.key)
     _, run, key_ttl = pipe.execute()
+    time.sleep(float(params.get("sleep_s", 0)))
     return {"run": run, "key_ttl": key_ttl}

@@ -82,6 +82,30 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
+def spawn_worker(redis_url: str, **extra: str) -> subprocess.Popen:
+    """Start `python -m jobs.worker` (batch unless WORKER_CLASS is given) with 1 s heartbeats and maintenance."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "WORKER_CLASS": "batch",
+        "JOB_HEARTBEAT_S": "1",
+        "MAINTENANCE_INTERVAL_S": "1",
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+    return _spawn([sys.executable, "-m", "jobs.worker"], env)
+
+
+def stop_worker(process: subprocess.Popen, kill: bool = False) -> None:
+    """SIGTERM (or, with `kill`, SIGKILL) a process started by spawn_worker and its process group; reap it."""
+    if kill and process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    _stop(process)
+
+
 @contextmanager
 def running_system(redis_url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[System]:
     """Run gunicorn and `workers` RQ workers against `redis_url` until the block ends."""

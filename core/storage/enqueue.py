@@ -20,10 +20,10 @@ from rq.job import Job, JobStatus
 from rq.utils import utcformat
 
 from core import registry
-from core.model import PRIORITIES, TaskRequest
+from core.model import PRIORITIES, QUEUE_NAMES, TaskRequest
 from core.registry import TaskType
 from core.settings import Settings
-from core.storage.keys import QUEUES_KEY, job_key
+from core.storage.keys import ENQUEUED_CHANNEL, QUEUES_KEY, job_key
 from core.storage.queues import SERIALIZER, get_queue
 
 RUNNER = "jobs.runner.run"
@@ -79,7 +79,16 @@ def enqueue_task(connection: redis.Redis, settings: Settings, request: TaskReque
     args = (spec.name, request.parameters)
     if request.run_at is not None:
         return queue.enqueue_at(request.run_at, RUNNER, *args, **options)
-    return queue.enqueue(RUNNER, *args, **options)
+    job = queue.enqueue(RUNNER, *args, **options)
+    announce(connection, [request.priority])
+    return job
+
+
+def announce(pipe: Pipeline | redis.Redis, priorities: list[str]) -> None:
+    """Publish the highest of `priorities` on ENQUEUED_CHANNEL, unless it is the lowest (nothing outranks it)."""
+    best = min(priorities, key=PRIORITIES.index, default=PRIORITIES[-1])
+    if best != PRIORITIES[-1]:
+        pipe.publish(ENQUEUED_CHANNEL, QUEUE_NAMES[best])
 
 
 def enqueue_batch(
@@ -126,6 +135,7 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
     """
     now = datetime.now(UTC)
     pushes: dict[str, list[str]] = {}
+    pushed: set[str] = set()  # the priorities pushed to
     for request in requests:
         spec = registry.get(request.task_type)
         queue = queues[request.priority]
@@ -138,9 +148,11 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
             continue
         pipe.hset(job_key(request.task_id), mapping=job_hash(settings, spec, request, queue.name, now))
         pushes.setdefault(queue.key, []).append(request.task_id)
+        pushed.add(request.priority)
     for queue_key, job_ids in pushes.items():
         pipe.sadd(QUEUES_KEY, queue_key)
         pipe.rpush(queue_key, *job_ids)
+    announce(pipe, sorted(pushed))
 
 
 def job_hash(settings: Settings, spec: TaskType, request: TaskRequest, queue_name: str, now: datetime) -> dict:

@@ -29,6 +29,9 @@ FILTER_FIELDS = ("description", "status", "meta")
 """The job hash fields a list filter reads: task type, RQ status and meta (for PENDING vs RETRY)."""
 EXECUTION_PREFIX = "rq:execution:"
 """RQ builds an execution's key inline in Execution.key; tests/unit/test_storage.py compares the two."""
+ENQUEUED_CHANNEL = "taskrelay:enqueued"
+"""Pub/sub channel an enqueue announces its highest queue on (above the lowest): batch workers holding
+claims of a lower queue give them back (jobs/batch_worker.py)."""
 WORKER_FIELD = "worker_name"
 """The job hash field naming the worker that runs (or ran) it."""
 

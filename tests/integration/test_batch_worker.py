@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,13 +12,19 @@ from core.settings import Settings
 from jobs.batch_worker import BATCH_SIZE
 from jobs.worker import build_worker
 from tests.helpers import submit, wait_until
-from tests.processes import ROOT
+from tests.processes import spawn_worker, stop_worker
 
 pytestmark = pytest.mark.redis
 
 
 def make_client(redis_url, real_redis):
     return create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+
+
+def warm_up(client) -> None:
+    """Queue two fast high tasks ahead: a fresh worker claims one job, times it, then claims the rest together."""
+    for _ in range(2):
+        submit(client, priority="high")
 
 
 def test_batches_run_every_task_with_the_usual_outcomes(redis_url, real_redis):
@@ -64,36 +67,21 @@ def test_a_claimed_job_whose_key_had_a_ttl_cannot_expire_while_it_runs(redis_url
     assert real_redis.ttl(f"rq:job:{task_id}") > 300  # then the result TTL, as after any success
 
 
-def _spawn(redis_url, **extra):
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "WORKER_CLASS": "batch",
-        "JOB_HEARTBEAT_S": "1",
-        "MAINTENANCE_INTERVAL_S": "1",
-        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
-    return subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env, start_new_session=True)
-
-
 @pytest.mark.slow
 def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
+    warm_up(client)
     body = {"task_type": "test_hold", "parameters": {"release_key": "go", "max_s": 60}, "max_retries": 1}
     held = client.post("/api/tasks", json=body).json["task_id"]  # it did start: retried like any lost task
     queued = [submit(client, "test_count") for _ in range(10)]  # claimed with it, never started
-    first = _spawn(redis_url)
+    first = spawn_worker(redis_url)
     second = None
     try:
         wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
         assert real_redis.llen("rq:queue:normal_priority") == 0  # all eleven claimed by the batch
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        stop_worker(first, kill=True)
         real_redis.set("go", "1")
-        second = _spawn(redis_url)
+        second = spawn_worker(redis_url)
         wait_until(lambda: real_redis.get("runs:total") == b"10", 60, "the claimed tasks to run")
         wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "SUCCESS", 30, "the held task's retry")
         for task_id in queued:
@@ -103,17 +91,17 @@ def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real
             assert real_redis.get(f"runs:{task_id}") == b"1"
     finally:
         for process in (first, second):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            if process is not None:
+                stop_worker(process, kill=True)
 
 
 @pytest.mark.slow
 def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
+    warm_up(client)
     held = submit(client, "test_hold", {"release_key": "go", "max_s": 60})
     queued = [submit(client, "test_count") for _ in range(10)]
-    worker = _spawn(redis_url)
+    worker = spawn_worker(redis_url)
     try:
         wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
         worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the running task, then stop
@@ -121,9 +109,7 @@ def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
         real_redis.set("go", "1")
         assert worker.wait(timeout=30) == 0
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_worker(worker, kill=True)
     assert client.get(f"/api/tasks/{held}").json["state"] == "SUCCESS"
     assert [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)] == queued
     assert all(client.get(f"/api/tasks/{i}").json["status"]["status"] == "queued" for i in queued)
@@ -133,9 +119,10 @@ def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
 @pytest.mark.slow
 def test_purge_drops_claimed_tasks_before_they_run(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
+    warm_up(client)
     held = submit(client, "test_hold", {"release_key": "go", "max_s": 60})
     queued = [submit(client, "test_count") for _ in range(5)]
-    worker = _spawn(redis_url)
+    worker = spawn_worker(redis_url)
     try:
         wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
         purged = client.post("/api/tasks/purge").json
@@ -148,3 +135,31 @@ def test_purge_drops_claimed_tasks_before_they_run(redis_url, real_redis):
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_kill_reruns_only_the_running_task_and_the_last_moments_successes(redis_url, real_redis):
+    """5 ms tasks: a SIGKILLed worker re-runs the task it was running plus what finished in the last ~50 ms."""
+    client = make_client(redis_url, real_redis)
+    # Retries allowed: a success the kill forgot comes back as an abandoned attempt, and runs again.
+    ids = [submit(client, "test_count", {"sleep_s": 0.005}, max_retries=3) for _ in range(300)]
+    first = spawn_worker(redis_url)
+    second = None
+    try:
+        wait_until(lambda: int(real_redis.get("runs:total") or 0) >= 100, 60, "a hundred tasks to run")
+        stop_worker(first, kill=True)
+        second = spawn_worker(redis_url)
+        done = lambda: client.get("/api/tasks?state=SUCCESS&limit=1").json["total"] == len(ids)  # noqa: E731
+        wait_until(done, 90, "every task to finish after the kill")
+    finally:
+        for process in (first, second):
+            if process is not None:
+                stop_worker(process, kill=True)
+    pipe = real_redis.pipeline()
+    for task_id in ids:
+        pipe.get(f"runs:{task_id}")
+    runs = [int(n) for n in pipe.execute()]
+    assert min(runs) == 1
+    reruns = sum(n - 1 for n in runs)
+    # 50 ms of 5 ms tasks is 10 successes, plus the one running; 2 more for a task overrunning its estimate.
+    assert reruns <= 13, f"{reruns} tasks ran again after one kill"

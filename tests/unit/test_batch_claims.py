@@ -1,0 +1,79 @@
+"""How the batch worker sizes its claims and gives lower-priority claims back (fakeredis, no task is run)."""
+
+from __future__ import annotations
+
+from core.storage import keys
+from core.storage.enqueue import announce
+from core.storage.queues import SERIALIZER, worker_queues
+from jobs.batch_worker import BATCH_SIZE, CLAIM_BUDGET_S, BatchWorker
+from tests.helpers import submit
+
+
+def make_worker(fake_redis) -> BatchWorker:
+    return BatchWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER)
+
+
+def observe(worker: BatchWorker, task_type: str, seconds: float, times: int = 30) -> None:
+    job = type("Seen", (), {"description": task_type})()
+    for _ in range(times):
+        worker._observe(job, seconds)
+
+
+def test_a_fresh_worker_claims_one_then_sizes_claims_from_durations(fake_redis):
+    worker = make_worker(fake_redis)
+    assert worker.claim_size() == 1
+    observe(worker, "fast", 0.0001)
+    assert worker.claim_size() == BATCH_SIZE
+    observe(worker, "slow", 0.01)
+    assert worker.claim_size() in (int(CLAIM_BUDGET_S / 0.01), int(CLAIM_BUDGET_S / 0.01) + 1)  # ~50 ms of 10 ms
+    observe(worker, "slower", 0.2)
+    assert worker.claim_size() == 1
+
+
+def test_an_unseen_task_type_is_expected_to_be_slow(fake_redis):
+    worker = make_worker(fake_redis)
+    observe(worker, "fast", 0.001)
+    seen = type("Job", (), {"description": "fast"})()
+    unseen = type("Job", (), {"description": "never_run_here"})()
+    assert worker._expected_s(seen) < 0.01
+    assert worker._expected_s(unseen) == float("inf")
+
+
+def test_an_announced_higher_task_takes_back_the_unstarted_lower_claims(client, fake_redis):
+    lows = [submit(client, priority="low") for _ in range(5)]
+    worker = make_worker(fake_redis)
+    observe(worker, "data_processing", 0.0001)
+    job, queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert (job.id, queue.name) == (lows[0], "low_priority")
+    assert fake_redis.llen(keys.queue_key("low_priority")) == 0  # all five claimed in one go
+
+    high = submit(client, priority="high")
+    worker._on_enqueued({"type": "message", "data": b"high_priority"})  # what the pubsub thread delivers
+    job, queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert (job.id, queue.name) == (high, "high_priority")
+    # The lows came back in their order and were claimed again behind the high one.
+    assert [claimed.id for claimed, _, _ in worker._batch] == [high, *lows]
+
+
+def test_a_lower_announcement_changes_nothing(client, fake_redis):
+    highs = [submit(client, priority="high") for _ in range(3)]
+    worker = make_worker(fake_redis)
+    observe(worker, "data_processing", 0.0001)
+    worker.dequeue_job_and_maintain_ttl(timeout=1)
+    worker._on_enqueued({"type": "message", "data": b"normal_priority"})
+    job, _ = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert job.id == highs[0]
+    assert [claimed.id for claimed, _, _ in worker._batch] == highs
+
+
+def test_enqueues_announce_their_highest_queue_unless_it_is_the_lowest(fake_redis):
+    listener = fake_redis.pubsub()
+    listener.subscribe(keys.ENQUEUED_CHANNEL)
+    listener.get_message(timeout=1)  # the subscribe confirmation
+    announce(fake_redis, ["low", "normal"])
+    announce(fake_redis, ["low"])
+    announce(fake_redis, ["high", "low"])
+    heard = []
+    while (message := listener.get_message(timeout=0.2)) is not None:
+        heard.append(message["data"])
+    assert heard == [b"normal_priority", b"high_priority"]
