@@ -38,10 +38,11 @@ dashboard: install  ## an operators' instance of the app on $(DASHBOARD_PORT), w
 scheduler: install  ## rq-scheduler: fires periodic schedules (POST /api/schedules) onto the taskrelay_schedules queue
 	$(BIN)/rqscheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" --interval 1 --job-class core.storage.queues.JSONJob
 
-bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, ingress rates, latency at 100,000 tasks
+bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, priority under a slow backlog, ingress rates, latency at 100,000 tasks
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.compare --concurrent
 	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.priority
 	$(BIN)/python -m bench.ingress
 	$(BIN)/python -m bench.scale
 

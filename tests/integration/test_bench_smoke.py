@@ -59,3 +59,11 @@ def test_scale_smoke(bench_dbs):
     output = run_bench(bench_dbs, "bench.scale", "--smoke", "--redis", url)
     assert "GET /api/tasks (first page, 50) | 5 |" in output
     assert "job hashes left: 0" in output
+
+
+def test_priority_smoke(bench_dbs, rabbitmq_url):
+    output = run_bench(bench_dbs, "bench.priority", "--smoke")
+    for config in ("taskrelay-batch", "taskrelay-fork", "celery", "celery-acks-late"):
+        assert f"| {config} |" in output
+    rows = json.loads((ROOT / "bench" / "results" / "priority-smoke.json").read_text())["rows"]
+    assert all(row["wait_ms"] > 0 and row["low_started_after"] >= 0 for row in rows.values())
