@@ -20,6 +20,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600
 """How long a finished task's result and status stay readable, in seconds (RQ's own default is 500)."""
 DEFAULT_FAILURE_TTL_S = 7 * 24 * 3600
+DEFAULT_KEEP_FINISHED = 20_000
+"""Finished tasks kept per queue: with Redis's default settings (~6.7 KB each) the three queues hold ~400 MB."""
+DEFAULT_KEEP_FAILED = 10_000
+"""Failed tasks kept per queue (~200 MB over the three queues at ~6.7 KB each)."""
 """How long a failed task's status and error stay readable, in seconds."""
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body, in bytes."""
@@ -118,6 +122,8 @@ class Settings:
     worker_class: str = "batch"
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     failure_ttl_s: int = DEFAULT_FAILURE_TTL_S
+    keep_finished: int = DEFAULT_KEEP_FINISHED
+    keep_failed: int = DEFAULT_KEEP_FAILED
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     retry_base_s: float = DEFAULT_RETRY_BASE_S
     retry_max_s: float = DEFAULT_RETRY_MAX_S
@@ -162,6 +168,8 @@ class Settings:
             worker_class=_choice(env, "WORKER_CLASS", WORKER_CLASSES, "batch"),
             result_ttl_s=_int(env, "RESULT_TTL_S", DEFAULT_RESULT_TTL_S),
             failure_ttl_s=_int(env, "FAILURE_TTL_S", DEFAULT_FAILURE_TTL_S),
+            keep_finished=_positive(env, "KEEP_FINISHED", DEFAULT_KEEP_FINISHED),
+            keep_failed=_positive(env, "KEEP_FAILED", DEFAULT_KEEP_FAILED),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
             retry_base_s=_float(env, "RETRY_BASE_S", DEFAULT_RETRY_BASE_S),
             retry_max_s=_float(env, "RETRY_MAX_S", DEFAULT_RETRY_MAX_S),

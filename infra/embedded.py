@@ -30,10 +30,15 @@ class Backend:
     stop: Callable[[], None] = lambda: None
 
 
+REDIS_MEMORY_SETTINGS = {"hash-max-listpack-value": "1024", "stream-node-max-bytes": "256"}
+"""What README's "Redis memory" recommends for any Redis behind Taskrelay (bench.memory measures it)."""
+
+
 def start_redis_server(executable: str, launch: Launch) -> Backend:
     """Start redis-server on a free port, persisting nothing; its stop() also removes its directory."""
     port, data_dir = free_port(), tempfile.mkdtemp(prefix="taskrelay-redis-")
     argv = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += [arg for name, value in REDIS_MEMORY_SETTINGS.items() for arg in (f"--{name}", value)]
     launch.spawn("redis-server", [*argv, "--dir", data_dir, "--loglevel", "warning"], launch.child_environment())
     url = f"redis://127.0.0.1:{port}/0"
 

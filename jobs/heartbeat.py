@@ -1,19 +1,26 @@
-"""RQ's workers with a short running-task registration, so a killed worker's task is retried within seconds.
+"""RQ's workers as Taskrelay runs them: a short running-task registration, so a killed worker's task is retried
+within seconds, and a history bounded by count in every maintenance pass.
 
 `batch_worker.BatchWorker` builds on HeartbeatSimpleWorker; `worker.build_worker` picks among the three.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from contextlib import suppress
+from typing import Any
 
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
+from core.settings import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_FINISHED
+from core.storage import retention
+
+log = logging.getLogger("taskrelay.worker")
 
 
 class ShortHeartbeat:
@@ -31,11 +38,27 @@ class ShortHeartbeat:
         return int(self.job_monitoring_interval) * 3 + 5
 
 
-class HeartbeatWorker(ShortHeartbeat, Worker):
+class BoundedHistory:
+    """After RQ's maintenance pass, delete the oldest finished and failed tasks beyond KEEP_FINISHED/KEEP_FAILED."""
+
+    keep_finished = DEFAULT_KEEP_FINISHED
+    keep_failed = DEFAULT_KEEP_FAILED
+    queues: list[Queue]
+    connection: Any
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[misc]
+        with suppress(BackendUnavailable, StorageError), redis_errors():
+            removed = retention.trim(self.connection, self.queues, self.keep_finished, self.keep_failed)
+            if removed:
+                log.info("trimmed %s finished or failed tasks beyond the kept counts", removed)
+
+
+class HeartbeatWorker(BoundedHistory, ShortHeartbeat, Worker):
     """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration."""
 
 
-class HeartbeatSimpleWorker(ShortHeartbeat, SimpleWorker):
+class HeartbeatSimpleWorker(BoundedHistory, ShortHeartbeat, SimpleWorker):
     """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread."""
 
     _beating: Job | None = None

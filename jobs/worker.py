@@ -29,7 +29,7 @@ from jobs.heartbeat import HeartbeatSimpleWorker, HeartbeatWorker
 RECONNECT_MAX_S = 30.0
 """Longest wait between attempts to restart the work loop after losing Redis, in seconds."""
 
-WORKER_CLASS_OF: dict[str, type[BaseWorker]] = {
+WORKER_CLASS_OF: dict[str, type[HeartbeatWorker] | type[HeartbeatSimpleWorker]] = {
     "batch": BatchWorker,
     "fork": HeartbeatWorker,
     "simple": HeartbeatSimpleWorker,
@@ -57,13 +57,15 @@ def build_worker(settings: Settings, worker_class: str | None = None, name: str 
         # RQ's default (420) would leave a dead worker's task unnoticed for up to seven minutes.
         "worker_ttl": settings.maintenance_interval_s + 15,
     }
-    return cls(
+    worker = cls(
         worker_queues(connection),
         connection=connection,
         serializer=SERIALIZER,
         job_monitoring_interval=settings.job_heartbeat_s,
         **options,
     )
+    worker.keep_finished, worker.keep_failed = settings.keep_finished, settings.keep_failed
+    return worker
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import REDIS_TEST_URL, claimed_db, require_service
+from tests.conftest import IN_CI, REDIS_TEST_URL, claimed_db, require_service
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -67,3 +68,13 @@ def test_priority_smoke(bench_dbs, rabbitmq_url):
         assert f"| {config} |" in output
     rows = json.loads((ROOT / "bench" / "results" / "priority-smoke.json").read_text())["rows"]
     assert all(row["wait_ms"] > 0 and row["low_started_after"] >= 0 for row in rows.values())
+
+
+def test_memory_smoke():
+    if shutil.which("redis-server") is None:  # bench.memory starts private redis-servers of its own
+        message = "redis-server is not on PATH; install Redis to run this test"
+        pytest.fail(f"CI=true and {message}") if IN_CI else pytest.skip(message)
+    output = run_bench("13,14", "bench.memory", "--smoke")  # it touches no shared database
+    assert "| taskrelay, Redis defaults |" in output and "| celery result record |" in output
+    rows = json.loads((ROOT / "bench" / "results" / "memory-smoke.json").read_text())["rows"]
+    assert all(row["bytes_per_task"] > 0 for row in rows.values())
