@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
-from app import listing, purge, schedules, tasks
+from app import cancel, listing, purge, schedules, tasks
 from app.schemas import CreateSchedule, ListQuery, SchedulePath, SubmitTask, TaskPath, TaskSubmitted
 from core import registry
 from core.connection import redis_errors
@@ -39,6 +39,14 @@ def get_task(path: TaskPath) -> Any:
 def list_tasks(query: ListQuery) -> Any:
     """List tasks, filtered by state, type, task_type and priority, a page at a time."""
     return jsonify(listing.list_tasks(_state().connection, query))
+
+
+@api.post("/tasks/<task_id>/cancel", tags=[tasks_tag])
+def cancel_task(path: TaskPath) -> Any:
+    """Cancel a task in any unfinished state; it ends REVOKED (409 if it already ended, 404 if unknown)."""
+    state = _state()
+    body, status = cancel.cancel(state.connection, state.settings, path.task_id)
+    return jsonify(body), status
 
 
 @api.post("/tasks/purge", tags=[tasks_tag])

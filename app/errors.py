@@ -36,6 +36,10 @@ class ApiError(TaskrelayError):
         self.message = message
         self.fields = fields or []
 
+    def extra(self) -> dict[str, Any]:
+        """Return fields this kind of error adds to the JSON body (none by default)."""
+        return {}
+
 
 class InvalidRequest(ApiError):
     """The request body or query does not fit the schema."""
@@ -48,6 +52,20 @@ class TaskNotFound(ApiError):
 
     status = 404
     code = "not_found"
+
+
+class TaskFinished(ApiError):
+    """The task already ended (SUCCESS, FAILURE or REVOKED): there is nothing left to cancel."""
+
+    status = 409
+    code = "task_finished"
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+    def extra(self) -> dict[str, Any]:
+        return {"state": self.state}
 
 
 class ScheduleNotFound(ApiError):
@@ -143,7 +161,9 @@ def invalid_request(exc: ValidationError, prefix: str = "") -> InvalidRequest:
 
 def render(error: ApiError) -> Response:
     """Return the Flask response for `error`."""
-    response = jsonify({"status": "error", "error": error.code, "message": error.message, "fields": error.fields})
+    body = {"status": "error", "error": error.code, "message": error.message, "fields": error.fields}
+    body.update(error.extra())
+    response = jsonify(body)
     response.status_code = error.status
     return response
 

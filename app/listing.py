@@ -70,7 +70,7 @@ def places_of(queue: Queue) -> list[Place]:
         Place(rq["scheduled"], "scheduled", waiting),
         Place(rq["finished"], "completed", frozenset({"SUCCESS"}), newest_first=True),
         Place(rq["failed"], "completed", frozenset({"FAILURE"}), newest_first=True),
-        Place(rq["canceled"], "completed", frozenset({"FAILURE"}), newest_first=True),
+        Place(rq["canceled"], "completed", frozenset({"REVOKED"}), newest_first=True),
     ]
 
 

@@ -62,7 +62,7 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    state: State | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE or RETRY")
+    state: State | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE, RETRY or REVOKED")
     type: ListType | None = Field(default=None, description="active, reserved, scheduled or completed")
     task_type: str | None = Field(default=None, description="Only tasks of this registered type")
     priority: Priority | None = Field(default=None, description="Only tasks of this priority")

@@ -8,14 +8,16 @@
 | started                      | STARTED | running     |
 | finished                     | SUCCESS | completed   |
 | failed                       | FAILURE | failed      |
-| stopped, canceled            | FAILURE | stopped / canceled |
+| stopped (`rq` stop-job, purge) | FAILURE | stopped     |
+| canceled (POST .../cancel)   | REVOKED | revoked     |
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-STATES = ("PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY")
+STATES = ("PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED")
+FINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 LIST_TYPES = ("active", "reserved", "scheduled", "completed")
 """Celery-inspect style groups: running, queued, delayed, done (finished and failed)."""
 
@@ -27,7 +29,7 @@ _BY_STATUS = {
     "finished": ("SUCCESS", "completed"),
     "failed": ("FAILURE", "failed"),
     "stopped": ("FAILURE", "stopped"),
-    "canceled": ("FAILURE", "canceled"),
+    "canceled": ("REVOKED", "revoked"),
 }
 WAITING_STATUSES = frozenset({"queued", "deferred", "scheduled"})
 

@@ -32,6 +32,7 @@ worker is told to stop are put back at the head of their queues.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -43,13 +44,14 @@ from typing import Any
 from rq import Queue
 from rq.command import parse_payload
 from rq.job import Job
-from rq.timeouts import JobTimeoutException
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
-from core.storage import claims
+from core.settings import DEFAULT_FAILURE_TTL_S
+from core.storage import cancel, claims
 from core.storage.keys import ENQUEUED_CHANNEL
 from jobs.heartbeat import HeartbeatSimpleWorker
 
@@ -68,8 +70,19 @@ def _average(previous: float | None, seconds: float) -> float:
     return seconds if previous is None else previous + DURATION_WEIGHT * (seconds - previous)
 
 
+class CancelSafeDeathPenalty(UnixSignalDeathPenalty):
+    """RQ's SIGALRM timeout, which a cancel also fires; after the task SIGALRM is ignored, not set to its default
+    (RQ's choice), so a cancel that lands just as the task ends cannot terminate the worker."""
+
+    def cancel_death_penalty(self) -> None:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+
+
 class BatchWorker(HeartbeatSimpleWorker):
     """Claim, run and record tasks a batch at a time (WORKER_CLASS=batch)."""
+
+    death_penalty_class = CancelSafeDeathPenalty
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -82,6 +95,8 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._last_beat = 0.0
         self._last_suspension_check = 0.0
         self._running: str | None = None
+        self._interruptible: str | None = None  # the job inside its death penalty, which SIGALRM may interrupt
+        self._interrupted: str | None = None  # the running job a cancel interrupted
         self._revoked: set[str] = set()
         self._per_task_s: float | None = None  # moving average of task durations; None until one has run
         self._per_type_s: dict[str, float] = {}  # the same, per task type
@@ -163,12 +178,17 @@ class BatchWorker(HeartbeatSimpleWorker):
     # Running it
 
     def handle_payload(self, message: Any) -> None:
-        # A purge (or `rq`'s stop-job) names jobs this worker claimed but has not started: drop them unrun.
+        # A cancel or a purge (or `rq`'s stop-job) names a job this worker claimed: one not started yet is
+        # dropped unrun; the running one is interrupted the way its timeout would be, by SIGALRM.
         payload = parse_payload(message)
         job_id = payload.get("job_id")
-        if payload.get("command") == "stop-job" and job_id in self._claims and self._running != job_id:
+        if payload.get("command") == "stop-job" and job_id in self._claims:
             with self._claim_lock:
-                self._revoked.add(job_id)
+                if self._running != job_id:
+                    self._revoked.add(job_id)
+                elif self._interruptible == job_id:
+                    self._interrupted = job_id
+                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGALRM)
             return
         super().handle_payload(message)
 
@@ -182,7 +202,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         if revoked:
             self._finish_claim(job)
             self._revoked.discard(job.id)
-            self.connection.zrem(queue.started_job_registry.key, member)
+            self._record_canceled(job, queue, member, "before it started")
             return
         if self._pending is not None and self._pending_age() + self._expected_s(job) >= FLUSH_AFTER_S:
             self._flush()  # this task would keep the finished ones unwritten too long
@@ -191,11 +211,21 @@ class BatchWorker(HeartbeatSimpleWorker):
         started = time.monotonic()
         try:
             with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
-                return_value = claims.perform_claimed(job)
+                with self._claim_lock:
+                    self._interruptible = job.id
+                try:
+                    return_value = claims.perform_claimed(job)
+                finally:
+                    with self._claim_lock:
+                        self._interruptible = None
         except Exception:
             self._observe(job, time.monotonic() - started)
             self._finish_claim(job)
             self._flush()
+            if self._interrupted == job.id:
+                self._interrupted = None
+                self._record_canceled(job, queue, member, "while it ran")
+                return
             self._fail(job, queue, member)
             return
         self._observe(job, time.monotonic() - started)
@@ -237,6 +267,13 @@ class BatchWorker(HeartbeatSimpleWorker):
         if count > 1:
             pipe.hincrby(self.key, "successful_job_count", count - 1)
         pipe.execute()
+
+    def _record_canceled(self, job: Job, queue: Queue, member: str, when: str) -> None:
+        """Write the end of a canceled claimed job: REVOKED, never retried, no failure notification."""
+        pipe = self.connection.pipeline(transaction=False)
+        cancel.record_canceled(pipe, job, queue, member, job.failure_ttl or DEFAULT_FAILURE_TTL_S)
+        pipe.execute()
+        self.log.info("task %s canceled %s", job.id, when)
 
     def _fail(self, job: Job, queue: Queue, member: str) -> None:
         """Hand a failed task to RQ's failure handling: callbacks, retries, the failed registry."""

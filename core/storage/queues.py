@@ -41,6 +41,11 @@ def get_queue(connection: redis.Redis, priority: str) -> Queue:
     return Queue(QUEUE_NAMES[priority], connection=connection, serializer=SERIALIZER)
 
 
+def queue_named(connection: redis.Redis, name: str) -> Queue:
+    """Return the RQ queue called `name` (a job's origin), JSON-serialized."""
+    return Queue(name, connection=connection, serializer=SERIALIZER)
+
+
 def all_queues(connection: redis.Redis) -> list[Queue]:
     """Return the three task queues, highest priority first."""
     return [get_queue(connection, priority) for priority in PRIORITIES]

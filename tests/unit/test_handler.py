@@ -92,3 +92,14 @@ def test_app_is_built_once_per_container(monkeypatch, settings, fake_redis):
     for _ in range(3):
         assert call(event("unknown_route.json"))[0] == 404
     assert built == [1]
+
+
+def test_cancel_revokes_a_queued_task(lambda_app):
+    _, _, submitted = call(event("post_task.json"))
+    cancel = event("cancel_task.json")
+    cancel["path"] = cancel["path"].replace("TASK_ID", submitted["task_id"])
+    cancel["pathParameters"]["proxy"] = cancel["pathParameters"]["proxy"].replace("TASK_ID", submitted["task_id"])
+    status, _, body = call(cancel)
+    assert status == 200 and body["state"] == "REVOKED"
+    status, _, body = call(cancel)
+    assert status == 409 and body["state"] == "REVOKED"

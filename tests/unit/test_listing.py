@@ -16,7 +16,7 @@ def test_list_has_the_seed_shape(client):
     assert set(page) >= {"tasks", "total", "filters", "available_filters"}
     assert page["filters"]["state"] == "SUCCESS"
     assert page["filters"]["type"] == "active"
-    assert page["available_filters"]["states"] == ["PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY"]
+    assert page["available_filters"]["states"] == ["PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "REVOKED"]
     assert page["available_filters"]["types"] == ["active", "reserved", "scheduled", "completed"]
 
 

@@ -1,0 +1,82 @@
+"""Cancel one task, whatever unfinished state it is in: POST /api/tasks/{id}/cancel.
+
+| where the task is                      | what happens                                    | answer           |
+|----------------------------------------|-------------------------------------------------|------------------|
+| accepted, still in the RabbitMQ ingress | its job is created canceled; the bridge skips it | 200 REVOKED      |
+| queued, scheduled, retrying, deferred  | taken off its queue or registry atomically      | 200 REVOKED      |
+| running on a batch worker (default)    | interrupted like a timeout (SIGALRM)            | 200 REVOKED      |
+| running on a fork worker               | RQ kills its work horse                         | 200 REVOKED      |
+| running on a simple worker             | cannot be interrupted: stop requested only      | 202 STARTED      |
+| finished, failed or already revoked    | nothing                                         | 409, its state   |
+
+A running task is waited for up to CANCEL_WAIT_S. A revoked task is never retried and fires no failure notification.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from app.errors import TaskFinished, TaskNotFound
+from app.states import state_of
+from core import accepted
+from core.connection import redis_errors
+from core.settings import Settings
+from core.storage.cancel import cancel_accepted, cancel_waiting, settle_stopped
+from core.storage.places import ask_to_stop
+from core.storage.queues import queue_named
+from core.storage.records import fetch_job, worker_names
+
+CANCEL_WAIT_S = 2.5
+"""How long the API waits for a running task to stop before answering 202, in seconds."""
+POLL_S = 0.05
+
+
+def _revoked(task_id: str) -> dict[str, Any]:
+    return {"task_id": task_id, "state": "REVOKED", "status": "revoked", "message": "Task has been revoked"}
+
+
+def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[dict[str, Any], int]:
+    """Cancel `task_id`; return the JSON body and the HTTP status (see the module's table)."""
+    with redis_errors():
+        job = fetch_job(connection, task_id)
+        if job is None:
+            record = accepted.get(connection, task_id)
+            if record is None:
+                raise TaskNotFound(f"no task with id {task_id!r}; it was never submitted or has expired")
+            if cancel_accepted(connection, settings, task_id, record):
+                return _revoked(task_id), 200
+            job = fetch_job(connection, task_id)  # the bridge enqueued it meanwhile
+            if job is None:
+                raise TaskNotFound(f"no task with id {task_id!r}; it was purged meanwhile")
+        queue = queue_named(connection, job.origin)
+        outcome = cancel_waiting(connection, queue, task_id, job.failure_ttl or settings.failure_ttl_s)
+        if outcome == "done":
+            return _revoked(task_id), 200
+        if outcome == "missing":
+            raise TaskNotFound(f"no task with id {task_id!r}; it was purged meanwhile")
+        if outcome == "started":
+            outcome = _stop_running(connection, queue, task_id, settings.failure_ttl_s)
+            if outcome == "canceled":
+                return _revoked(task_id), 200
+            if outcome == "started":
+                body = {"task_id": task_id, "state": "STARTED", "status": "running"}
+                body["message"] = "Stop requested; this worker class cannot interrupt a running task"
+                return body, 202
+    state, _ = state_of(outcome, job.meta or {})
+    raise TaskFinished(f"task {task_id} already ended in state {state}; nothing to cancel", state)
+
+
+def _stop_running(connection: redis.Redis, queue: Any, task_id: str, failure_ttl_s: int) -> str:
+    """Ask the task's worker to stop it; wait up to CANCEL_WAIT_S for it to end; return the status it ends with."""
+    (worker_name,) = worker_names(connection, [task_id])
+    if worker_name:
+        ask_to_stop(connection, worker_name, task_id)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while True:
+        status = settle_stopped(connection, queue, task_id, failure_ttl_s)
+        if status != "started" or time.monotonic() > deadline:
+            return status
+        time.sleep(POLL_S)

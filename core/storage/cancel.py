@@ -1,0 +1,114 @@
+"""Cancel a task in RQ's storage: atomically while it waits, by a worker while it runs, or before it reaches RQ.
+
+A canceled job keeps RQ's own shape: status `canceled`, an `ended_at`, and a
+place in its queue's canceled registry for FAILURE_TTL_S (so rq-dashboard and
+`rq info` show it); the API reports it as REVOKED.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.utils import utcformat
+
+from core import accepted, registry
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage.enqueue import job_hash
+from core.storage.keys import job_key
+from core.storage.places import places_of
+from core.storage.queues import get_queue
+
+CANCEL_WAITING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'queued' or status == 'scheduled' or status == 'deferred' then
+  redis.call('LREM', KEYS[2], 0, ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3])
+  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  return 'done'
+end
+return status
+"""
+"""KEYS: job hash, queue list, scheduled, deferred and canceled registries. ARGV: job id, the canceled entry's
+expiry (Unix time), the end stamp, FAILURE_TTL_S. Returns 'done', or the status it found ('missing')."""
+
+
+def cancel_waiting(connection: redis.Redis, queue: Queue, job_id: str, failure_ttl_s: int) -> str:
+    """Cancel `job_id` if it is queued, scheduled (a delay or a retry back-off) or deferred; return what it did.
+
+    'done' when it was waiting and is canceled now; otherwise the status it has (started, finished, ...) or 'missing'.
+    One Lua call, so a worker cannot take it half-way.
+    """
+    places = places_of(queue)
+    keys = [job_key(job_id), places["queued"].key, places["scheduled"].key, places["deferred"].key]
+    keys.append(places["canceled"].key)
+    args: list[Any] = [job_id, time.time() + failure_ttl_s, utcformat(datetime.now(UTC)), failure_ttl_s]
+    outcome: Any = connection.eval(CANCEL_WAITING, len(keys), *keys, *args)
+    return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+
+SETTLE_STOPPED = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status == 'stopped' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'canceled')
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+  return 'canceled'
+end
+return status
+"""
+"""KEYS: job hash, failed and canceled registries. ARGV: job id, the canceled entry's expiry (Unix time)."""
+
+
+def settle_stopped(connection: redis.Redis, queue: Queue, job_id: str, failure_ttl_s: int) -> str:
+    """Return `job_id`'s status, first turning RQ's `stopped` (a fork worker killed it on request) into canceled."""
+    places = places_of(queue)
+    keys = [job_key(job_id), places["failed"].key, places["canceled"].key]
+    outcome: Any = connection.eval(SETTLE_STOPPED, len(keys), *keys, job_id, time.time() + failure_ttl_s)
+    return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+
+def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, record: dict[str, str]) -> bool:
+    """Create the job of a task still in the RabbitMQ ingress as canceled; return False if the bridge was first.
+
+    The bridge's enqueue skips an id whose job exists, so the task never runs.
+    """
+    request = TaskRequest(task_id, record["task_type"], record["priority"], {}, record["submitted_at"])
+    queue = get_queue(connection, request.priority)
+    now = datetime.now(UTC)
+    mapping = job_hash(settings, registry.get(request.task_type), request, queue.name, now)
+    mapping.update(status=JobStatus.CANCELED.value, ended_at=utcformat(now))
+    key = job_key(task_id)
+    with connection.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, settings.failure_ttl_s)
+            pipe.zadd(places_of(queue)["canceled"].key, {task_id: time.time() + settings.failure_ttl_s})
+            accepted.forget(pipe, [request])
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True
+
+
+def record_canceled(pipe: Pipeline, job: Job, queue: Queue, member: str, failure_ttl_s: int) -> None:
+    """Queue on `pipe` the end of a claimed job that was canceled (a worker calls it, running or not)."""
+    pipe.hset(job.key, mapping={"status": JobStatus.CANCELED.value, "ended_at": utcformat(datetime.now(UTC))})
+    pipe.zrem(queue.started_job_registry.key, member)
+    pipe.zadd(places_of(queue)["canceled"].key, {job.id: time.time() + failure_ttl_s})
+    pipe.expire(job.key, failure_ttl_s)

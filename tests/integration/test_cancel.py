@@ -1,0 +1,46 @@
+"""Cancel a running task on the real Redis: the worker stops it within 2 s, it ends REVOKED, nothing retries it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app import create_app
+from core.settings import Settings
+from tests.helpers import submit, wait_until
+from tests.processes import spawn_worker, stop_worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "task_type", "parameters"),
+    [
+        ("batch", "test_hold", {"release_key": "never", "max_s": 60}),  # Python code looping
+        ("batch", "test_count", {"sleep_s": 60}),  # one long time.sleep: SIGALRM interrupts it
+        ("fork", "test_hold", {"release_key": "never", "max_s": 60}),
+    ],
+    ids=["batch-loop", "batch-sleep", "fork"],
+)
+def test_a_running_task_stops_within_2_s_and_is_revoked(redis_url, real_redis, worker_class, task_type, parameters):
+    client = create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+    task_id = submit(client, task_type, parameters, max_retries=3)
+    after = submit(client, "test_count")  # queued behind it: the worker goes on with its work
+    worker = spawn_worker(redis_url, WORKER_CLASS=worker_class)
+    try:
+        wait_until(lambda: client.get(f"/api/tasks/{task_id}").json["state"] == "STARTED", 30, "the task to start")
+        started = time.monotonic()
+        answer = client.post(f"/api/tasks/{task_id}/cancel")
+        took = time.monotonic() - started
+        assert answer.status_code == 200, answer.json
+        assert answer.json["state"] == "REVOKED"
+        assert took < 2.0, f"the cancel took {took:.2f} s"
+        wait_until(lambda: client.get(f"/api/tasks/{after}").json["state"] == "SUCCESS", 30, "the next task")
+        status = client.get(f"/api/tasks/{task_id}").json
+        assert status["state"] == "REVOKED", status
+        assert status["status"]["attempts"] == 1  # not retried, although it had retries left
+        assert client.get("/api/tasks?type=active").json["total"] == 0
+        assert worker.poll() is None  # the worker survived the interruption
+    finally:
+        stop_worker(worker, kill=True)
