@@ -6,7 +6,8 @@
 | queued, scheduled, retrying, deferred  | taken off its queue or registry atomically      | 200 REVOKED      |
 | running on a batch worker (default)    | interrupted like a timeout (SIGALRM)            | 200 REVOKED      |
 | running on a fork worker               | RQ kills its work horse                         | 200 REVOKED      |
-| running on a simple worker             | cannot be interrupted: stop requested only      | 202 STARTED      |
+| running on a simple worker             | interrupted like a timeout; RQ marks it stopped | 200 REVOKED      |
+| running, and it did not stop in time   | stop requested                                  | 202 STARTED      |
 | finished, failed or already revoked    | nothing                                         | 409, its state   |
 
 A running task is waited for up to CANCEL_WAIT_S. A revoked task is never retried and fires no failure notification.
@@ -63,7 +64,7 @@ def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[d
                 return _revoked(task_id), 200
             if outcome == "started":
                 body = {"task_id": task_id, "state": "STARTED", "status": "running"}
-                body["message"] = "Stop requested; this worker class cannot interrupt a running task"
+                body["message"] = f"Stop requested; the task did not stop within {CANCEL_WAIT_S} s"
                 return body, 202
     state, _ = state_of(outcome, job.meta or {})
     raise TaskFinished(f"task {task_id} already ended in state {state}; nothing to cancel", state)

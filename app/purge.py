@@ -8,9 +8,9 @@ For each of those it deletes the job hash, its dependents/dependencies sets, its
 results stream (`job.delete()` alone leaves `rq:results:<id>`) and its execution
 records. Keys that are not Taskrelay's (other queues, other apps) are untouched.
 
-Limit: a task running on a simple worker (WORKER_CLASS=simple) cannot be
-interrupted; the purge waits up to PURGE_STOP_WAIT_S for it and then deletes it
-anyway, and such a task's final status write may reappear when it finishes.
+Limit: a task that does not stop (code stuck inside a C extension) is waited
+for up to PURGE_STOP_WAIT_S and then deleted anyway, and its final status write
+may reappear when it finishes.
 """
 
 from __future__ import annotations

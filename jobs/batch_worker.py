@@ -32,7 +32,6 @@ worker is told to stop are put back at the head of their queues.
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
@@ -44,7 +43,7 @@ from typing import Any
 from rq import Queue
 from rq.command import parse_payload
 from rq.job import Job
-from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.timeouts import JobTimeoutException
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
 
@@ -54,6 +53,7 @@ from core.settings import DEFAULT_FAILURE_TTL_S
 from core.storage import cancel, claims
 from core.storage.keys import ENQUEUED_CHANNEL
 from jobs.heartbeat import HeartbeatSimpleWorker
+from jobs.interrupt import CancellablePenalty, TaskRevoked, interrupt
 
 BATCH_SIZE = 50
 """Most jobs claimed at once: small enough that a batch's claims are renewed well within their heartbeat."""
@@ -70,19 +70,10 @@ def _average(previous: float | None, seconds: float) -> float:
     return seconds if previous is None else previous + DURATION_WEIGHT * (seconds - previous)
 
 
-class CancelSafeDeathPenalty(UnixSignalDeathPenalty):
-    """RQ's SIGALRM timeout, which a cancel also fires; after the task SIGALRM is ignored, not set to its default
-    (RQ's choice), so a cancel that lands just as the task ends cannot terminate the worker."""
-
-    def cancel_death_penalty(self) -> None:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, signal.SIG_IGN)
-
-
 class BatchWorker(HeartbeatSimpleWorker):
     """Claim, run and record tasks a batch at a time (WORKER_CLASS=batch)."""
 
-    death_penalty_class = CancelSafeDeathPenalty
+    death_penalty_class = CancellablePenalty
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,8 +86,6 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._last_beat = 0.0
         self._last_suspension_check = 0.0
         self._running: str | None = None
-        self._interruptible: str | None = None  # the job inside its death penalty, which SIGALRM may interrupt
-        self._interrupted: str | None = None  # the running job a cancel interrupted
         self._revoked: set[str] = set()
         self._per_task_s: float | None = None  # moving average of task durations; None until one has run
         self._per_type_s: dict[str, float] = {}  # the same, per task type
@@ -186,9 +175,8 @@ class BatchWorker(HeartbeatSimpleWorker):
             with self._claim_lock:
                 if self._running != job_id:
                     self._revoked.add(job_id)
-                elif self._interruptible == job_id:
-                    self._interrupted = job_id
-                    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGALRM)
+                    return
+            interrupt(job_id)
             return
         super().handle_payload(message)
 
@@ -211,21 +199,17 @@ class BatchWorker(HeartbeatSimpleWorker):
         started = time.monotonic()
         try:
             with self.death_penalty_class(timeout, JobTimeoutException, job_id=job.id):
-                with self._claim_lock:
-                    self._interruptible = job.id
-                try:
-                    return_value = claims.perform_claimed(job)
-                finally:
-                    with self._claim_lock:
-                        self._interruptible = None
+                return_value = claims.perform_claimed(job)
+        except TaskRevoked:
+            self._observe(job, time.monotonic() - started)
+            self._finish_claim(job)
+            self._flush()
+            self._record_canceled(job, queue, member, "while it ran")
+            return
         except Exception:
             self._observe(job, time.monotonic() - started)
             self._finish_claim(job)
             self._flush()
-            if self._interrupted == job.id:
-                self._interrupted = None
-                self._record_canceled(job, queue, member, "while it ran")
-                return
             self._fail(job, queue, member)
             return
         self._observe(job, time.monotonic() - started)

@@ -13,12 +13,14 @@ from contextlib import suppress
 from typing import Any
 
 from rq import Queue, SimpleWorker, Worker
+from rq.command import parse_payload
 from rq.job import Job
 
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_FINISHED
 from core.storage import retention
+from jobs.interrupt import CancellablePenalty, interrupt
 
 log = logging.getLogger("taskrelay.worker")
 
@@ -59,7 +61,16 @@ class HeartbeatWorker(BoundedHistory, ShortHeartbeat, Worker):
 
 
 class HeartbeatSimpleWorker(BoundedHistory, ShortHeartbeat, SimpleWorker):
-    """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread."""
+    """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread,
+    and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked)."""
+
+    death_penalty_class = CancellablePenalty
+
+    def handle_payload(self, message: Any) -> None:
+        super().handle_payload(message)  # RQ notes a stop-job of the running job as intended (no retry)
+        payload = parse_payload(message)
+        if payload.get("command") == "stop-job" and payload.get("job_id") == self.get_current_job_id():
+            interrupt(payload["job_id"])
 
     _beating: Job | None = None
     _beater: threading.Thread | None = None

@@ -22,6 +22,7 @@ from core import registry
 from core.errors import TaskInputError, UnknownTaskType
 from core.settings import get_settings
 from jobs import notify
+from jobs.interrupt import TaskRevoked
 
 log = logging.getLogger("taskrelay.worker")
 
@@ -110,6 +111,10 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
         # it never ran, so it is requeued whatever its retries, and no attempt is counted against it.
         job.retries_left = (job.retries_left or 0) + 1
         log.warning("task abandoned by a lost worker before it started; requeueing it", extra=_context(job, ""))
+        return
+    if isinstance(exc_type, type) and issubclass(exc_type, TaskRevoked):
+        job.retries_left = 0  # canceled: never retried, no failure recorded or notified
+        log.info("task canceled while it ran", extra=_context(job, ""))
         return
     error = describe_error(exc_type, exc_value)
     error["attempt"] = job.meta.get("attempts", 0)

@@ -21,6 +21,12 @@ def make_client(redis_url, real_redis):
     return create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
 
 
+def running(client, task_id: str) -> bool:
+    """Whether the task's code is running: claimed tasks show STARTED too, but only a running one reports progress."""
+    status = client.get(f"/api/tasks/{task_id}").json
+    return status["state"] == "STARTED" and status["status"]["progress"] is not None
+
+
 def warm_up(client) -> None:
     """Queue two fast high tasks ahead: a fresh worker claims one job, times it, then claims the rest together."""
     for _ in range(2):
@@ -77,7 +83,7 @@ def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real
     first = spawn_worker(redis_url)
     second = None
     try:
-        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        wait_until(lambda: running(client, held), 30, "the held task to run")
         assert real_redis.llen("rq:queue:normal_priority") == 0  # all eleven claimed by the batch
         stop_worker(first, kill=True)
         real_redis.set("go", "1")
@@ -103,7 +109,7 @@ def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     queued = [submit(client, "test_count") for _ in range(10)]
     worker = spawn_worker(redis_url)
     try:
-        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        wait_until(lambda: running(client, held), 30, "the held task to run")
         worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the running task, then stop
         time.sleep(0.3)
         real_redis.set("go", "1")
@@ -124,7 +130,7 @@ def test_purge_drops_claimed_tasks_before_they_run(redis_url, real_redis):
     queued = [submit(client, "test_count") for _ in range(5)]
     worker = spawn_worker(redis_url)
     try:
-        wait_until(lambda: client.get(f"/api/tasks/{held}").json["state"] == "STARTED", 30, "the held task")
+        wait_until(lambda: running(client, held), 30, "the held task to run")
         purged = client.post("/api/tasks/purge").json
         assert purged["details"]["active_tasks_revoked"] == 6  # the running one, and five claimed
         real_redis.set("go", "1")

@@ -93,3 +93,19 @@ def test_a_task_still_in_the_rabbitmq_ingress_is_revoked_and_the_bridge_skips_it
     assert fake_redis.llen(keys.queue_key("high_priority")) == 0
     assert client.get("/api/tasks/in-ingress-1").json["state"] == "REVOKED"
     assert accepted.get(fake_redis, "in-ingress-1") is None
+
+
+def test_a_task_revoked_while_running_is_not_retried_recorded_or_notified(client, fake_redis, monkeypatch):
+    from core.storage.records import fetch_job
+    from jobs import notify, runner
+    from jobs.interrupt import TaskRevoked
+
+    sent: list = []
+    monkeypatch.setattr(notify, "task_failed", lambda *args: sent.append(args))
+    job = fetch_job(fake_redis, submit(client, "test_flaky", max_retries=3))
+    assert job is not None
+    job.meta["attempts"] = 1
+    runner.on_failure(job, fake_redis, TaskRevoked, TaskRevoked("canceled"), None)
+    assert job.retries_left == 0 and not job.meta.get("errors") and sent == []
+    runner.on_failure(job, fake_redis, RuntimeError, RuntimeError("boom"), None)  # the same job failing for real
+    assert job.meta["errors"][-1]["type"] == "RuntimeError" and len(sent) == 1
