@@ -7,14 +7,25 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
-from app import cancel, listing, purge, schedules, tasks
-from app.schemas import CreateSchedule, ListQuery, SchedulePath, SubmitTask, TaskPath, TaskSubmitted
+from app import cancel, listing, purge, schedules, tasks, workflows
+from app.schemas import (
+    CreateSchedule,
+    ListQuery,
+    SchedulePath,
+    SubmitTask,
+    SubmitWorkflow,
+    TaskPath,
+    TaskSubmitted,
+    WorkflowListQuery,
+    WorkflowPath,
+)
 from core import registry
 from core.connection import redis_errors
 from core.storage.queues import queue_depths, worker_count
 
 tasks_tag = Tag(name="tasks", description="Submit, inspect, list and purge tasks")
 schedules_tag = Tag(name="schedules", description="Periodic tasks (interval or cron), fired by rq-scheduler")
+workflows_tag = Tag(name="workflows", description="DAGs of steps whose results feed the next ones")
 ops_tag = Tag(name="operations", description="Health and the registered task types")
 api = APIBlueprint("api", __name__, url_prefix="/api")
 
@@ -54,6 +65,32 @@ def purge_tasks() -> Any:
     """Stop running tasks, drop queued and scheduled ones and delete all task history."""
     state = _state()
     return jsonify(purge.purge(state.connection, state.ingress))
+
+
+@api.post("/workflows", tags=[workflows_tag])
+def submit_workflow(body: SubmitWorkflow) -> Any:
+    """Submit a DAG of steps; answered with the workflow id and every step's task id."""
+    state = _state()
+    return jsonify(workflows.submit(state.connection, state.settings, body)), 202
+
+
+@api.get("/workflows/<workflow_id>", tags=[workflows_tag])
+def get_workflow(path: WorkflowPath) -> Any:
+    """Return a workflow's state, progress and every step's state, result, attempts and errors."""
+    return jsonify(workflows.status(_state().connection, path.workflow_id))
+
+
+@api.get("/workflows", tags=[workflows_tag])
+def list_workflows(query: WorkflowListQuery) -> Any:
+    """List workflows, newest first, with their state and progress."""
+    return jsonify(workflows.list_workflows(_state().connection, query.limit, query.offset))
+
+
+@api.post("/workflows/<workflow_id>/cancel", tags=[workflows_tag])
+def cancel_workflow(path: WorkflowPath) -> Any:
+    """Cancel every unfinished step of a workflow; it ends REVOKED."""
+    state = _state()
+    return jsonify(workflows.cancel(state.connection, state.settings, path.workflow_id))
 
 
 @api.post("/schedules", tags=[schedules_tag])

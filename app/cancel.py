@@ -29,6 +29,7 @@ from core.storage.cancel import cancel_accepted, cancel_waiting, settle_stopped
 from core.storage.places import ask_to_stop
 from core.storage.queues import queue_named
 from core.storage.records import fetch_job, worker_names
+from core.storage.workflows import cancel_descendants
 
 CANCEL_WAIT_S = 2.5
 """How long the API waits for a running task to stop before answering 202, in seconds."""
@@ -55,12 +56,14 @@ def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[d
         queue = queue_named(connection, job.origin)
         outcome = cancel_waiting(connection, queue, task_id, job.failure_ttl or settings.failure_ttl_s)
         if outcome == "done":
+            _cascade(connection, settings, job.meta or {})
             return _revoked(task_id), 200
         if outcome == "missing":
             raise TaskNotFound(f"no task with id {task_id!r}; it was purged meanwhile")
         if outcome == "started":
             outcome = _stop_running(connection, queue, task_id, settings.failure_ttl_s)
             if outcome == "canceled":
+                _cascade(connection, settings, job.meta or {})
                 return _revoked(task_id), 200
             if outcome == "started":
                 body = {"task_id": task_id, "state": "STARTED", "status": "running"}
@@ -68,6 +71,12 @@ def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[d
                 return body, 202
     state, _ = state_of(outcome, job.meta or {})
     raise TaskFinished(f"task {task_id} already ended in state {state}; nothing to cancel", state)
+
+
+def _cascade(connection: redis.Redis, settings: Settings, meta: dict[str, Any]) -> None:
+    """A canceled workflow step's descendants can no longer run: cancel them too."""
+    if meta.get("workflow_id"):
+        cancel_descendants(connection, meta["workflow_id"], meta["step_id"], settings.failure_ttl_s)
 
 
 def _stop_running(connection: redis.Redis, queue: Any, task_id: str, failure_ttl_s: int) -> str:

@@ -68,6 +68,13 @@ class TaskFinished(ApiError):
         return {"state": self.state}
 
 
+class WorkflowNotFound(ApiError):
+    """No workflow with that id was ever submitted, or its record has expired."""
+
+    status = 404
+    code = "not_found"
+
+
 class ScheduleNotFound(ApiError):
     """No schedule with that id exists."""
 

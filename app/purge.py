@@ -25,6 +25,7 @@ import redis
 from app.ingress import Ingress
 from core import accepted
 from core.connection import redis_errors
+from core.storage import workflows
 from core.storage.places import Place, ask_to_stop, places_of
 from core.storage.queues import all_queues
 from core.storage.records import delete_jobs, worker_names
@@ -85,6 +86,7 @@ def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
             if kind := COUNTED_AS.get(place.kind):  # accepted ids were counted by the ingress's purge
                 counts[kind] += len(ids)
         removed = delete_jobs(connection, sorted(job_ids), also=accepted.forget_ids)
+        workflows_removed = workflows.delete_all(connection)
         if moved:
             connection.delete(*(place.key for place in moved))
             removed += len(moved)
@@ -96,5 +98,6 @@ def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
             "reserved_tasks_revoked": counts["reserved"],
             "scheduled_tasks_revoked": counts["scheduled"],
             "redis_keys_cleared": removed,
+            "workflows_cleared": workflows_removed,
         },
     }

@@ -105,3 +105,48 @@ class SchedulePath(BaseModel):
     """The schedule id in the URL."""
 
     schedule_id: str = Field(max_length=200)
+
+
+STEP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
+
+
+class WorkflowStep(BaseModel):
+    """One step: a task, the steps it waits for, and parameters that may take an ancestor's result."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STEP_ID_PATTERN, description="Unique in the workflow: letters, digits, _ . -")
+    task_type: str = Field(min_length=1, max_length=200, description="A registered task type")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Task parameters; a value {"$from": "<step id>", "path": "<JSON Pointer>"} is replaced by that '
+        "part of an ancestor step's result when this step starts",
+    )
+    depends_on: list[str] = Field(default_factory=list, max_length=1000, description="Step ids this step waits for")
+    priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+
+
+class SubmitWorkflow(BaseModel):
+    """A DAG of steps (at most 1,000) run in dependency order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=200)
+    priority: Priority = Field(default=Priority.normal, description="The steps' default priority")  # type: ignore[attr-defined]
+    steps: list[WorkflowStep] = Field(min_length=1, max_length=1000)
+
+
+class WorkflowPath(BaseModel):
+    """The workflow id in the URL."""
+
+    workflow_id: str = Field(max_length=200)
+
+
+class WorkflowListQuery(BaseModel):
+    """Paging for GET /api/workflows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(default=0, ge=0)

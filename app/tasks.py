@@ -183,5 +183,7 @@ def status(connection: redis.Redis, task_id: str) -> dict[str, Any]:
         "error": summary["error"],
         "progress": meta.get("progress"),
         "schedule_id": summary["schedule_id"],
+        "workflow_id": meta.get("workflow_id"),
+        "step_id": meta.get("step_id"),
     }
     return {"task_id": job.id, "state": summary["state"], "status": detail}

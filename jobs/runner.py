@@ -18,9 +18,10 @@ from rq import get_current_job
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from core import registry
+from core import registry, workflow
 from core.errors import TaskInputError, UnknownTaskType
 from core.settings import get_settings
+from core.storage import workflows
 from jobs import notify
 from jobs.interrupt import TaskRevoked
 
@@ -66,6 +67,8 @@ def run(task_type: str, parameters: dict[str, Any]) -> Any:
     log.info("task started", extra=context)
     started = time.perf_counter()
     try:
+        if job is not None and job.meta.get("workflow_id"):
+            parameters = _resolved(job, parameters)
         result = spec.func(spec.parse_params(parameters))
     except Exception as exc:
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -74,6 +77,24 @@ def run(task_type: str, parameters: dict[str, Any]) -> Any:
     duration_ms = round((time.perf_counter() - started) * 1000, 3)
     log.info("task succeeded", extra={**context, "duration_ms": duration_ms, "state": "SUCCESS"})
     return result
+
+
+def _resolved(job: Job, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Replace a workflow step's `{"$from": ...}` references by its ancestors' results (TaskInputError if absent)."""
+    sources = {ref["$from"] for ref in workflow.references(parameters)}
+    if not sources:
+        return parameters
+    document = workflows.load(job.connection, job.meta["workflow_id"])
+    if document is None:
+        raise TaskInputError(f"workflow {job.meta['workflow_id']} no longer exists (expired or purged)")
+    task_ids = {source: document["steps"][source]["task_id"] for source in sources}
+    results = workflows.results_of(job.connection, task_ids)
+    try:
+        return workflow.resolve(parameters, results)
+    except KeyError as exc:
+        raise TaskInputError(f"step {exc.args[0]!r} has no result (it did not succeed)") from None
+    except workflow.ReferenceMissing as exc:
+        raise TaskInputError(str(exc)) from None
 
 
 def report_progress(done: float, total: float | None = None, message: str | None = None) -> None:
@@ -139,4 +160,8 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
         exc_info=(exc_type, exc_value, exc_value.__traceback__) if has_traceback else None,
     )
     if final:
+        if job.meta.get("workflow_id"):
+            # Its descendants can no longer run: cancel them now rather than leave them waiting forever.
+            ttl = job.failure_ttl or get_settings().failure_ttl_s
+            workflows.cancel_descendants(connection, job.meta["workflow_id"], job.meta["step_id"], ttl)
         notify.task_failed(job, error, get_settings())

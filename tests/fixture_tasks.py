@@ -54,3 +54,16 @@ def count(params: dict[str, Any]) -> dict[str, Any]:
     _, run, key_ttl = pipe.execute()
     time.sleep(float(params.get("sleep_s", 0)))
     return {"run": run, "key_ttl": key_ttl}
+
+
+@task("test_echo", max_retries=0, timeout_s=30)
+def echo(params: dict[str, Any]) -> dict[str, Any]:
+    """Return the parameters it was given (workflow tests read what a reference resolved to)."""
+    return {"echo": params}
+
+
+@task("test_sum", max_retries=0, timeout_s=30)
+def total(params: dict[str, Any]) -> dict[str, Any]:
+    """Add up `values` (a list of numbers, or of lists of numbers: the results of several steps)."""
+    flat = [v for item in params["values"] for v in (item if isinstance(item, list) else [item])]
+    return {"sum": sum(flat), "count": len(flat)}

@@ -46,7 +46,8 @@ def backoff_intervals(max_retries: int, base_s: float, cap_s: float, rng: random
     return delays
 
 
-def _job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> dict[str, Any]:
+def job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> dict[str, Any]:
+    """Return the RQ job options of `request`: id, type, timeouts, TTLs, failure callback, meta and retries."""
     retries = spec.max_retries if request.max_retries is None else request.max_retries
     return {
         "job_id": request.task_id,
@@ -73,7 +74,7 @@ def _job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> di
 def enqueue_task(connection: redis.Redis, settings: Settings, request: TaskRequest) -> Job:
     """Put one task on its priority queue (or in the scheduled registry when `run_at` is set)."""
     spec = registry.get(request.task_type)
-    options = _job_options(settings, spec, request)
+    options = job_options(settings, spec, request)
     options["job_timeout"] = options.pop("timeout")
     queue = get_queue(connection, request.priority)
     args = (spec.name, request.parameters)
@@ -142,7 +143,7 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
         args = (spec.name, request.parameters)
         if request.run_at is not None and request.run_at > now:
             job = queue.create_job(
-                RUNNER, args=args, status=JobStatus.SCHEDULED, **_job_options(settings, spec, request)
+                RUNNER, args=args, status=JobStatus.SCHEDULED, **job_options(settings, spec, request)
             )
             queue.schedule_job(job, request.run_at, pipeline=pipe)
             continue
@@ -162,7 +163,7 @@ def job_hash(settings: Settings, spec: TaskType, request: TaskRequest, queue_nam
     the same fields (tests/unit/test_enqueue_batch.py compares the two field by
     field, so an RQ upgrade that changes its job hash fails that test).
     """
-    options = _job_options(settings, spec, request)
+    options = job_options(settings, spec, request)
     stamp = utcformat(now)
     mapping: dict[str, Any] = {
         "created_at": stamp,

@@ -54,12 +54,12 @@ def test_fast_job_hash_matches_rqs_own(fake_redis, settings, max_retries):
     from rq import Queue
 
     from core import registry
-    from core.storage.enqueue import RUNNER, _job_options, job_hash
+    from core.storage.enqueue import RUNNER, job_hash, job_options
 
     spec = registry.get("data_processing")
     task = TaskRequest("same-id", "data_processing", "low", {"data": [1, {"a": "é"}]}, "2026-01-01", max_retries)
     queue = Queue("low_priority", connection=fake_redis, serializer=SERIALIZER)
-    options = _job_options(settings, spec, task)
+    options = job_options(settings, spec, task)
     reference = queue.create_job(RUNNER, args=(spec.name, task.parameters), status=JobStatus.QUEUED, **options)
     now = datetime.now(UTC)
     reference.created_at = reference.enqueued_at = now

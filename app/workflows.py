@@ -1,0 +1,172 @@
+"""Workflows over HTTP: submit a DAG of steps, read its state, cancel it.
+
+A submitted workflow is checked whole (core.workflow) before anything is
+written, then created in one transaction (core.storage.workflows): steps
+without parents are queued, the others wait in RQ's deferred registry until
+their parents finish. A step's parameters may take an ancestor's result:
+`{"$from": "<step id>", "path": "<JSON Pointer>"}`, resolved when it starts.
+When a step fails for good, or is canceled, every step below it is canceled
+(REVOKED) and the workflow ends FAILURE (REVOKED when the workflow itself was
+canceled): nothing waits forever.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+import redis
+
+from app.cancel import cancel as cancel_task
+from app.errors import InvalidRequest, TaskFinished, TaskNotFound, WorkflowNotFound
+from app.schemas import SubmitWorkflow
+from app.states import FINAL_STATES
+from app.tasks import checked_task_type, summarize_fields
+from core import registry
+from core.connection import redis_errors
+from core.errors import UnknownTaskType
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage import workflows
+from core.storage.keys import SUMMARY_FIELDS
+from core.storage.records import read_fields
+from core.workflow import StepSpec, WorkflowInvalid, order, references
+
+ACCEPTED_MESSAGE = "Workflow has been submitted successfully"
+
+
+def _specs(body: SubmitWorkflow) -> list[StepSpec]:
+    specs = []
+    for n, step in enumerate(body.steps):
+        try:
+            spec = registry.get(step.task_type)
+        except UnknownTaskType as exc:
+            raise InvalidRequest(
+                str(exc), [{"field": f"steps[{n}].task_type", "message": str(exc), "allowed": exc.known}]
+            ) from None
+        if not any(True for _ in references(step.parameters)):
+            try:
+                checked_task_type(spec.name, step.parameters)
+            except InvalidRequest as exc:  # name the step: steps[n].parameters.<field>
+                fields = [{**f, "field": f"steps[{n}].{f['field']}"} for f in exc.fields]
+                raise InvalidRequest(f"steps[{n}]: {exc.message}", fields) from None
+        priority = step.priority.value if step.priority else None
+        specs.append(StepSpec(step.id, spec.name, step.parameters, tuple(step.depends_on), priority, step.max_retries))
+    return specs
+
+
+def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) -> dict[str, Any]:
+    """Check and create a workflow; return the 202 body with the task id of every step."""
+    try:
+        ordered = order(_specs(body))
+    except WorkflowInvalid as exc:
+        raise InvalidRequest(str(exc), [{"field": exc.field, "message": exc.message}]) from None
+    workflow_id = str(uuid4())
+    now = datetime.now(UTC).isoformat()
+    task_ids = {step.id: str(uuid4()) for step in ordered}
+    default_priority = body.priority.value
+    jobs = [
+        workflows.StepJob(
+            step.id,
+            TaskRequest(
+                task_id=task_ids[step.id],
+                task_type=step.task_type,
+                priority=step.priority or default_priority,
+                parameters=step.parameters,
+                submitted_at=now,
+                max_retries=step.max_retries,
+            ),
+            tuple(task_ids[parent] for parent in step.depends_on),
+        )
+        for step in ordered
+    ]
+    document = {
+        "workflow_id": workflow_id,
+        "name": body.name,
+        "created_at": now,
+        "steps": {step.id: {"task_id": task_ids[step.id], "depends_on": list(step.depends_on)} for step in ordered},
+    }
+    with redis_errors():
+        workflows.create(connection, settings, workflow_id, document, jobs)
+    return {
+        "workflow_id": workflow_id,
+        "status": "submitted",
+        "message": ACCEPTED_MESSAGE,
+        "steps": {step_id: {"task_id": task_id} for step_id, task_id in task_ids.items()},
+    }
+
+
+def _overall(document: dict[str, Any], states: list[str]) -> str:
+    if document.get("revoked"):
+        return "REVOKED"
+    if all(state == "SUCCESS" for state in states):
+        return "SUCCESS"
+    if all(state in FINAL_STATES for state in states):
+        return "FAILURE"
+    if any(state in ("STARTED", "SUCCESS", "FAILURE", "RETRY") for state in states):
+        return "STARTED"
+    return "PENDING"
+
+
+def status(connection: redis.Redis, workflow_id: str) -> dict[str, Any]:
+    """Return a workflow's state, progress and every step's state, result, attempts, errors and timings."""
+    with redis_errors():
+        document = workflows.load(connection, workflow_id)
+        if document is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; it was never submitted or has expired")
+        steps = document["steps"]
+        task_ids = {step_id: step["task_id"] for step_id, step in steps.items()}
+        rows = read_fields(connection, list(task_ids.values()), SUMMARY_FIELDS)
+        summaries = {
+            step_id: summarize_fields(task_id, row)
+            for (step_id, task_id), row in zip(task_ids.items(), rows, strict=True)
+        }
+        done = [step_id for step_id, summary in summaries.items() if summary and summary["state"] == "SUCCESS"]
+        results = workflows.results_of(connection, {step_id: task_ids[step_id] for step_id in done})
+    entries = {}
+    for step_id, summary in summaries.items():
+        entry = summary or {"task_id": task_ids[step_id], "state": "PENDING", "status": "missing"}
+        entries[step_id] = {**entry, "depends_on": steps[step_id]["depends_on"], "result": results.get(step_id)}
+    states = [entry["state"] for entry in entries.values()]
+    finished = sum(1 for state in states if state in FINAL_STATES)
+    return {
+        "workflow_id": workflow_id,
+        "name": document.get("name"),
+        "state": _overall(document, states),
+        "created_at": document.get("created_at"),
+        "progress": {"done": finished, "total": len(states), "percent": round(100.0 * finished / len(states), 1)},
+        "steps": entries,
+    }
+
+
+def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dict[str, Any]:
+    """Cancel every unfinished step of a workflow; it ends REVOKED."""
+    with redis_errors():
+        document = workflows.load(connection, workflow_id)
+        if document is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; it was never submitted or has expired")
+        workflows.mark_revoked(connection, workflow_id)
+    for step in document["steps"].values():
+        try:
+            cancel_task(connection, settings, step["task_id"])  # cancels what waits on it too
+        except (TaskNotFound, TaskFinished):  # purged, or it already ended (or a cascade revoked it)
+            continue
+    steps = status(connection, workflow_id)["steps"]
+    revoked = [step_id for step_id, entry in steps.items() if entry["state"] == "REVOKED"]
+    return {"workflow_id": workflow_id, "state": "REVOKED", "revoked_steps": revoked}
+
+
+def list_workflows(connection: redis.Redis, limit: int, offset: int) -> dict[str, Any]:
+    """Return a page of workflows, newest first, each with its state and progress."""
+    with redis_errors():
+        ids = workflows.list_ids(connection, offset, offset + limit - 1)
+        total = workflows.count(connection)
+    entries = []
+    for workflow_id in ids:
+        try:
+            entry = status(connection, workflow_id)
+        except WorkflowNotFound:
+            continue  # expired between the two reads
+        entries.append({key: entry[key] for key in ("workflow_id", "name", "state", "created_at", "progress")})
+    return {"workflows": entries, "total": total, "limit": limit, "offset": offset}

@@ -1,0 +1,158 @@
+"""Workflows in RQ's storage: each step is an ordinary RQ job; a step with parents waits in RQ's deferred
+registry with RQ's own dependency sets (`rq:job:<parent>:dependents`), so rq-dashboard shows it waiting and
+RQ's `enqueue_dependents` releases it once every parent finished.
+
+The workflow itself is one JSON document (`taskrelay:workflow:<id>`: name,
+steps with their task ids and parents), indexed by creation time in
+`taskrelay:workflows`. A workflow is written in one MULTI/EXEC: all of it or
+none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+
+from core import registry
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage.cancel import cancel_waiting
+from core.storage.enqueue import RUNNER, announce, job_options
+from core.storage.keys import QUEUES_KEY
+from core.storage.queues import get_queue, queue_named
+from core.storage.records import fetch_job, read_fields
+from core.workflow import descendants_of
+
+ORIGIN_FIELD = "origin"
+
+WORKFLOW_PREFIX = "taskrelay:workflow:"
+WORKFLOWS_KEY = "taskrelay:workflows"
+"""Sorted set: workflow id -> creation time (Unix seconds)."""
+
+
+def workflow_key(workflow_id: str) -> str:
+    """Return the key of a workflow's JSON document."""
+    return WORKFLOW_PREFIX + workflow_id
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """One step to create: its id in the workflow, its task, and the task ids of its parents."""
+
+    step_id: str
+    request: TaskRequest
+    parent_task_ids: tuple[str, ...]
+
+
+def create(
+    connection: redis.Redis, settings: Settings, workflow_id: str, document: dict[str, Any], steps: Sequence[StepJob]
+) -> None:
+    """Write the workflow document and every step's job (parents first), in one transaction."""
+    pipe = connection.pipeline(transaction=True)
+    ttl = max(settings.result_ttl_s, settings.failure_ttl_s)
+    pipe.set(workflow_key(workflow_id), json.dumps(document), ex=ttl)
+    pipe.zadd(WORKFLOWS_KEY, {workflow_id: time.time()})
+    pushed: set[str] = set()
+    for step in steps:
+        request = step.request
+        spec = registry.get(request.task_type)
+        options = job_options(settings, spec, request)
+        options["meta"].update(workflow_id=workflow_id, step_id=step.step_id)
+        queue = get_queue(connection, request.priority)
+        args = (spec.name, request.parameters)
+        if step.parent_task_ids:
+            job = queue.create_job(
+                RUNNER, args=args, depends_on=list(step.parent_task_ids), status=JobStatus.DEFERRED, **options
+            )
+            job.save(pipeline=pipe)
+            job.register_dependency(pipeline=pipe)
+        else:
+            job = queue.create_job(RUNNER, args=args, status=JobStatus.QUEUED, **options)
+            job.enqueued_at = datetime.now(UTC)
+            job.save(pipeline=pipe)  # Queue.enqueue_job would WATCH inside this transaction
+            pipe.sadd(QUEUES_KEY, queue.key)
+            pipe.rpush(queue.key, job.id)
+            pushed.add(request.priority)
+    announce(pipe, sorted(pushed))
+    pipe.execute()
+
+
+def load(connection: redis.Redis, workflow_id: str) -> dict[str, Any] | None:
+    """Return a workflow's document, or None when there is none (never created, expired or purged)."""
+    raw: Any = connection.get(workflow_key(workflow_id))
+    return json.loads(raw) if raw else None
+
+
+def mark_revoked(connection: redis.Redis, workflow_id: str) -> None:
+    """Record in the document that the whole workflow was canceled."""
+    document = load(connection, workflow_id)
+    if document is not None:
+        document["revoked"] = True
+        connection.set(workflow_key(workflow_id), json.dumps(document), keepttl=True)
+
+
+def results_of(connection: redis.Redis, task_ids: dict[str, str]) -> dict[str, Any]:
+    """Return {step id: the return value of its task} for finished steps (RQ's results stream)."""
+    found = {}
+    for step_id, task_id in task_ids.items():
+        job = fetch_job(connection, task_id)
+        if job is not None and job.get_status(refresh=False) == JobStatus.FINISHED:
+            found[step_id] = job.return_value()
+    return found
+
+
+def release_dependents(connection: redis.Redis, job: Job) -> None:
+    """Enqueue the steps waiting on `job` whose parents have all finished (RQ's enqueue_dependents)."""
+    queue_named(connection, job.origin).enqueue_dependents(job)
+
+
+def cancel_descendants(connection: redis.Redis, workflow_id: str, step_id: str, failure_ttl_s: int) -> list[str]:
+    """Cancel every step below `step_id` that has not started (they can no longer run); return their step ids."""
+    document = load(connection, workflow_id)
+    if document is None:
+        return []
+    steps = document["steps"]
+    below = descendants_of(step_id, {sid: step["depends_on"] for sid, step in steps.items()})
+    task_ids = [steps[sid]["task_id"] for sid in below]
+    origins = read_fields(connection, task_ids, (ORIGIN_FIELD,))
+    canceled = []
+    for sid, task_id, (origin,) in zip(below, task_ids, origins, strict=True):
+        if (
+            origin
+            and cancel_waiting(connection, queue_named(connection, origin.decode()), task_id, failure_ttl_s) == "done"
+        ):
+            canceled.append(sid)
+    return canceled
+
+
+def list_ids(connection: redis.Redis, start: int, stop: int) -> list[str]:
+    """Return workflow ids, newest first, positions start..stop."""
+    raw: Any = connection.zrevrange(WORKFLOWS_KEY, start, stop)
+    return [value.decode() for value in raw]
+
+
+def count(connection: redis.Redis) -> int:
+    """Return how many workflows are indexed."""
+    return int(connection.zcard(WORKFLOWS_KEY))
+
+
+def delete_all(connection: redis.Redis) -> int:
+    """Delete every workflow document and the index (a purge); return how many workflows went."""
+    ids = list_ids(connection, 0, -1)
+    if ids:
+        connection.delete(*(workflow_key(i) for i in ids))
+    connection.delete(WORKFLOWS_KEY)
+    return len(ids)
+
+
+def queue_of(connection: redis.Redis, job: Job) -> Queue:
+    """Return the queue a step's job belongs to."""
+    return queue_named(connection, job.origin)

@@ -1,0 +1,182 @@
+"""Workflows as data: the step graph, its checks (duplicates, unknown parents, cycles, references) and the
+`{"$from": step, "path": pointer}` references that feed one step's result into another's parameters.
+
+Pure functions: the API checks a workflow with them before anything is written,
+and the worker resolves a step's references with them when the step starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+REF = "$from"
+"""A parameter value `{"$from": "<step id>", "path": "<JSON Pointer>"}` is replaced by that part of the result."""
+MAX_STEPS = 1000
+"""Most steps one workflow may have."""
+
+
+class WorkflowInvalid(ValueError):
+    """A workflow that cannot run as submitted; `field` names where (steps[3].depends_on...)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ReferenceMissing(LookupError):
+    """A step's reference names a path its ancestor's result does not have."""
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step as submitted: its id, task type, parameters and the steps it waits for."""
+
+    id: str
+    task_type: str
+    parameters: dict[str, Any]
+    depends_on: tuple[str, ...] = ()
+    priority: str | None = None
+    max_retries: int | None = None
+    refs: tuple[str, ...] = field(default=())
+    """Step ids its parameters take results from."""
+
+
+def references(value: Any) -> Iterator[dict[str, Any]]:
+    """Yield every `{"$from": ...}` object inside `value` (nested dicts and lists)."""
+    if isinstance(value, dict):
+        if REF in value:
+            yield value
+            return
+        for item in value.values():
+            yield from references(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references(item)
+
+
+def order(steps: Sequence[StepSpec]) -> list[StepSpec]:
+    """Check the graph and return the steps parents first; raise WorkflowInvalid naming the step and field."""
+    if not steps:
+        raise WorkflowInvalid("steps", "a workflow needs at least one step")
+    if len(steps) > MAX_STEPS:
+        raise WorkflowInvalid("steps", f"at most {MAX_STEPS} steps, got {len(steps)}")
+    index: dict[str, int] = {}
+    for n, step in enumerate(steps):
+        if step.id in index:
+            raise WorkflowInvalid(f"steps[{n}].id", f"duplicate step id {step.id!r} (also steps[{index[step.id]}])")
+        index[step.id] = n
+    for n, step in enumerate(steps):
+        for parent in step.depends_on:
+            if parent not in index:
+                raise WorkflowInvalid(f"steps[{n}].depends_on", f"unknown step {parent!r}; known: {sorted(index)}")
+            if parent == step.id:
+                raise WorkflowInvalid(f"steps[{n}].depends_on", f"step {step.id!r} depends on itself")
+    _reject_cycles(steps, index)
+    ordered = _parents_first(steps)
+    ancestors = ancestors_of(ordered)
+    for n, step in enumerate(steps):
+        for ref in references(step.parameters):
+            source, path = ref.get(REF), ref.get("path", "")
+            where = f"steps[{n}].parameters"
+            if not isinstance(source, str) or source not in index:
+                raise WorkflowInvalid(where, f"{REF} must name a step of this workflow, got {source!r}")
+            if source not in ancestors[step.id]:
+                raise WorkflowInvalid(where, f"{REF} {source!r} is not an ancestor of step {step.id!r}")
+            if not isinstance(path, str) or (path and not path.startswith("/")):
+                raise WorkflowInvalid(where, f"path must be a JSON Pointer such as '/rows' or '', got {path!r}")
+    return ordered
+
+
+def _reject_cycles(steps: Sequence[StepSpec], index: Mapping[str, int]) -> None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for start in steps:
+        if state.get(start.id):
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, Iterator[str]]] = [(start.id, iter(steps[index[start.id]].depends_on))]
+        state[start.id] = 1
+        path.append(start.id)
+        while stack:
+            node, parents = stack[-1]
+            parent = next(parents, None)
+            if parent is None:
+                stack.pop()
+                path.pop()
+                state[node] = 2
+            elif state.get(parent) == 1:
+                cycle = [*path[path.index(parent) :], parent]
+                raise WorkflowInvalid("steps", "cycle: " + " -> ".join(reversed(cycle)))
+            elif not state.get(parent):
+                state[parent] = 1
+                path.append(parent)
+                stack.append((parent, iter(steps[index[parent]].depends_on)))
+
+
+def _parents_first(steps: Sequence[StepSpec]) -> list[StepSpec]:
+    done: set[str] = set()
+    ordered: list[StepSpec] = []
+    remaining = list(steps)
+    while remaining:
+        ready = [step for step in remaining if all(parent in done for parent in step.depends_on)]
+        ordered += ready
+        done.update(step.id for step in ready)
+        remaining = [step for step in remaining if step.id not in done]
+    return ordered
+
+
+def ancestors_of(ordered: Sequence[StepSpec]) -> dict[str, set[str]]:
+    """Return each step's ancestors, given the steps parents first."""
+    ancestors: dict[str, set[str]] = {}
+    for step in ordered:
+        ancestors[step.id] = set(step.depends_on).union(*(ancestors[p] for p in step.depends_on))
+    return ancestors
+
+
+def descendants_of(step_id: str, depends_on: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return every step that waits, directly or not, on `step_id` (`depends_on`: step -> its parents)."""
+    children: dict[str, list[str]] = {}
+    for child, parents in depends_on.items():
+        for parent in parents:
+            children.setdefault(parent, []).append(child)
+    found: list[str] = []
+    frontier = list(children.get(step_id, []))
+    while frontier:
+        child = frontier.pop()
+        if child not in found:
+            found.append(child)
+            frontier += children.get(child, [])
+    return found
+
+
+def pointer(document: Any, path: str) -> Any:
+    """Return the part of `document` at JSON Pointer `path` (RFC 6901); raise ReferenceMissing if absent."""
+    if path == "":
+        return document
+    value = document
+    for raw in path[1:].split("/"):
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(value, dict) and token in value:
+            value = value[token]
+        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
+            value = value[int(token)]
+        else:
+            raise ReferenceMissing(f"no {token!r} at {path!r}")
+    return value
+
+
+def resolve(parameters: Any, result_of: Mapping[str, Any]) -> Any:
+    """Return `parameters` with every reference replaced by its step's result part (ReferenceMissing if absent)."""
+    if isinstance(parameters, dict):
+        if REF in parameters:
+            source, path = parameters[REF], parameters.get("path", "")
+            try:
+                return pointer(result_of[source], path)
+            except ReferenceMissing as exc:
+                raise ReferenceMissing(f"{REF} {source!r} path {path!r}: the result has {exc}") from None
+        return {key: resolve(value, result_of) for key, value in parameters.items()}
+    if isinstance(parameters, list):
+        return [resolve(item, result_of) for item in parameters]
+    return parameters

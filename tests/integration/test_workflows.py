@@ -1,0 +1,65 @@
+"""Workflows on the real Redis with worker processes of each class: results flow, fan-in waits, failures cascade."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import create_app
+from core.settings import WORKER_CLASSES, Settings
+from tests.helpers import wait_until
+from tests.processes import spawn_worker, stop_worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_a_diamond_runs_in_order_with_results_passed(redis_url, real_redis, worker_class):
+    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis).test_client()
+    steps = [
+        {"id": "source", "task_type": "test_echo", "parameters": {"rows": [1, 2, 3, 4]}},
+        *(
+            {
+                "id": f"branch{n}",
+                "task_type": "test_sum",
+                "parameters": {"values": {"$from": "source", "path": "/echo/rows"}},
+                "depends_on": ["source"],
+            }
+            for n in range(3)
+        ),
+        {
+            "id": "join",
+            "task_type": "test_sum",
+            "parameters": {"values": [{"$from": f"branch{n}", "path": "/sum"} for n in range(3)]},
+            "depends_on": ["branch0", "branch1", "branch2"],
+        },
+        {"id": "broken", "task_type": "test_bad_input", "depends_on": ["source"]},
+        {"id": "never", "task_type": "test_echo", "depends_on": ["broken", "join"]},
+    ]
+    answer = client.post("/api/workflows", json={"name": "diamond", "steps": steps})
+    assert answer.status_code == 202, answer.json
+    workflow_id = answer.json["workflow_id"]
+    workers = [spawn_worker(redis_url, WORKER_CLASS=worker_class) for _ in range(2)]
+    try:
+
+        def ended():
+            status = client.get(f"/api/workflows/{workflow_id}").json
+            return status if status["state"] in ("SUCCESS", "FAILURE") else None
+
+        done = wait_until(ended, 60, "the workflow to end")
+    finally:
+        for worker in workers:
+            stop_worker(worker, kill=True)
+    states = {step_id: entry["state"] for step_id, entry in done["steps"].items()}
+    assert states == {
+        "source": "SUCCESS",
+        "branch0": "SUCCESS",
+        "branch1": "SUCCESS",
+        "branch2": "SUCCESS",
+        "join": "SUCCESS",
+        "broken": "FAILURE",
+        "never": "REVOKED",
+    }
+    assert done["state"] == "FAILURE"
+    assert done["steps"]["join"]["result"] == {"sum": 30, "count": 3}
+    join, branches = done["steps"]["join"], [done["steps"][f"branch{n}"] for n in range(3)]
+    assert join["started_at"] > max(branch["ended_at"] for branch in branches)

@@ -1,0 +1,175 @@
+"""Workflows on fakeredis with the in-process batch worker: checks at submit, results passed, failure cascade."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from core.storage.places import places_of
+from core.storage.queues import get_queue
+
+
+def post(client, steps: list[dict], **extra):
+    return client.post("/api/workflows", json={"steps": steps, **extra})
+
+
+def step(step_id: str, task_type: str = "test_echo", parameters: dict | None = None, depends_on=(), **extra) -> dict:
+    body = {"id": step_id, "task_type": task_type, "parameters": parameters or {}, "depends_on": list(depends_on)}
+    return {**body, **extra}
+
+
+def run(client, drain, steps: list[dict], **extra) -> dict:
+    answer = post(client, steps, **extra)
+    assert answer.status_code == 202, answer.json
+    drain()
+    return client.get(f"/api/workflows/{answer.json['workflow_id']}").json
+
+
+def test_a_chain_passes_each_result_to_the_next(client, drain):
+    done = run(
+        client,
+        drain,
+        [
+            step("numbers", parameters={"rows": [1, 2, 3]}),
+            step("total", "test_sum", {"values": {"$from": "numbers", "path": "/echo/rows"}}, ["numbers"]),
+            step("report", parameters={"sum": {"$from": "total", "path": "/sum"}}, depends_on=["total"]),
+        ],
+        name="chain",
+    )
+    assert done["state"] == "SUCCESS" and done["name"] == "chain"
+    assert done["progress"] == {"done": 3, "total": 3, "percent": 100.0}
+    assert done["steps"]["total"]["result"] == {"sum": 6, "count": 3}
+    assert done["steps"]["report"]["result"] == {"echo": {"sum": 6}}
+    assert done["steps"]["report"]["depends_on"] == ["total"]
+
+
+def test_fan_out_and_fan_in(client, drain):
+    parts = [step(f"part{n}", parameters={"n": [n, n]}) for n in range(5)]
+    values = [{"$from": f"part{n}", "path": "/echo/n"} for n in range(5)]
+    done = run(client, drain, [*parts, step("join", "test_sum", {"values": values}, [p["id"] for p in parts])])
+    assert done["state"] == "SUCCESS"
+    assert done["steps"]["join"]["result"] == {"sum": 20, "count": 10}
+
+
+def test_waiting_steps_sit_in_rqs_deferred_registry(client, fake_redis):
+    answer = post(client, [step("a"), step("b", depends_on=["a"])]).json
+    deferred = places_of(get_queue(fake_redis, "normal"))["deferred"].read(fake_redis, 0, -1)
+    assert deferred == [answer["steps"]["b"]["task_id"]]
+    status = client.get(f"/api/tasks/{answer['steps']['b']['task_id']}").json
+    assert status["state"] == "PENDING" and status["status"]["workflow_id"] == answer["workflow_id"]
+    assert client.get(f"/api/workflows/{answer['workflow_id']}").json["state"] == "PENDING"
+
+
+def test_a_failed_step_cancels_what_waits_on_it_and_the_workflow_fails(client, drain):
+    done = run(
+        client,
+        drain,
+        [
+            step("ok"),
+            step("bad", "test_bad_input", depends_on=["ok"]),
+            step("after", depends_on=["bad"]),
+            step("last", depends_on=["after", "ok"]),
+            step("aside", depends_on=["ok"]),
+        ],
+    )
+    states = {step_id: entry["state"] for step_id, entry in done["steps"].items()}
+    assert states == {"ok": "SUCCESS", "bad": "FAILURE", "after": "REVOKED", "last": "REVOKED", "aside": "SUCCESS"}
+    assert done["state"] == "FAILURE"
+
+
+def test_a_reference_to_a_missing_path_fails_that_step_naming_it(client, drain):
+    missing = {"x": {"$from": "a", "path": "/nope"}}
+    done = run(client, drain, [step("a"), step("b", parameters=missing, depends_on=["a"])])
+    assert done["steps"]["b"]["state"] == "FAILURE"
+    message = done["steps"]["b"]["error"]["message"]
+    assert "'nope'" in message and "$from 'a'" in message
+
+
+def test_canceling_a_workflow_revokes_every_unfinished_step(client, drain):
+    answer = post(client, [step("a"), step("b", depends_on=["a"]), step("c", depends_on=["b"])]).json
+    canceled = client.post(f"/api/workflows/{answer['workflow_id']}/cancel").json
+    assert canceled["state"] == "REVOKED" and sorted(canceled["revoked_steps"]) == ["a", "b", "c"]
+    drain()
+    done = client.get(f"/api/workflows/{answer['workflow_id']}").json
+    assert done["state"] == "REVOKED"
+    assert {entry["state"] for entry in done["steps"].values()} == {"REVOKED"}
+
+
+def test_canceling_one_step_cancels_its_descendants(client, drain):
+    answer = post(client, [step("a"), step("b", depends_on=["a"]), step("c", depends_on=["b"])]).json
+    assert client.post(f"/api/tasks/{answer['steps']['a']['task_id']}/cancel").status_code == 200
+    drain()
+    done = client.get(f"/api/workflows/{answer['workflow_id']}").json
+    assert {entry["state"] for entry in done["steps"].values()} == {"REVOKED"} and done["state"] == "FAILURE"
+
+
+@pytest.mark.parametrize(
+    ("steps", "field", "words"),
+    [
+        ([step("a"), step("a")], "steps[1].id", "duplicate step id 'a'"),
+        ([step("a", depends_on=["zz"])], "steps[0].depends_on", "unknown step 'zz'"),
+        ([step("a", depends_on=["b"]), step("b", depends_on=["a"])], "steps", "cycle: "),
+        ([step("a", depends_on=["a"])], "steps[0].depends_on", "depends on itself"),
+        ([step("a"), step("b", parameters={"x": {"$from": "a"}})], "steps[1].parameters", "not an ancestor"),
+        ([step("a", "no_such_type")], "steps[0].task_type", "no_such_type"),
+        ([step("a", "data_processing", {"data": 5})], "steps[0].parameters.data", ""),
+        (
+            [step("a"), step("b", parameters={"x": {"$from": "a", "path": "rows"}}, depends_on=["a"])],
+            "steps[1]",
+            "Pointer",
+        ),
+    ],
+    ids=["duplicate", "unknown-parent", "cycle", "self", "not-ancestor", "task-type", "parameters", "pointer"],
+)
+def test_bad_workflows_are_400s_naming_the_step_and_field(client, fake_redis, steps, field, words):
+    answer = post(client, steps)
+    assert answer.status_code == 400, answer.json
+    assert any(f["field"].startswith(field) for f in answer.json["fields"]), answer.json
+    assert words in answer.json["message"]
+    assert fake_redis.keys("rq:job:*") == []  # nothing was created
+
+
+def test_a_cycle_is_named(client):
+    answer = post(client, [step("a", depends_on=["c"]), step("b", depends_on=["a"]), step("c", depends_on=["b"])])
+    message = answer.json["message"]
+    assert message.startswith("steps: cycle: ") and all(name in message for name in ("a", "b", "c"))
+
+
+def test_over_the_step_limit_is_a_400(client):
+    answer = post(client, [step(f"s{n}") for n in range(1001)])
+    assert answer.status_code == 400 and any(f["field"].startswith("steps") for f in answer.json["fields"])
+
+
+def test_unknown_workflow_is_404_and_the_list_shows_workflows(client, drain):
+    assert client.get("/api/workflows/nope").status_code == 404
+    assert client.post("/api/workflows/nope/cancel").status_code == 404
+    run(client, drain, [step("a")], name="one")
+    listed = client.get("/api/workflows").json
+    assert listed["total"] == 1 and listed["workflows"][0]["name"] == "one"
+    assert listed["workflows"][0]["state"] == "SUCCESS"
+
+
+def test_purge_removes_workflows_and_counts_them(client, drain, fake_redis):
+    answer = post(client, [step("a"), step("b", depends_on=["a"])]).json
+    run(client, drain, [step("x")])
+    details = client.post("/api/tasks/purge").json["details"]
+    assert details["workflows_cleared"] == 2
+    assert client.get(f"/api/workflows/{answer['workflow_id']}").status_code == 404
+    assert [k for k in fake_redis.keys("*") if k.startswith((b"taskrelay:workflow", b"rq:job:"))] == []
+
+
+def test_the_readme_example_runs(client, drain):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Workflows") :]
+    body = json.loads(re.search(r"-d '(\{.*?\})'", section, re.S).group(1))
+    answer = client.post("/api/workflows", json=body)
+    assert answer.status_code == 202, answer.json
+    drain()
+    done = client.get(f"/api/workflows/{answer.json['workflow_id']}").json
+    assert done["state"] == "SUCCESS", done
+    assert done["steps"]["totals"]["result"]["data"]["data"] == [
+        {"count": 2, "sum": 7, "mean": 3.5, "min": 3, "max": 4}
+    ]
