@@ -44,6 +44,7 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 	$(BIN)/python -m bench.latency
 	$(BIN)/python -m bench.priority
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.workflows
 	$(BIN)/python -m bench.ingress
 	$(BIN)/python -m bench.scale
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.states import LIST_TYPES, STATES
+from core.workflow import MAX_STEPS
 
 MAX_DELAY_S = 366 * 24 * 3600
 """Longest accepted delay_seconds: one year, in seconds."""
@@ -122,19 +123,21 @@ class WorkflowStep(BaseModel):
         description='Task parameters; a value {"$from": "<step id>", "path": "<JSON Pointer>"} is replaced by that '
         "part of an ancestor step's result when this step starts",
     )
-    depends_on: list[str] = Field(default_factory=list, max_length=1000, description="Step ids this step waits for")
+    depends_on: list[str] = Field(
+        default_factory=list, max_length=MAX_STEPS, description="Step ids this step waits for"
+    )
     priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
 
 
 class SubmitWorkflow(BaseModel):
-    """A DAG of steps (at most 1,000) run in dependency order."""
+    """A DAG of steps (at most 2,000) run in dependency order."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, max_length=200)
     priority: Priority = Field(default=Priority.normal, description="The steps' default priority")  # type: ignore[attr-defined]
-    steps: list[WorkflowStep] = Field(min_length=1, max_length=1000)
+    steps: list[WorkflowStep] = Field(min_length=1, max_length=MAX_STEPS)
 
 
 class WorkflowPath(BaseModel):

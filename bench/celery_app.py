@@ -38,6 +38,18 @@ def cpu() -> int:
     return burn()
 
 
+@app.task(name="bench.add1")
+def add1(x: int) -> int:
+    """Return x + 1 (bench.workflows' chain)."""
+    return x + 1
+
+
+@app.task(name="bench.total")
+def total(values: list[int]) -> int:
+    """Return the sum of values (bench.workflows' chord callback)."""
+    return sum(values)
+
+
 @app.task(name="bench.sleep")
 def sleep(seconds: float, name: str) -> None:
     """Mark the start in the result backend's Redis, then sleep (bench.priority)."""

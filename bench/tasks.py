@@ -57,3 +57,15 @@ def sleep(params: dict[str, Any]) -> None:
     job = get_current_job()
     assert job is not None
     sleep_and_mark(job.connection, params["id"], float(params["s"]))
+
+
+@task("bench_add1", max_retries=0, timeout_s=60)
+def add1(params: dict[str, Any]) -> int:
+    """Taskrelay: return x + 1 (bench.workflows chains these)."""
+    return int(params["x"]) + 1
+
+
+@task("bench_total", max_retries=0, timeout_s=60)
+def total(params: dict[str, Any]) -> int:
+    """Taskrelay: return the sum of `values` (bench.workflows' fan-in)."""
+    return sum(params["values"])

@@ -13,7 +13,7 @@ from typing import Any
 
 REF = "$from"
 """A parameter value `{"$from": "<step id>", "path": "<JSON Pointer>"}` is replaced by that part of the result."""
-MAX_STEPS = 1000
+MAX_STEPS = 2000
 """Most steps one workflow may have."""
 
 

@@ -38,6 +38,11 @@ WORKFLOWS_KEY = "taskrelay:workflows"
 """Sorted set: workflow id -> creation time (Unix seconds)."""
 
 
+def waiting_key(task_id: str) -> str:
+    """Return the key counting the parents of a waiting step that have not finished yet."""
+    return f"taskrelay:waiting:{task_id}"
+
+
 def workflow_key(workflow_id: str) -> str:
     """Return the key of a workflow's JSON document."""
     return WORKFLOW_PREFIX + workflow_id
@@ -74,6 +79,7 @@ def create(
             )
             job.save(pipeline=pipe)
             job.register_dependency(pipeline=pipe)
+            pipe.set(waiting_key(request.task_id), len(step.parent_task_ids), ex=ttl)
         else:
             job = queue.create_job(RUNNER, args=args, status=JobStatus.QUEUED, **options)
             job.enqueued_at = datetime.now(UTC)
@@ -110,8 +116,22 @@ def results_of(connection: redis.Redis, task_ids: dict[str, str]) -> dict[str, A
 
 
 def release_dependents(connection: redis.Redis, job: Job) -> None:
-    """Enqueue the steps waiting on `job` whose parents have all finished (RQ's enqueue_dependents)."""
-    queue_named(connection, job.origin).enqueue_dependents(job)
+    """Enqueue the steps waiting on `job` whose parents have all finished (RQ's enqueue_dependents).
+
+    RQ's check reads every parent of every dependent, so calling it on each
+    parent's success costs O(parents²) for a fan-in. A counter per waiting step
+    (`waiting_key`) is decremented instead, and RQ's check runs only once some
+    dependent's counter reaches zero. The counter only saves work: RQ's check
+    still decides, so a parent that ran twice cannot release a step early.
+    """
+    dependents: Any = connection.smembers(job.dependents_key)
+    if not dependents:
+        return
+    pipe = connection.pipeline(transaction=False)
+    for dependent in dependents:
+        pipe.decr(waiting_key(dependent.decode()))
+    if any(int(left) <= 0 for left in pipe.execute()):
+        queue_named(connection, job.origin).enqueue_dependents(job)
 
 
 def cancel_descendants(connection: redis.Redis, workflow_id: str, step_id: str, failure_ttl_s: int) -> list[str]:
@@ -147,6 +167,10 @@ def count(connection: redis.Redis) -> int:
 def delete_all(connection: redis.Redis) -> int:
     """Delete every workflow document and the index (a purge); return how many workflows went."""
     ids = list_ids(connection, 0, -1)
+    for workflow_id in ids:
+        document = load(connection, workflow_id)
+        if document:
+            connection.delete(*(waiting_key(step["task_id"]) for step in document["steps"].values()))
     if ids:
         connection.delete(*(workflow_key(i) for i in ids))
     connection.delete(WORKFLOWS_KEY)

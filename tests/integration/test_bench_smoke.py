@@ -78,3 +78,10 @@ def test_memory_smoke():
     assert "| taskrelay, Redis defaults |" in output and "| celery result record |" in output
     rows = json.loads((ROOT / "bench" / "results" / "memory-smoke.json").read_text())["rows"]
     assert all(row["bytes_per_task"] > 0 for row in rows.values())
+
+
+def test_workflows_smoke(bench_dbs, rabbitmq_url):
+    output = run_bench(bench_dbs, "bench.workflows", "--smoke")
+    assert "| chain of 5 passing results |" in output and "Accepting one 50-step workflow" in output
+    rows = json.loads((ROOT / "bench" / "results" / "workflows-smoke.json").read_text())["rows"]
+    assert set(rows) == {"chain", "fan-in", "many"}

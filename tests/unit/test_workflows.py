@@ -139,7 +139,7 @@ def test_a_cycle_is_named(client):
 
 
 def test_over_the_step_limit_is_a_400(client):
-    answer = post(client, [step(f"s{n}") for n in range(1001)])
+    answer = post(client, [step(f"s{n}") for n in range(2001)])
     assert answer.status_code == 400 and any(f["field"].startswith("steps") for f in answer.json["fields"])
 
 
