@@ -1,5 +1,5 @@
 """RQ's workers as Taskrelay runs them: a short running-task registration, so a killed worker's task is retried
-within seconds, and a history bounded by count in every maintenance pass.
+within seconds, and housekeeping in every maintenance pass (history bounded by count, lost workflow releases).
 
 `batch_worker.BatchWorker` builds on HeartbeatSimpleWorker; `worker.build_worker` picks among the three.
 """
@@ -19,7 +19,7 @@ from rq.job import Job
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_FINISHED
-from core.storage import retention
+from core.storage import retention, workflows
 from jobs.interrupt import CancellablePenalty, interrupt
 
 log = logging.getLogger("taskrelay.worker")
@@ -40,8 +40,9 @@ class ShortHeartbeat:
         return int(self.job_monitoring_interval) * 3 + 5
 
 
-class BoundedHistory:
-    """After RQ's maintenance pass, delete the oldest finished and failed tasks beyond KEEP_FINISHED/KEEP_FAILED."""
+class Housekeeping:
+    """After RQ's maintenance pass: delete the oldest finished and failed tasks beyond KEEP_FINISHED/KEEP_FAILED,
+    and release workflow steps whose parents all finished but whose release was lost with a killed worker."""
 
     keep_finished = DEFAULT_KEEP_FINISHED
     keep_failed = DEFAULT_KEEP_FAILED
@@ -54,13 +55,15 @@ class BoundedHistory:
             removed = retention.trim(self.connection, self.queues, self.keep_finished, self.keep_failed)
             if removed:
                 log.info("trimmed %s finished or failed tasks beyond the kept counts", removed)
+            if released := workflows.release_stuck(self.connection, self.queues):
+                log.warning("released the waiting steps of %s finished workflow steps a lost worker left", released)
 
 
-class HeartbeatWorker(BoundedHistory, ShortHeartbeat, Worker):
+class HeartbeatWorker(Housekeeping, ShortHeartbeat, Worker):
     """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration."""
 
 
-class HeartbeatSimpleWorker(BoundedHistory, ShortHeartbeat, SimpleWorker):
+class HeartbeatSimpleWorker(Housekeeping, ShortHeartbeat, SimpleWorker):
     """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread,
     and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked)."""
 

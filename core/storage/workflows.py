@@ -26,7 +26,8 @@ from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.cancel import cancel_waiting
 from core.storage.enqueue import RUNNER, announce, job_options
-from core.storage.keys import QUEUES_KEY
+from core.storage.keys import QUEUES_KEY, dependencies_key
+from core.storage.places import places_of
 from core.storage.queues import get_queue, queue_named
 from core.storage.records import fetch_job, read_fields
 from core.workflow import descendants_of
@@ -132,6 +133,28 @@ def release_dependents(connection: redis.Redis, job: Job) -> None:
         pipe.decr(waiting_key(dependent.decode()))
     if any(int(left) <= 0 for left in pipe.execute()):
         queue_named(connection, job.origin).enqueue_dependents(job)
+
+
+def release_stuck(connection: redis.Redis, queues: Sequence[Queue]) -> int:
+    """Enqueue waiting steps whose parents all finished but were never released; return how many parents released.
+
+    A batch worker writes a parent's success and then releases its dependents;
+    one killed between the two leaves them waiting. Every maintenance pass runs
+    this (RQ's enqueue_dependents decides, as always).
+    """
+    released = 0
+    for queue in queues:
+        for job_id in places_of(queue)["deferred"].read(connection, 0, -1):
+            raw: Any = connection.smembers(dependencies_key(job_id))
+            parents = sorted(p.decode() for p in raw)
+            if not parents:
+                continue
+            if all(status == b"finished" for (status,) in read_fields(connection, parents, ("status",))):
+                parent = fetch_job(connection, parents[0])
+                if parent is not None:
+                    queue.enqueue_dependents(parent)
+                    released += 1
+    return released
 
 
 def cancel_descendants(connection: redis.Redis, workflow_id: str, step_id: str, failure_ttl_s: int) -> list[str]:

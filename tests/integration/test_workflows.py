@@ -63,3 +63,31 @@ def test_a_diamond_runs_in_order_with_results_passed(redis_url, real_redis, work
     assert done["steps"]["join"]["result"] == {"sum": 30, "count": 3}
     join, branches = done["steps"]["join"], [done["steps"][f"branch{n}"] for n in range(3)]
     assert join["started_at"] > max(branch["ended_at"] for branch in branches)
+
+
+def test_a_worker_killed_mid_workflow_loses_no_step(redis_url, real_redis):
+    client = create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+    steps = [{"id": "s0", "task_type": "test_count", "parameters": {"sleep_s": 0.05}, "max_retries": 3}]
+    for n in range(1, 30):
+        step = {"id": f"s{n}", "task_type": "test_count", "parameters": {"sleep_s": 0.05}, "max_retries": 3}
+        steps.append({**step, "depends_on": [f"s{n - 1}"]})
+    workflow_id = client.post("/api/workflows", json={"steps": steps}).json["workflow_id"]
+    first = spawn_worker(redis_url)
+    second = None
+    try:
+        wait_until(lambda: int(real_redis.get("runs:total") or 0) >= 10, 60, "a third of the chain")
+        stop_worker(first, kill=True)
+        second = spawn_worker(redis_url)
+
+        def ended():
+            status = client.get(f"/api/workflows/{workflow_id}").json
+            return status if status["state"] in ("SUCCESS", "FAILURE") else None
+
+        done = wait_until(ended, 90, "the workflow to finish after the kill")
+    finally:
+        for process in (first, second):
+            if process is not None:
+                stop_worker(process, kill=True)
+    assert done["state"] == "SUCCESS", {k: v["state"] for k, v in done["steps"].items()}
+    starts = [done["steps"][f"s{n}"]["started_at"] for n in range(30)]
+    assert starts == sorted(starts)  # still in order

@@ -173,3 +173,19 @@ def test_the_readme_example_runs(client, drain):
     assert done["steps"]["totals"]["result"]["data"]["data"] == [
         {"count": 2, "sum": 7, "mean": 3.5, "min": 3, "max": 4}
     ]
+
+
+def test_maintenance_releases_a_step_whose_release_was_lost(client, drain, fake_redis, monkeypatch):
+    from core.storage import workflows
+    from core.storage.queues import SERIALIZER, worker_queues
+    from jobs.batch_worker import BatchWorker
+
+    answer = post(client, [step("a"), step("b", depends_on=["a"])]).json
+    with monkeypatch.context() as patched:  # the worker dies between writing a's success and releasing b
+        patched.setattr(workflows, "release_dependents", lambda connection, job: None)
+        drain()
+    status = client.get(f"/api/workflows/{answer['workflow_id']}").json
+    assert status["steps"]["a"]["state"] == "SUCCESS" and status["steps"]["b"]["state"] == "PENDING"
+    BatchWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER).run_maintenance_tasks()
+    drain()
+    assert client.get(f"/api/workflows/{answer['workflow_id']}").json["state"] == "SUCCESS"
