@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,22 @@ def stop_worker(process: subprocess.Popen, kill: bool = False) -> None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     _stop(process)
+
+
+@contextmanager
+def killed_and_replaced(redis_url: str, ready: Callable[[], bool], what: str) -> Iterator[None]:
+    """Run a worker until `ready()` holds, SIGKILL it and start a fresh one for the block; stop it after."""
+    first = spawn_worker(redis_url)
+    second = None
+    try:
+        wait_until(ready, 60, what)
+        stop_worker(first, kill=True)
+        second = spawn_worker(redis_url)
+        yield
+    finally:
+        for process in (first, second):
+            if process is not None:
+                stop_worker(process, kill=True)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from core.settings import Settings
 from jobs.batch_worker import BATCH_SIZE
 from jobs.worker import build_worker
 from tests.helpers import submit, wait_until
-from tests.processes import spawn_worker, stop_worker
+from tests.processes import killed_and_replaced, spawn_worker, stop_worker
 
 pytestmark = pytest.mark.redis
 
@@ -149,18 +149,10 @@ def test_a_kill_reruns_only_the_running_task_and_the_last_moments_successes(redi
     client = make_client(redis_url, real_redis)
     # Retries allowed: a success the kill forgot comes back as an abandoned attempt, and runs again.
     ids = [submit(client, "test_count", {"sleep_s": 0.005}, max_retries=3) for _ in range(300)]
-    first = spawn_worker(redis_url)
-    second = None
-    try:
-        wait_until(lambda: int(real_redis.get("runs:total") or 0) >= 100, 60, "a hundred tasks to run")
-        stop_worker(first, kill=True)
-        second = spawn_worker(redis_url)
+    hundred = lambda: int(real_redis.get("runs:total") or 0) >= 100  # noqa: E731
+    with killed_and_replaced(redis_url, hundred, "a hundred tasks to run"):
         done = lambda: client.get("/api/tasks?state=SUCCESS&limit=1").json["total"] == len(ids)  # noqa: E731
         wait_until(done, 90, "every task to finish after the kill")
-    finally:
-        for process in (first, second):
-            if process is not None:
-                stop_worker(process, kill=True)
     pipe = real_redis.pipeline()
     for task_id in ids:
         pipe.get(f"runs:{task_id}")

@@ -7,7 +7,7 @@ import pytest
 from app import create_app
 from core.settings import WORKER_CLASSES, Settings
 from tests.helpers import wait_until
-from tests.processes import spawn_worker, stop_worker
+from tests.processes import killed_and_replaced, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -72,22 +72,14 @@ def test_a_worker_killed_mid_workflow_loses_no_step(redis_url, real_redis):
         step = {"id": f"s{n}", "task_type": "test_count", "parameters": {"sleep_s": 0.05}, "max_retries": 3}
         steps.append({**step, "depends_on": [f"s{n - 1}"]})
     workflow_id = client.post("/api/workflows", json={"steps": steps}).json["workflow_id"]
-    first = spawn_worker(redis_url)
-    second = None
-    try:
-        wait_until(lambda: int(real_redis.get("runs:total") or 0) >= 10, 60, "a third of the chain")
-        stop_worker(first, kill=True)
-        second = spawn_worker(redis_url)
+    third = lambda: int(real_redis.get("runs:total") or 0) >= 10  # noqa: E731
+    with killed_and_replaced(redis_url, third, "a third of the chain"):
 
         def ended():
             status = client.get(f"/api/workflows/{workflow_id}").json
             return status if status["state"] in ("SUCCESS", "FAILURE") else None
 
         done = wait_until(ended, 90, "the workflow to finish after the kill")
-    finally:
-        for process in (first, second):
-            if process is not None:
-                stop_worker(process, kill=True)
     assert done["state"] == "SUCCESS", {k: v["state"] for k, v in done["steps"].items()}
     starts = [done["steps"][f"s{n}"]["started_at"] for n in range(30)]
     assert starts == sorted(starts)  # still in order
