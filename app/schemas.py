@@ -126,6 +126,12 @@ class WorkflowStep(BaseModel):
     depends_on: list[str] = Field(
         default_factory=list, max_length=MAX_STEPS, description="Step ids this step waits for"
     )
+    allow_failure: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_STEPS,
+        description="Parents (of depends_on) whose failure this step tolerates: it runs anyway, and a $from "
+        'reference to such a parent gives {"error": {"type", "message"}} in place of its result',
+    )
     priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
 

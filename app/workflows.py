@@ -52,7 +52,8 @@ def _specs(body: SubmitWorkflow) -> list[StepSpec]:
                 fields = [{**f, "field": f"steps[{n}].{f['field']}"} for f in exc.fields]
                 raise InvalidRequest(f"steps[{n}]: {exc.message}", fields) from None
         priority = step.priority.value if step.priority else None
-        specs.append(StepSpec(step.id, spec.name, step.parameters, tuple(step.depends_on), priority, step.max_retries))
+        parents, tolerated = tuple(step.depends_on), tuple(step.allow_failure)
+        specs.append(StepSpec(step.id, spec.name, step.parameters, parents, priority, step.max_retries, tolerated))
     return specs
 
 
@@ -78,6 +79,7 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
                 max_retries=step.max_retries,
             ),
             tuple(task_ids[parent] for parent in step.depends_on),
+            tolerates_failure=bool(step.allow_failure),
         )
         for step in ordered
     ]
@@ -85,7 +87,14 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
         "workflow_id": workflow_id,
         "name": body.name,
         "created_at": now,
-        "steps": {step.id: {"task_id": task_ids[step.id], "depends_on": list(step.depends_on)} for step in ordered},
+        "steps": {
+            step.id: {
+                "task_id": task_ids[step.id],
+                "depends_on": list(step.depends_on),
+                "allow_failure": list(step.allow_failure),
+            }
+            for step in ordered
+        },
     }
     with redis_errors():
         workflows.create(connection, settings, workflow_id, document, jobs)
@@ -97,14 +106,21 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
     }
 
 
-def _overall(document: dict[str, Any], states: list[str]) -> str:
+def _tolerated(document: dict[str, Any], step_id: str) -> bool:
+    """Whether every step waiting on `step_id` tolerates its failure (and some step does wait on it)."""
+    children = [step for step in document["steps"].values() if step_id in step["depends_on"]]
+    return bool(children) and all(step_id in step.get("allow_failure", ()) for step in children)
+
+
+def _overall(document: dict[str, Any], states: dict[str, str]) -> str:
     if document.get("revoked"):
         return "REVOKED"
-    if all(state == "SUCCESS" for state in states):
+    ok = [state == "SUCCESS" or (state == "FAILURE" and _tolerated(document, sid)) for sid, state in states.items()]
+    if all(ok):
         return "SUCCESS"
-    if all(state in FINAL_STATES for state in states):
+    if all(state in FINAL_STATES for state in states.values()):
         return "FAILURE"
-    if any(state in ("STARTED", "SUCCESS", "FAILURE", "RETRY") for state in states):
+    if any(state in ("STARTED", "SUCCESS", "FAILURE", "RETRY") for state in states.values()):
         return "STARTED"
     return "PENDING"
 
@@ -127,15 +143,20 @@ def status(connection: redis.Redis, workflow_id: str) -> dict[str, Any]:
     entries = {}
     for step_id, summary in summaries.items():
         entry = summary or {"task_id": task_ids[step_id], "state": "PENDING", "status": "missing"}
-        entries[step_id] = {**entry, "depends_on": steps[step_id]["depends_on"], "result": results.get(step_id)}
-    states = [entry["state"] for entry in entries.values()]
-    finished = sum(1 for state in states if state in FINAL_STATES)
+        entries[step_id] = {
+            **entry,
+            "depends_on": steps[step_id]["depends_on"],
+            "allow_failure": steps[step_id].get("allow_failure", []),
+            "result": results.get(step_id),
+        }
+    by_step = {step_id: entry["state"] for step_id, entry in entries.items()}
+    finished = sum(1 for state in by_step.values() if state in FINAL_STATES)
     return {
         "workflow_id": workflow_id,
         "name": document.get("name"),
-        "state": _overall(document, states),
+        "state": _overall(document, by_step),
         "created_at": document.get("created_at"),
-        "progress": {"done": finished, "total": len(states), "percent": round(100.0 * finished / len(states), 1)},
+        "progress": {"done": finished, "total": len(by_step), "percent": round(100.0 * finished / len(by_step), 1)},
         "steps": entries,
     }
 

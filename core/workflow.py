@@ -40,8 +40,8 @@ class StepSpec:
     depends_on: tuple[str, ...] = ()
     priority: str | None = None
     max_retries: int | None = None
-    refs: tuple[str, ...] = field(default=())
-    """Step ids its parameters take results from."""
+    allow_failure: tuple[str, ...] = field(default=())
+    """Parents whose failure this step tolerates."""
 
 
 def references(value: Any) -> Iterator[dict[str, Any]]:
@@ -74,6 +74,9 @@ def order(steps: Sequence[StepSpec]) -> list[StepSpec]:
                 raise WorkflowInvalid(f"steps[{n}].depends_on", f"unknown step {parent!r}; known: {sorted(index)}")
             if parent == step.id:
                 raise WorkflowInvalid(f"steps[{n}].depends_on", f"step {step.id!r} depends on itself")
+        for parent in step.allow_failure:
+            if parent not in step.depends_on:
+                raise WorkflowInvalid(f"steps[{n}].allow_failure", f"{parent!r} is not in this step's depends_on")
     _reject_cycles(steps, index)
     ordered = _parents_first(steps)
     ancestors = ancestors_of(ordered)
@@ -135,12 +138,19 @@ def ancestors_of(ordered: Sequence[StepSpec]) -> dict[str, set[str]]:
     return ancestors
 
 
-def descendants_of(step_id: str, depends_on: Mapping[str, Sequence[str]]) -> list[str]:
-    """Return every step that waits, directly or not, on `step_id` (`depends_on`: step -> its parents)."""
+def descendants_of(
+    step_id: str, depends_on: Mapping[str, Sequence[str]], tolerated: Mapping[str, Sequence[str]] | None = None
+) -> list[str]:
+    """Return every step that waits, directly or not, on `step_id` (`depends_on`: step -> its parents).
+
+    With `tolerated` (step -> parents whose failure it tolerates), an edge from a
+    tolerated parent is not followed: the steps a failure leaves unable to run.
+    """
     children: dict[str, list[str]] = {}
     for child, parents in depends_on.items():
         for parent in parents:
-            children.setdefault(parent, []).append(child)
+            if tolerated is None or parent not in tolerated.get(child, ()):
+                children.setdefault(parent, []).append(child)
     found: list[str] = []
     frontier = list(children.get(step_id, []))
     while frontier:
@@ -167,11 +177,23 @@ def pointer(document: Any, path: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Failed:
+    """What a reference to a parent that failed (and whose failure is tolerated) resolves to: its error."""
+
+    error: dict[str, Any]
+
+
 def resolve(parameters: Any, result_of: Mapping[str, Any]) -> Any:
-    """Return `parameters` with every reference replaced by its step's result part (ReferenceMissing if absent)."""
+    """Return `parameters` with every reference replaced by its step's result part (ReferenceMissing if absent).
+
+    A reference to a Failed parent becomes `{"error": {...}}`, whatever its path.
+    """
     if isinstance(parameters, dict):
         if REF in parameters:
             source, path = parameters[REF], parameters.get("path", "")
+            if isinstance(result_of.get(source), Failed):
+                return {"error": result_of[source].error}
             try:
                 return pointer(result_of[source], path)
             except ReferenceMissing as exc:

@@ -88,7 +88,7 @@ def _resolved(job: Job, parameters: dict[str, Any]) -> dict[str, Any]:
     if document is None:
         raise TaskInputError(f"workflow {job.meta['workflow_id']} no longer exists (expired or purged)")
     task_ids = {source: document["steps"][source]["task_id"] for source in sources}
-    results = workflows.results_of(job.connection, task_ids)
+    results = workflows.results_of(job.connection, task_ids, failures=True)
     try:
         return workflow.resolve(parameters, results)
     except KeyError as exc:
@@ -163,5 +163,5 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
         if job.meta.get("workflow_id"):
             # Its descendants can no longer run: cancel them now rather than leave them waiting forever.
             ttl = job.failure_ttl or get_settings().failure_ttl_s
-            workflows.cancel_descendants(connection, job.meta["workflow_id"], job.meta["step_id"], ttl)
+            workflows.settle_failed(connection, job.meta["workflow_id"], job.meta["step_id"], ttl)
         notify.task_failed(job, error, get_settings())

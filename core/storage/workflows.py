@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 from rq.queue import Queue
 
 from core import registry
@@ -30,7 +30,7 @@ from core.storage.keys import QUEUES_KEY, dependencies_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue, queue_named
 from core.storage.records import fetch_job, read_fields
-from core.workflow import descendants_of
+from core.workflow import Failed, descendants_of
 
 ORIGIN_FIELD = "origin"
 
@@ -56,6 +56,9 @@ class StepJob:
     step_id: str
     request: TaskRequest
     parent_task_ids: tuple[str, ...]
+    tolerates_failure: bool = False
+    """Some parent's failure is tolerated: RQ's check then lets failed parents pass (an untolerated failure
+    cancels this step first, see settle_failed)."""
 
 
 def create(
@@ -75,9 +78,8 @@ def create(
         queue = get_queue(connection, request.priority)
         args = (spec.name, request.parameters)
         if step.parent_task_ids:
-            job = queue.create_job(
-                RUNNER, args=args, depends_on=list(step.parent_task_ids), status=JobStatus.DEFERRED, **options
-            )
+            parents = Dependency(jobs=list(step.parent_task_ids), allow_failure=step.tolerates_failure)
+            job = queue.create_job(RUNNER, args=args, depends_on=parents, status=JobStatus.DEFERRED, **options)
             job.save(pipeline=pipe)
             job.register_dependency(pipeline=pipe)
             pipe.set(waiting_key(request.task_id), len(step.parent_task_ids), ex=ttl)
@@ -106,13 +108,20 @@ def mark_revoked(connection: redis.Redis, workflow_id: str) -> None:
         connection.set(workflow_key(workflow_id), json.dumps(document), keepttl=True)
 
 
-def results_of(connection: redis.Redis, task_ids: dict[str, str]) -> dict[str, Any]:
-    """Return {step id: the return value of its task} for finished steps (RQ's results stream)."""
-    found = {}
+def results_of(connection: redis.Redis, task_ids: dict[str, str], failures: bool = False) -> dict[str, Any]:
+    """Return {step id: the return value of its task} for finished steps (RQ's results stream); with
+    `failures`, failed steps too, as core.workflow.Failed holding their last error."""
+    found: dict[str, Any] = {}
     for step_id, task_id in task_ids.items():
         job = fetch_job(connection, task_id)
-        if job is not None and job.get_status(refresh=False) == JobStatus.FINISHED:
+        if job is None:
+            continue
+        status = job.get_status(refresh=False)
+        if status == JobStatus.FINISHED:
             found[step_id] = job.return_value()
+        elif failures and status == JobStatus.FAILED:
+            errors = (job.meta or {}).get("errors") or [{}]
+            found[step_id] = Failed({"type": errors[-1].get("type"), "message": errors[-1].get("message")})
     return found
 
 
@@ -157,13 +166,41 @@ def release_stuck(connection: redis.Redis, queues: Sequence[Queue]) -> int:
     return released
 
 
-def cancel_descendants(connection: redis.Redis, workflow_id: str, step_id: str, failure_ttl_s: int) -> list[str]:
-    """Cancel every step below `step_id` that has not started (they can no longer run); return their step ids."""
+def settle_failed(connection: redis.Redis, workflow_id: str, step_id: str, failure_ttl_s: int) -> list[str]:
+    """A step failed for good: cancel the steps that cannot run without it; count it as ended for those that
+    tolerate its failure (their parents' countdown). Return the canceled step ids."""
     document = load(connection, workflow_id)
     if document is None:
         return []
     steps = document["steps"]
-    below = descendants_of(step_id, {sid: step["depends_on"] for sid, step in steps.items()})
+    tolerating = [step["task_id"] for step in steps.values() if step_id in step.get("allow_failure", ())]
+    if tolerating:
+        pipe = connection.pipeline(transaction=False)
+        for task_id in tolerating:
+            pipe.decr(waiting_key(task_id))
+        pipe.execute()
+    return cancel_descendants(connection, workflow_id, step_id, failure_ttl_s, document=document, failed=True)
+
+
+def cancel_descendants(
+    connection: redis.Redis,
+    workflow_id: str,
+    step_id: str,
+    failure_ttl_s: int,
+    document: dict[str, Any] | None = None,
+    failed: bool = False,
+) -> list[str]:
+    """Cancel the steps below `step_id` that have not started; return their step ids.
+
+    After a cancel every descendant goes; after a failure (`failed`) the steps
+    that tolerate it, and what waits only through them, are spared.
+    """
+    document = document or load(connection, workflow_id)
+    if document is None:
+        return []
+    steps = document["steps"]
+    tolerated = {sid: step.get("allow_failure", []) for sid, step in steps.items()} if failed else None
+    below = descendants_of(step_id, {sid: step["depends_on"] for sid, step in steps.items()}, tolerated)
     task_ids = [steps[sid]["task_id"] for sid in below]
     origins = read_fields(connection, task_ids, (ORIGIN_FIELD,))
     canceled = []

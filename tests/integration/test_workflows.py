@@ -34,6 +34,13 @@ def test_a_diamond_runs_in_order_with_results_passed(redis_url, real_redis, work
         },
         {"id": "broken", "task_type": "test_bad_input", "depends_on": ["source"]},
         {"id": "never", "task_type": "test_echo", "depends_on": ["broken", "join"]},
+        {
+            "id": "tolerant",
+            "task_type": "test_echo",
+            "parameters": {"broken": {"$from": "broken"}, "join": {"$from": "join", "path": "/sum"}},
+            "depends_on": ["broken", "join"],
+            "allow_failure": ["broken"],
+        },
     ]
     answer = client.post("/api/workflows", json={"name": "diamond", "steps": steps})
     assert answer.status_code == 202, answer.json
@@ -58,7 +65,10 @@ def test_a_diamond_runs_in_order_with_results_passed(redis_url, real_redis, work
         "join": "SUCCESS",
         "broken": "FAILURE",
         "never": "REVOKED",
+        "tolerant": "SUCCESS",
     }
+    assert done["steps"]["tolerant"]["result"]["echo"]["join"] == 30
+    assert done["steps"]["tolerant"]["result"]["echo"]["broken"]["error"]["type"] == "TaskInputError"
     assert done["state"] == "FAILURE"
     assert done["steps"]["join"]["result"] == {"sum": 30, "count": 3}
     join, branches = done["steps"]["join"], [done["steps"][f"branch{n}"] for n in range(3)]

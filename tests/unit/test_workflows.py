@@ -189,3 +189,46 @@ def test_maintenance_releases_a_step_whose_release_was_lost(client, drain, fake_
     BatchWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER).run_maintenance_tasks()
     drain()
     assert client.get(f"/api/workflows/{answer['workflow_id']}").json["state"] == "SUCCESS"
+
+
+def test_allow_failure_runs_the_step_anyway_with_the_parents_error(client, drain):
+    done = run(
+        client,
+        drain,
+        [
+            step("bad", "test_bad_input"),
+            step(
+                "tolerant",
+                parameters={"got": {"$from": "bad", "path": "/x"}},
+                depends_on=["bad"],
+                allow_failure=["bad"],
+            ),
+            step("after", depends_on=["tolerant"]),
+        ],
+    )
+    states = {step_id: entry["state"] for step_id, entry in done["steps"].items()}
+    assert states == {"bad": "FAILURE", "tolerant": "SUCCESS", "after": "SUCCESS"}
+    got = done["steps"]["tolerant"]["result"]["echo"]["got"]
+    assert got == {"error": {"type": "TaskInputError", "message": "value must be positive"}}
+    assert done["state"] == "SUCCESS"  # the one failure was tolerated by every step that waited on it
+
+
+def test_allow_failure_spares_only_the_tolerant_branch(client, drain):
+    done = run(
+        client,
+        drain,
+        [
+            step("ok"),
+            step("bad", "test_bad_input"),
+            step("tolerant", depends_on=["ok", "bad"], allow_failure=["bad"]),
+            step("strict", depends_on=["bad"]),
+        ],
+    )
+    states = {step_id: entry["state"] for step_id, entry in done["steps"].items()}
+    assert states == {"ok": "SUCCESS", "bad": "FAILURE", "tolerant": "SUCCESS", "strict": "REVOKED"}
+    assert done["state"] == "FAILURE"
+
+
+def test_allow_failure_must_name_a_parent(client):
+    answer = post(client, [step("a"), step("b", depends_on=["a"], allow_failure=["zz"])])
+    assert answer.status_code == 400 and answer.json["fields"][0]["field"] == "steps[1].allow_failure"
