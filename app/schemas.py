@@ -136,6 +136,19 @@ class WorkflowStep(BaseModel):
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
 
 
+class OnFailureStep(BaseModel):
+    """A task run once if any step of the workflow fails for good; it gets `parameters` plus `failure`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_type: str = Field(min_length=1, max_length=200)
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Merged with {"failure": {"workflow_id", "step_id", "task_id", "error": {"type", "message"}}}',
+    )
+    priority: Priority | None = Field(default=None)
+
+
 class SubmitWorkflow(BaseModel):
     """A DAG of steps (at most 2,000) run in dependency order."""
 
@@ -144,6 +157,7 @@ class SubmitWorkflow(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     priority: Priority = Field(default=Priority.normal, description="The steps' default priority")  # type: ignore[attr-defined]
     steps: list[WorkflowStep] = Field(min_length=1, max_length=MAX_STEPS)
+    on_failure: OnFailureStep | None = Field(default=None, description="Run once when a step fails for good")
 
 
 class WorkflowPath(BaseModel):

@@ -83,7 +83,7 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
         )
         for step in ordered
     ]
-    document = {
+    document: dict[str, Any] = {
         "workflow_id": workflow_id,
         "name": body.name,
         "created_at": now,
@@ -96,6 +96,18 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
             for step in ordered
         },
     }
+    if body.on_failure is not None:
+        try:
+            spec = registry.get(body.on_failure.task_type)
+        except UnknownTaskType as exc:
+            field = [{"field": "on_failure.task_type", "message": str(exc), "allowed": exc.known}]
+            raise InvalidRequest(str(exc), field) from None
+        document["on_failure"] = {
+            "task_id": str(uuid4()),
+            "task_type": spec.name,
+            "parameters": body.on_failure.parameters,
+            "priority": body.on_failure.priority.value if body.on_failure.priority else default_priority,
+        }
     with redis_errors():
         workflows.create(connection, settings, workflow_id, document, jobs)
     return {
@@ -151,10 +163,18 @@ def status(connection: redis.Redis, workflow_id: str) -> dict[str, Any]:
         }
     by_step = {step_id: entry["state"] for step_id, entry in entries.items()}
     finished = sum(1 for state in by_step.values() if state in FINAL_STATES)
+    handler = document.get("on_failure")
+    on_failure = None
+    if handler is not None:
+        (row,) = read_fields(connection, [handler["task_id"]], SUMMARY_FIELDS)
+        summary = summarize_fields(handler["task_id"], row)
+        on_failure = {"task_id": handler["task_id"], "task_type": handler["task_type"]}
+        on_failure["state"] = summary["state"] if summary else None  # None: not triggered
     return {
         "workflow_id": workflow_id,
         "name": document.get("name"),
         "state": _overall(document, by_step),
+        "on_failure": on_failure,
         "created_at": document.get("created_at"),
         "progress": {"done": finished, "total": len(by_step), "percent": round(100.0 * finished / len(by_step), 1)},
         "steps": entries,

@@ -162,6 +162,5 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
     if final:
         if job.meta.get("workflow_id"):
             # Its descendants can no longer run: cancel them now rather than leave them waiting forever.
-            ttl = job.failure_ttl or get_settings().failure_ttl_s
-            workflows.settle_failed(connection, job.meta["workflow_id"], job.meta["step_id"], ttl)
+            workflows.settle_failed(connection, get_settings(), job.meta["workflow_id"], job.meta["step_id"], error)
         notify.task_failed(job, error, get_settings())

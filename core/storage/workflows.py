@@ -25,7 +25,7 @@ from core import registry
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.cancel import cancel_waiting
-from core.storage.enqueue import RUNNER, announce, job_options
+from core.storage.enqueue import RUNNER, announce, enqueue_batch, job_options
 from core.storage.keys import QUEUES_KEY, dependencies_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue, queue_named
@@ -166,9 +166,12 @@ def release_stuck(connection: redis.Redis, queues: Sequence[Queue]) -> int:
     return released
 
 
-def settle_failed(connection: redis.Redis, workflow_id: str, step_id: str, failure_ttl_s: int) -> list[str]:
-    """A step failed for good: cancel the steps that cannot run without it; count it as ended for those that
-    tolerate its failure (their parents' countdown). Return the canceled step ids."""
+def settle_failed(
+    connection: redis.Redis, settings: Settings, workflow_id: str, step_id: str, error: dict[str, Any]
+) -> list[str]:
+    """A step failed for good with `error`: run the workflow's on_failure task (once), cancel the steps that
+    cannot run without it, and count it as ended for those that tolerate its failure (their parents'
+    countdown). Return the canceled step ids."""
     document = load(connection, workflow_id)
     if document is None:
         return []
@@ -179,7 +182,33 @@ def settle_failed(connection: redis.Redis, workflow_id: str, step_id: str, failu
         for task_id in tolerating:
             pipe.decr(waiting_key(task_id))
         pipe.execute()
-    return cancel_descendants(connection, workflow_id, step_id, failure_ttl_s, document=document, failed=True)
+    _run_on_failure(connection, settings, document, step_id, error)
+    ttl = settings.failure_ttl_s
+    return cancel_descendants(connection, workflow_id, step_id, ttl, document=document, failed=True)
+
+
+def _run_on_failure(
+    connection: redis.Redis, settings: Settings, document: dict[str, Any], step_id: str, error: dict[str, Any]
+) -> None:
+    """Enqueue the workflow's on_failure task, once: its id is fixed at submit, and enqueue_batch skips ids
+    that exist, so a second failing step (or a re-run) finds it there."""
+    handler = document.get("on_failure")
+    if handler is None:
+        return
+    failure = {
+        "workflow_id": document["workflow_id"],
+        "step_id": step_id,
+        "task_id": document["steps"][step_id]["task_id"],
+        "error": {"type": error.get("type"), "message": error.get("message")},
+    }
+    request = TaskRequest(
+        task_id=handler["task_id"],
+        task_type=handler["task_type"],
+        priority=handler["priority"],
+        parameters={**handler["parameters"], "failure": failure},
+        submitted_at=datetime.now(UTC).isoformat(),
+    )
+    enqueue_batch(connection, settings, [request])
 
 
 def cancel_descendants(

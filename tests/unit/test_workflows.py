@@ -232,3 +232,26 @@ def test_allow_failure_spares_only_the_tolerant_branch(client, drain):
 def test_allow_failure_must_name_a_parent(client):
     answer = post(client, [step("a"), step("b", depends_on=["a"], allow_failure=["zz"])])
     assert answer.status_code == 400 and answer.json["fields"][0]["field"] == "steps[1].allow_failure"
+
+
+def test_on_failure_runs_once_with_the_failed_steps_error(client, drain):
+    handler = {"task_type": "test_echo", "parameters": {"alert": "ops"}}
+    steps = [step("a", "test_bad_input"), step("b", "test_bad_input"), step("c", depends_on=["a"])]
+    done = run(client, drain, steps, on_failure=handler)
+    assert done["state"] == "FAILURE" and done["on_failure"]["state"] == "SUCCESS"
+    result = client.get(f"/api/tasks/{done['on_failure']['task_id']}").json["status"]["result"]["echo"]
+    assert result["alert"] == "ops"
+    failure = result["failure"]
+    assert failure["workflow_id"] == done["workflow_id"] and failure["step_id"] in ("a", "b")
+    assert failure["error"] == {"type": "TaskInputError", "message": "value must be positive"}
+    assert failure["task_id"] == done["steps"][failure["step_id"]]["task_id"]
+    # two steps failed: the handler still ran once (its task id is fixed at submit)
+    assert client.get(f"/api/tasks/{done['on_failure']['task_id']}").json["status"]["attempts"] == 1
+
+
+def test_on_failure_is_not_run_when_nothing_fails(client, drain):
+    done = run(client, drain, [step("a")], on_failure={"task_type": "test_echo"})
+    assert done["state"] == "SUCCESS" and done["on_failure"]["state"] is None
+    assert post(client, [step("a")], on_failure={"task_type": "nope"}).json["fields"][0]["field"] == (
+        "on_failure.task_type"
+    )
