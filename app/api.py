@@ -83,7 +83,8 @@ def get_workflow(path: WorkflowPath) -> Any:
 @api.get("/workflows", tags=[workflows_tag])
 def list_workflows(query: WorkflowListQuery) -> Any:
     """List workflows, newest first, with their state and progress."""
-    return jsonify(workflows.list_workflows(_state().connection, query.limit, query.offset))
+    state = query.state.value if query.state else None
+    return jsonify(workflows.list_workflows(_state().connection, query.limit, query.offset, state))
 
 
 @api.post("/workflows/<workflow_id>/cancel", tags=[workflows_tag])

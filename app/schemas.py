@@ -19,6 +19,9 @@ MAX_PAGE_SIZE = 500
 
 Priority = Enum("Priority", {p: p for p in ("high", "normal", "low")}, type=str)  # type: ignore[misc]
 State = Enum("State", {s: s for s in STATES}, type=str)  # type: ignore[misc]
+WorkflowState = Enum(  # type: ignore[misc]
+    "WorkflowState", {s: s for s in ("PENDING", "STARTED", "SUCCESS", "FAILURE", "REVOKED")}, type=str
+)
 ListType = Enum("ListType", {t: t for t in LIST_TYPES}, type=str)  # type: ignore[misc]
 
 
@@ -173,3 +176,9 @@ class WorkflowListQuery(BaseModel):
 
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     offset: int = Field(default=0, ge=0)
+    state: WorkflowState | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE or REVOKED")
+
+    @field_validator("state", mode="before")
+    @classmethod
+    def _upper_state(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value

@@ -198,16 +198,31 @@ def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dic
     return {"workflow_id": workflow_id, "state": "REVOKED", "revoked_steps": revoked}
 
 
-def list_workflows(connection: redis.Redis, limit: int, offset: int) -> dict[str, Any]:
-    """Return a page of workflows, newest first, each with its state and progress."""
+def _entry(connection: redis.Redis, workflow_id: str) -> dict[str, Any] | None:
+    try:
+        entry = status(connection, workflow_id)
+    except WorkflowNotFound:
+        return None  # expired between the two reads
+    return {key: entry[key] for key in ("workflow_id", "name", "state", "created_at", "progress")}
+
+
+def list_workflows(connection: redis.Redis, limit: int, offset: int, state: str | None = None) -> dict[str, Any]:
+    """Return a page of workflows, newest first, each with its state and progress.
+
+    With `state`, every workflow's state is computed to filter (and count) them:
+    a scan, fine for thousands of workflows, not for millions.
+    """
     with redis_errors():
-        ids = workflows.list_ids(connection, offset, offset + limit - 1)
-        total = workflows.count(connection)
-    entries = []
-    for workflow_id in ids:
-        try:
-            entry = status(connection, workflow_id)
-        except WorkflowNotFound:
-            continue  # expired between the two reads
-        entries.append({key: entry[key] for key in ("workflow_id", "name", "state", "created_at", "progress")})
-    return {"workflows": entries, "total": total, "limit": limit, "offset": offset}
+        if state is None:
+            ids = workflows.list_ids(connection, offset, offset + limit - 1)
+            entries = [entry for entry in (_entry(connection, i) for i in ids) if entry]
+            total = workflows.count(connection)
+        else:
+            matching = [
+                entry
+                for entry in (_entry(connection, i) for i in workflows.list_ids(connection, 0, -1))
+                if entry and entry["state"] == state
+            ]
+            entries, total = matching[offset : offset + limit], len(matching)
+    filters = {"state": state}
+    return {"workflows": entries, "total": total, "limit": limit, "offset": offset, "filters": filters}

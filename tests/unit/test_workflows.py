@@ -255,3 +255,13 @@ def test_on_failure_is_not_run_when_nothing_fails(client, drain):
     assert post(client, [step("a")], on_failure={"task_type": "nope"}).json["fields"][0]["field"] == (
         "on_failure.task_type"
     )
+
+
+def test_the_workflow_list_filters_by_state(client, drain):
+    run(client, drain, [step("a")], name="fine")
+    run(client, drain, [step("a", "test_bad_input")], name="broken")
+    failed = client.get("/api/workflows?state=failure").json
+    assert [w["name"] for w in failed["workflows"]] == ["broken"] and failed["total"] == 1
+    assert client.get("/api/workflows?state=SUCCESS").json["workflows"][0]["name"] == "fine"
+    bad = client.get("/api/workflows?state=DONE")
+    assert bad.status_code == 400 and bad.json["fields"][0]["field"] == "state"
