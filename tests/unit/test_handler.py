@@ -103,3 +103,15 @@ def test_cancel_revokes_a_queued_task(lambda_app):
     assert status == 200 and body["state"] == "REVOKED"
     status, _, body = call(cancel)
     assert status == 409 and body["state"] == "REVOKED"
+
+
+def test_workflows_through_the_handler(lambda_app, fake_redis):
+    status, _, submitted = call(event("post_workflow.json"))
+    assert status == 202 and set(submitted["steps"]) == {"a", "b"}
+    get = event("get_workflow.json")
+    unknown = get["path"].rsplit("/", 1)[1]
+    get["path"] = get["path"].replace(unknown, submitted["workflow_id"])
+    get["pathParameters"]["proxy"] = get["pathParameters"]["proxy"].replace(unknown, submitted["workflow_id"])
+    status, _, workflow = call(get)
+    assert status == 200 and workflow["state"] == "PENDING" and workflow["name"] == "lambda"
+    assert workflow["steps"]["b"]["depends_on"] == ["a"]
