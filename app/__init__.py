@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         info=Info(title="Taskrelay", version=__version__, description="Task API on RQ (Celery-compatible contract)"),
         validation_error_status=400,
         validation_error_callback=_validation_failed,
+        security_schemes={},  # an empty map, not flask-openapi3's default null, which validators refuse
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
