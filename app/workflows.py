@@ -137,8 +137,11 @@ def _overall(document: dict[str, Any], states: dict[str, str]) -> str:
     return "PENDING"
 
 
-def status(connection: redis.Redis, workflow_id: str) -> dict[str, Any]:
-    """Return a workflow's state, progress and every step's state, result, attempts, errors and timings."""
+def status(connection: redis.Redis, workflow_id: str, with_results: bool = True) -> dict[str, Any]:
+    """Return a workflow's state, progress and every step's state, result, attempts, errors and timings.
+
+    Without `with_results` (the list) the steps' results are not read: one HMGET per step is all it costs.
+    """
     with redis_errors():
         document = workflows.load(connection, workflow_id)
         if document is None:
@@ -151,7 +154,9 @@ def status(connection: redis.Redis, workflow_id: str) -> dict[str, Any]:
             for (step_id, task_id), row in zip(task_ids.items(), rows, strict=True)
         }
         done = [step_id for step_id, summary in summaries.items() if summary and summary["state"] == "SUCCESS"]
-        results = workflows.results_of(connection, {step_id: task_ids[step_id] for step_id in done})
+        results = workflows.results_of(connection, {s: task_ids[s] for s in done}) if with_results else {}
+        handler = document.get("on_failure")
+        handler_row = read_fields(connection, [handler["task_id"]], SUMMARY_FIELDS)[0] if handler else None
     entries = {}
     for step_id, summary in summaries.items():
         entry = summary or {"task_id": task_ids[step_id], "state": "PENDING", "status": "missing"}
@@ -163,11 +168,9 @@ def status(connection: redis.Redis, workflow_id: str) -> dict[str, Any]:
         }
     by_step = {step_id: entry["state"] for step_id, entry in entries.items()}
     finished = sum(1 for state in by_step.values() if state in FINAL_STATES)
-    handler = document.get("on_failure")
     on_failure = None
-    if handler is not None:
-        (row,) = read_fields(connection, [handler["task_id"]], SUMMARY_FIELDS)
-        summary = summarize_fields(handler["task_id"], row)
+    if handler is not None and handler_row is not None:
+        summary = summarize_fields(handler["task_id"], handler_row)
         on_failure = {"task_id": handler["task_id"], "task_type": handler["task_type"]}
         on_failure["state"] = summary["state"] if summary else None  # None: not triggered
     return {
@@ -200,7 +203,7 @@ def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dic
 
 def _entry(connection: redis.Redis, workflow_id: str) -> dict[str, Any] | None:
     try:
-        entry = status(connection, workflow_id)
+        entry = status(connection, workflow_id, with_results=False)
     except WorkflowNotFound:
         return None  # expired between the two reads
     return {key: entry[key] for key in ("workflow_id", "name", "state", "created_at", "progress")}
