@@ -52,9 +52,9 @@ def cancel_waiting(connection: redis.Redis, queue: Queue, job_id: str, failure_t
     places = places_of(queue)
     keys = [job_key(job_id), places["queued"].key, places["scheduled"].key, places["deferred"].key]
     keys.append(places["canceled"].key)
-    args: list[Any] = [job_id, time.time() + failure_ttl_s, utcformat(datetime.now(UTC)), failure_ttl_s]
-    outcome: Any = connection.eval(CANCEL_WAITING, len(keys), *keys, *args)
-    return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    return _status_script(
+        connection, CANCEL_WAITING, keys, [job_id, time.time() + failure_ttl_s, _stamp(), failure_ttl_s]
+    )
 
 
 SETTLE_STOPPED = """
@@ -75,8 +75,23 @@ def settle_stopped(connection: redis.Redis, queue: Queue, job_id: str, failure_t
     """Return `job_id`'s status, first turning RQ's `stopped` (a fork worker killed it on request) into canceled."""
     places = places_of(queue)
     keys = [job_key(job_id), places["failed"].key, places["canceled"].key]
-    outcome: Any = connection.eval(SETTLE_STOPPED, len(keys), *keys, job_id, time.time() + failure_ttl_s)
+    return _status_script(connection, SETTLE_STOPPED, keys, [job_id, time.time() + failure_ttl_s])
+
+
+def _status_script(connection: redis.Redis, script: str, keys: list[str], args: list[Any]) -> str:
+    """Run one of the scripts above; return the status word it answers."""
+    outcome: Any = connection.eval(script, len(keys), *keys, *args)
     return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+
+def _stamp() -> str:
+    return utcformat(datetime.now(UTC))
+
+
+def _into_canceled(pipe: Pipeline, queue: Queue, job_id: str, failure_ttl_s: int) -> None:
+    """Queue on `pipe` what every canceled job gets: its place in the canceled registry, and its key's expiry."""
+    pipe.zadd(places_of(queue)["canceled"].key, {job_id: time.time() + failure_ttl_s})
+    pipe.expire(job_key(job_id), failure_ttl_s)
 
 
 def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, record: dict[str, str]) -> bool:
@@ -86,9 +101,8 @@ def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, r
     """
     request = TaskRequest(task_id, record["task_type"], record["priority"], {}, record["submitted_at"])
     queue = get_queue(connection, request.priority)
-    now = datetime.now(UTC)
-    mapping = job_hash(settings, registry.get(request.task_type), request, queue.name, now)
-    mapping.update(status=JobStatus.CANCELED.value, ended_at=utcformat(now))
+    mapping = job_hash(settings, registry.get(request.task_type), request, queue.name, datetime.now(UTC))
+    mapping.update(status=JobStatus.CANCELED.value, ended_at=_stamp())
     key = job_key(task_id)
     with connection.pipeline(transaction=True) as pipe:
         try:
@@ -97,8 +111,7 @@ def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, r
                 return False
             pipe.multi()
             pipe.hset(key, mapping=mapping)
-            pipe.expire(key, settings.failure_ttl_s)
-            pipe.zadd(places_of(queue)["canceled"].key, {task_id: time.time() + settings.failure_ttl_s})
+            _into_canceled(pipe, queue, task_id, settings.failure_ttl_s)
             accepted.forget(pipe, [request])
             pipe.execute()
         except redis.WatchError:
@@ -108,7 +121,6 @@ def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, r
 
 def record_canceled(pipe: Pipeline, job: Job, queue: Queue, member: str, failure_ttl_s: int) -> None:
     """Queue on `pipe` the end of a claimed job that was canceled (a worker calls it, running or not)."""
-    pipe.hset(job.key, mapping={"status": JobStatus.CANCELED.value, "ended_at": utcformat(datetime.now(UTC))})
+    pipe.hset(job.key, mapping={"status": JobStatus.CANCELED.value, "ended_at": _stamp()})
     pipe.zrem(queue.started_job_registry.key, member)
-    pipe.zadd(places_of(queue)["canceled"].key, {job.id: time.time() + failure_ttl_s})
-    pipe.expire(job.key, failure_ttl_s)
+    _into_canceled(pipe, queue, job.id, failure_ttl_s)

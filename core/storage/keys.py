@@ -32,6 +32,8 @@ EXECUTION_PREFIX = "rq:execution:"
 ENQUEUED_CHANNEL = "taskrelay:enqueued"
 """Pub/sub channel an enqueue announces its highest queue on (above the lowest): batch workers holding
 claims of a lower queue give them back (jobs/batch_worker.py)."""
+ORIGIN_FIELD = "origin"
+"""The job hash field naming the queue the job belongs to."""
 WORKER_FIELD = "worker_name"
 """The job hash field naming the worker that runs (or ran) it."""
 

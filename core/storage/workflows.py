@@ -26,13 +26,11 @@ from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.cancel import cancel_waiting
 from core.storage.enqueue import RUNNER, announce, enqueue_batch, job_options
-from core.storage.keys import QUEUES_KEY, dependencies_key
+from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue, queue_named
 from core.storage.records import fetch_job, read_fields
 from core.workflow import Failed, descendants_of
-
-ORIGIN_FIELD = "origin"
 
 WORKFLOW_PREFIX = "taskrelay:workflow:"
 WORKFLOWS_KEY = "taskrelay:workflows"
@@ -264,8 +262,3 @@ def delete_all(connection: redis.Redis) -> int:
         connection.delete(*(workflow_key(i) for i in ids))
     connection.delete(WORKFLOWS_KEY)
     return len(ids)
-
-
-def queue_of(connection: redis.Redis, job: Job) -> Queue:
-    """Return the queue a step's job belongs to."""
-    return queue_named(connection, job.origin)
