@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
-from bench.procs import descendants, peak_rss_mb
+from bench.procs import child_env, descendants, peak_rss_mb
 from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,10 +103,6 @@ def _run(
             process.wait()
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **extra}
-
-
 def drain_taskrelay(workload: str, count: int) -> dict:
     from app.ingress import RabbitIngress
     from bridge.amqp.topology import Topology, delete_topology
@@ -137,7 +133,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
             thread.join()
         ingress.close()
 
-    env = _env(
+    env = child_env(
         REDIS_URL=f"{REDIS_BASE}/{DB}",
         RABBITMQ_URL=RABBITMQ_URL,
         INGRESS_QUEUE=queue,
@@ -174,7 +170,7 @@ def drain_celery(workload: str, count: int) -> dict:
                 task.apply_async(queue=queue, producer=producer)
 
     before = _commands(backend)
-    env = _env(BENCH_CELERY_QUEUE=queue, BENCH_CELERY_BACKEND=f"{REDIS_BASE}/{CELERY_BACKEND_DB}")
+    env = child_env(BENCH_CELERY_QUEUE=queue, BENCH_CELERY_BACKEND=f"{REDIS_BASE}/{CELERY_BACKEND_DB}")
     argv = worker_argv(queue)
 
     def start() -> list[subprocess.Popen]:
@@ -210,7 +206,7 @@ def drain_rq(workload: str, count: int, simple: bool) -> dict:
         argv += ["--worker-class", "rq.SimpleWorker"]
 
     def start() -> list[subprocess.Popen]:
-        return [subprocess.Popen([*argv, "default"], cwd=ROOT, env=_env()) for _ in range(2)]
+        return [subprocess.Popen([*argv, "default"], cwd=ROOT, env=child_env()) for _ in range(2)]
 
     seconds, peaks = _run(start, lambda: queue.finished_job_registry.get_job_count(cleanup=False) >= count, 900, feed)
     commands = _commands(connection) - before

@@ -22,12 +22,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, ROOT, start_api
+from bench.procs import stop_all, wait_for
 from core.storage import keys
 
 BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
@@ -71,21 +71,6 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50": statistics.median(ordered), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-def _wait_all(check: Callable[[], bool], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError("tasks did not finish in time")
-        time.sleep(0.1)
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait()
-
-
 def taskrelay(rate: float, seconds: float) -> dict[str, float]:
     url = f"{REDIS_BASE}/{BENCH_DBS[0]}"
     connection = redis.Redis.from_url(url)
@@ -106,13 +91,13 @@ def taskrelay(rate: float, seconds: float) -> dict[str, float]:
     try:
         time.sleep(2)  # workers and bridge up
         sent = paced_submit(port, rate, seconds)
-        _wait_all(lambda: connection.zcard(keys.finished_key("normal_priority")) >= len(sent))
+        wait_for(lambda: connection.zcard(keys.finished_key("normal_priority")) >= len(sent), 120, "tasks", 0.1)
         pipe = connection.pipeline(transaction=False)
         for task_id in sent:
             pipe.hget(keys.job_key(task_id), "ended_at")
         ended = pipe.execute()
     finally:
-        _stop([api, *others])
+        stop_all([api, *others])
         from bridge.amqp.topology import Topology, delete_topology
 
         delete_topology(RABBITMQ_URL, Topology(queue))
@@ -139,13 +124,13 @@ def celery(rate: float, seconds: float) -> dict[str, float]:
     try:
         time.sleep(3)
         sent = paced_submit(port, rate, seconds)
-        _wait_all(lambda: backend.dbsize() >= len(sent))
+        wait_for(lambda: backend.dbsize() >= len(sent), 120, "tasks", 0.1)
         pipe = backend.pipeline(transaction=False)
         for task_id in sent:
             pipe.get(f"celery-task-meta-{task_id}")
         done = [json.loads(raw)["date_done"] for raw in pipe.execute()]
     finally:
-        _stop([api, worker])
+        stop_all([api, worker])
         delete_queue(queue)
     latencies = [
         (datetime.fromisoformat(d if "+" in d else d + "+00:00").timestamp() - sent[t]) * 1000

@@ -32,6 +32,7 @@ from pathlib import Path
 import redis
 
 from bench.ingress import BENCH_DBS, REDIS_BASE
+from bench.procs import child_env, stop_all, wait_for
 from bench.tasks import STARTED_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,36 +42,12 @@ WARM = 6
 """Low tasks finished before the high one is submitted."""
 
 
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **extra}
-
-
-def _wait(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 def _measure(connection: redis.Redis, high_id: str, queued_at: float) -> dict:
     raw: dict[bytes, bytes] = connection.hgetall(STARTED_KEY)  # type: ignore[assignment]
     started = {k.decode(): float(v) for k, v in raw.items()}
     high_started = started[high_id]
     overtook = sum(1 for task, at in started.items() if task != high_id and queued_at < at < high_started)
     return {"wait_ms": (high_started - queued_at) * 1000, "low_started_after": overtook}
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_taskrelay(worker_class: str, lows: int, sleep_s: float) -> dict:
@@ -89,17 +66,17 @@ def run_taskrelay(worker_class: str, lows: int, sleep_s: float) -> dict:
     stamp = datetime.now(UTC).isoformat()
     low = [TaskRequest(f"low-{n}", "bench_sleep", "low", {"s": sleep_s, "id": f"low-{n}"}, stamp) for n in range(lows)]
     enqueue_batch(connection, settings, low)
-    env = _env(REDIS_URL=url, WORKER_CLASS=worker_class, TASKRELAY_TASK_MODULES="bench.tasks")
+    env = child_env(REDIS_URL=url, WORKER_CLASS=worker_class, TASKRELAY_TASK_MODULES="bench.tasks")
     workers = [subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env) for _ in range(2)]
     try:
-        _wait(lambda: connection.zcard(finished_key("low_priority")) >= WARM, 60, "the workers to warm up")
+        wait_for(lambda: connection.zcard(finished_key("low_priority")) >= WARM, 60, "the workers to warm up")
         high = TaskRequest("high-1", "bench_sleep", "high", {"s": 0, "id": "high-1"}, stamp)
         queued_at = time.time()
         enqueue_batch(connection, settings, [high])
-        _wait(lambda: connection.hexists(STARTED_KEY, "high-1"), 60, "the high task to start")
+        wait_for(lambda: connection.hexists(STARTED_KEY, "high-1"), 60, "the high task to start")
         return _measure(connection, "high-1", queued_at)
     finally:
-        _stop(workers)
+        stop_all(workers)
         connection.flushdb()
 
 
@@ -122,15 +99,15 @@ def run_celery(acks_late: bool, lows: int, sleep_s: float) -> dict:
     extra = {"BENCH_CELERY_BACKEND": url}
     if acks_late:
         extra.update(BENCH_CELERY_PREFETCH="1", BENCH_CELERY_ACKS_LATE="1")
-    worker = subprocess.Popen(argv, cwd=ROOT, env=_env(**extra))
+    worker = subprocess.Popen(argv, cwd=ROOT, env=child_env(**extra))
     try:
-        _wait(lambda: connection.hlen(STARTED_KEY) >= WARM + 2, 60, "the workers to warm up")
+        wait_for(lambda: connection.hlen(STARTED_KEY) >= WARM + 2, 60, "the workers to warm up")
         queued_at = time.time()
         task.apply_async(args=(0, "high-1"), queue=queues["high"])
-        _wait(lambda: connection.hexists(STARTED_KEY, "high-1"), 120, "the high task to start")
+        wait_for(lambda: connection.hexists(STARTED_KEY, "high-1"), 120, "the high task to start")
         return _measure(connection, "high-1", queued_at)
     finally:
-        _stop([worker])
+        stop_all([worker])
         for queue in queues.values():
             delete_queue(queue)
         connection.flushdb()

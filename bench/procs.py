@@ -1,7 +1,11 @@
-"""Process helpers for the benchmarks: descendants and peak RSS, read from /proc."""
+"""Process helpers for the benchmarks: child environments, waiting, stopping, descendants and peak RSS."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -34,3 +38,33 @@ def descendants(pid: int) -> list[int]:
                     found.append(int(entry.name))
                     frontier.append(int(entry.name))
     return found
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Return the environment a benchmark's child process runs with: quiet logs, this checkout importable."""
+    return {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **extra}
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.005) -> None:
+    """Poll `check()` every `poll_s` until it holds; raise RuntimeError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def stop_all(processes: list[subprocess.Popen], grace_s: float = 15.0) -> None:
+    """SIGTERM every process, then reap each; one still running after `grace_s` is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

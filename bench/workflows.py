@@ -26,37 +26,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
+from bench.procs import child_env, stop_all, wait_for
 from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DB, CELERY_BACKEND_DB = BENCH_DBS[0], BENCH_DBS[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **extra}
-
-
-def _wait(check: Callable[[], bool], timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(0.005)
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait()
 
 
 def _chain(n: int) -> list[dict[str, Any]]:
@@ -90,7 +71,7 @@ class Taskrelay:
         self.connection.flushdb()
         self.settings = Settings.from_env({"REDIS_URL": self.url, "TASKRELAY_TASK_MODULES": "bench.tasks"})
         registry.load(self.settings.task_modules)
-        env = _env(REDIS_URL=self.url, WORKER_CLASS="batch", TASKRELAY_TASK_MODULES="bench.tasks")
+        env = child_env(REDIS_URL=self.url, WORKER_CLASS="batch", TASKRELAY_TASK_MODULES="bench.tasks")
         self.workers = [subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT, env=env) for _ in range(2)]
         self.run(_chain(2), "s1")  # the workers are up
 
@@ -116,13 +97,13 @@ class Taskrelay:
         started = time.perf_counter()
         answer = self.submit(steps)
         final = answer["steps"][last]["task_id"]
-        _wait(lambda: self.done([final]))
+        wait_for(lambda: self.done([final]), 600, "the workflow")
         return time.perf_counter() - started, self.result(final)
 
     def many(self, workflows: int, length: int) -> float:
         started = time.perf_counter()
         finals = [self.submit(_chain(length))["steps"][f"s{length - 1}"]["task_id"] for _ in range(workflows)]
-        _wait(lambda: self.done(finals))
+        wait_for(lambda: self.done(finals), 600, "every workflow")
         return time.perf_counter() - started
 
     def accept(self, steps: int) -> float:
@@ -131,7 +112,7 @@ class Taskrelay:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        _stop(self.workers)
+        stop_all(self.workers)
         self.connection.flushdb()
 
 
@@ -147,7 +128,7 @@ class Celery:
         self.app = app
         app.conf.task_default_queue = self.queue
         redis.Redis.from_url(os.environ["BENCH_CELERY_BACKEND"]).flushdb()
-        env = _env(BENCH_CELERY_QUEUE=self.queue, BENCH_CELERY_BACKEND=os.environ["BENCH_CELERY_BACKEND"])
+        env = child_env(BENCH_CELERY_QUEUE=self.queue, BENCH_CELERY_BACKEND=os.environ["BENCH_CELERY_BACKEND"])
         self.worker = subprocess.Popen(worker_argv(self.queue), cwd=ROOT, env=env)
         app.tasks["bench.add1"].apply_async(args=(0,)).get(timeout=60)  # the worker is up
 
@@ -180,7 +161,7 @@ class Celery:
     def close(self) -> None:
         from bench.celery_app import delete_queue
 
-        _stop([self.worker])
+        stop_all([self.worker])
         delete_queue(self.queue)
         redis.Redis.from_url(os.environ["BENCH_CELERY_BACKEND"]).flushdb()
 
