@@ -71,7 +71,7 @@ def purge_tasks() -> Any:
 def submit_workflow(body: SubmitWorkflow) -> Any:
     """Submit a DAG of steps; answered with the workflow id and every step's task id."""
     state = _state()
-    return jsonify(workflows.submit(state.connection, state.settings, body)), 202
+    return jsonify(workflows.submit(state.ingress, body)), 202
 
 
 @api.get("/workflows/<workflow_id>", tags=[workflows_tag])

@@ -9,13 +9,15 @@ from typing import Protocol
 import redis
 
 from app.group_commit import GroupCommit
-from bridge.message import Outgoing, TaskEnvelope
+from bridge.message import Outgoing, TaskEnvelope, WorkflowEnvelope
 from core import accepted
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, IngressUnavailable, StorageError
 from core.model import TaskRequest
 from core.settings import Settings
+from core.storage import workflows
 from core.storage.enqueue import enqueue_batch
+from core.workflow import Plan
 
 log = logging.getLogger("taskrelay.ingress")
 
@@ -29,6 +31,9 @@ class Ingress(Protocol):
 
     def submit(self, request: TaskRequest) -> None:
         """Accept `request` durably or raise BackendUnavailable (the API answers 503)."""
+
+    def submit_workflow(self, plan: Plan) -> None:
+        """Accept a whole workflow durably (created at once, or one message) or raise BackendUnavailable."""
 
     def purge(self) -> int:
         """Drop tasks still waiting in the ingress; return how many."""
@@ -60,6 +65,10 @@ class DirectIngress:
         with redis_errors():
             enqueue_batch(self.connection, self.settings, requests)
         return [None] * len(requests)
+
+    def submit_workflow(self, plan: Plan) -> None:
+        with redis_errors():
+            workflows.create(self.connection, self.settings, plan)
 
     def purge(self) -> int:
         return 0
@@ -94,18 +103,30 @@ class RabbitIngress:
         self.commits.submit(request)
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
-        recorded = self._try(lambda: accepted.remember(self.connection, requests), "record", requests)
+        recorded = self._try(
+            lambda: accepted.remember(self.connection, requests), "record", [r.task_id for r in requests]
+        )
         try:
             messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id) for r in requests]
             refusals = self.publisher.publish_many(messages)
         except Exception:
             if recorded:
-                self._try(lambda: accepted.forget(self.connection, requests), "unrecord", requests)
+                self._try(lambda: accepted.forget(self.connection, requests), "unrecord", [r.task_id for r in requests])
             raise
         refused = [r for r, why in zip(requests, refusals, strict=True) if why is not None]
         if refused and recorded:
-            self._try(lambda: accepted.forget(self.connection, refused), "unrecord", refused)
+            self._try(lambda: accepted.forget(self.connection, refused), "unrecord", [r.task_id for r in refused])
         return [None if why is None else IngressUnavailable(why) for why in refusals]
+
+    def submit_workflow(self, plan: Plan) -> None:
+        """Record the workflow as accepted (best effort, as for a task), then publish it as one message."""
+        recorded = self._try(lambda: workflows.remember(self.connection, plan), "record", [plan.workflow_id])
+        try:
+            self.publisher.publish(WorkflowEnvelope(plan).encode(), plan.priority, plan.workflow_id)
+        except Exception:
+            if recorded:
+                self._try(lambda: workflows.forget(self.connection, plan.workflow_id), "unrecord", [plan.workflow_id])
+            raise
 
     def purge(self) -> int:
         return self.publisher.purge()
@@ -113,14 +134,13 @@ class RabbitIngress:
     def close(self) -> None:
         self.publisher.close()
 
-    def _try(self, action: Callable[[], object], what: str, requests: list[TaskRequest]) -> bool:
+    def _try(self, action: Callable[[], object], what: str, ids: list[str]) -> bool:
         try:
             with redis_errors():
                 action()
             return True
         except (BackendUnavailable, StorageError) as exc:
-            ids = [r.task_id for r in requests]
-            log.warning("could not %s %d accepted tasks in Redis: %s", what, len(ids), exc, extra={"task_ids": ids})
+            log.warning("could not %s %d accepted items in Redis: %s", what, len(ids), exc, extra={"task_ids": ids})
             return False
 
 

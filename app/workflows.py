@@ -20,6 +20,7 @@ import redis
 
 from app.cancel import cancel as cancel_task
 from app.errors import InvalidRequest, TaskFinished, TaskNotFound, WorkflowNotFound
+from app.ingress import Ingress
 from app.schemas import SubmitWorkflow
 from app.states import FINAL_STATES
 from app.tasks import checked_task_type, summarize_fields
@@ -31,7 +32,7 @@ from core.settings import Settings
 from core.storage import workflows
 from core.storage.keys import SUMMARY_FIELDS
 from core.storage.records import read_fields
-from core.workflow import StepSpec, WorkflowInvalid, order, references
+from core.workflow import Plan, StepJob, StepSpec, WorkflowInvalid, order, references
 
 ACCEPTED_MESSAGE = "Workflow has been submitted successfully"
 
@@ -57,8 +58,8 @@ def _specs(body: SubmitWorkflow) -> list[StepSpec]:
     return specs
 
 
-def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) -> dict[str, Any]:
-    """Check and create a workflow; return the 202 body with the task id of every step."""
+def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
+    """Check a workflow and hand it to the ingress whole; return the 202 body with the task id of every step."""
     try:
         ordered = order(_specs(body))
     except WorkflowInvalid as exc:
@@ -68,7 +69,7 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
     task_ids = {step.id: str(uuid4()) for step in ordered}
     default_priority = body.priority.value
     jobs = [
-        workflows.StepJob(
+        StepJob(
             step.id,
             TaskRequest(
                 task_id=task_ids[step.id],
@@ -108,14 +109,20 @@ def submit(connection: redis.Redis, settings: Settings, body: SubmitWorkflow) ->
             "parameters": body.on_failure.parameters,
             "priority": body.on_failure.priority.value if body.on_failure.priority else default_priority,
         }
-    with redis_errors():
-        workflows.create(connection, settings, workflow_id, document, jobs)
+    ingress.submit_workflow(Plan(workflow_id, document, tuple(jobs)))
     return {
         "workflow_id": workflow_id,
         "status": "submitted",
         "message": ACCEPTED_MESSAGE,
         "steps": {step_id: {"task_id": task_id} for step_id, task_id in task_ids.items()},
     }
+
+
+def _not_created(task_id: str, document: dict[str, Any]) -> dict[str, Any]:
+    """The entry of a step with no job: still in the RabbitMQ ingress, never created (canceled there), or purged."""
+    if document.get("revoked"):
+        return {"task_id": task_id, "state": "REVOKED", "status": "canceled"}
+    return {"task_id": task_id, "state": "PENDING", "status": "accepted" if document.get("accepted") else "missing"}
 
 
 def _tolerated(document: dict[str, Any], step_id: str) -> bool:
@@ -143,7 +150,7 @@ def status(connection: redis.Redis, workflow_id: str, with_results: bool = True)
     Without `with_results` (the list) the steps' results are not read: one HMGET per step is all it costs.
     """
     with redis_errors():
-        document = workflows.load(connection, workflow_id)
+        document = workflows.load(connection, workflow_id, accepted=True)
         if document is None:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; it was never submitted or has expired")
         steps = document["steps"]
@@ -159,7 +166,7 @@ def status(connection: redis.Redis, workflow_id: str, with_results: bool = True)
         handler_row = read_fields(connection, [handler["task_id"]], SUMMARY_FIELDS)[0] if handler else None
     entries = {}
     for step_id, summary in summaries.items():
-        entry = summary or {"task_id": task_ids[step_id], "state": "PENDING", "status": "missing"}
+        entry = summary or _not_created(task_ids[step_id], document)
         entries[step_id] = {
             **entry,
             "depends_on": steps[step_id]["depends_on"],
@@ -187,7 +194,7 @@ def status(connection: redis.Redis, workflow_id: str, with_results: bool = True)
 def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dict[str, Any]:
     """Cancel every unfinished step of a workflow; it ends REVOKED."""
     with redis_errors():
-        document = workflows.load(connection, workflow_id)
+        document = workflows.load(connection, workflow_id, accepted=True)
         if document is None:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; it was never submitted or has expired")
         workflows.mark_revoked(connection, workflow_id)

@@ -76,10 +76,12 @@ class Taskrelay:
         self.run(_chain(2), "s1")  # the workers are up
 
     def submit(self, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        from app.ingress import DirectIngress
         from app.schemas import SubmitWorkflow
         from app.workflows import submit
 
-        return submit(self.connection, self.settings, SubmitWorkflow.model_validate({"steps": steps}))
+        ingress = DirectIngress(self.connection, self.settings)
+        return submit(ingress, SubmitWorkflow.model_validate({"steps": steps}))
 
     def done(self, task_ids: list[str]) -> bool:
         pipe = self.connection.pipeline(transaction=False)

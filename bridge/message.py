@@ -1,4 +1,8 @@
-"""The ingress wire message: a small, versioned JSON envelope around one task."""
+"""The ingress wire messages: small, versioned JSON envelopes around one task, or one whole workflow.
+
+A workflow travels as one message (`"kind": "workflow"`), so the bridge creates it in one transaction, and a
+redelivered copy finds it created and adds nothing. A message without `kind` is a task.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,11 @@ from typing import Any
 
 from core.errors import PoisonMessage
 from core.model import PRIORITIES, TaskRequest
+from core.workflow import Plan, StepJob
 
 VERSION = 1
 REQUIRED = ("task_id", "task_type", "priority", "parameters", "submitted_at")
+WORKFLOW_KIND = "workflow"
 
 
 @dataclass(frozen=True)
@@ -70,12 +76,13 @@ class TaskEnvelope:
     @classmethod
     def decode(cls, body: bytes) -> TaskEnvelope:
         """Parse a message body; raise PoisonMessage saying why it cannot be a task."""
-        try:
-            fields = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PoisonMessage(f"not JSON: {exc}") from None
+        return cls.from_fields(_parse(body))
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> TaskEnvelope:
+        """Check the decoded JSON of one task; raise PoisonMessage saying why it cannot be a task."""
         if not isinstance(fields, dict):
-            raise PoisonMessage(f"not a JSON object but {type(fields).__name__}")
+            raise PoisonMessage(f"a task must be a JSON object, not {type(fields).__name__}")
         if fields.get("version") != VERSION:
             raise PoisonMessage(f"unknown envelope version {fields.get('version')!r}; this bridge reads {VERSION}")
         missing = [name for name in REQUIRED if name not in fields]
@@ -99,6 +106,82 @@ class TaskEnvelope:
                 raise PoisonMessage(f"run_at is not an ISO 8601 time: {run_at!r}") from None
             _check(parsed.tzinfo is not None, "run_at must carry a UTC offset")
         return cls(**fields)
+
+
+@dataclass(frozen=True)
+class WorkflowEnvelope:
+    """One whole workflow on its way from the API to RQ: its document and every step's task and parents."""
+
+    plan: Plan
+
+    def encode(self) -> bytes:
+        """Return the JSON bytes sent to RabbitMQ."""
+        steps = [
+            {
+                "step_id": step.step_id,
+                "parents": list(step.parent_task_ids),
+                "tolerates_failure": step.tolerates_failure,
+                "task": {name: getattr(task, name) for name in task.__dataclass_fields__},
+            }
+            for step in self.plan.steps
+            for task in (TaskEnvelope.from_request(step.request),)
+        ]
+        fields = {
+            "version": VERSION,
+            "kind": WORKFLOW_KIND,
+            "workflow_id": self.plan.workflow_id,
+            "document": self.plan.document,
+            "steps": steps,
+        }
+        return json.dumps(fields, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> WorkflowEnvelope:
+        """Check the decoded JSON of a workflow message; raise PoisonMessage saying why it cannot be one."""
+        unknown = sorted(set(fields) - {"version", "kind", "workflow_id", "document", "steps"})
+        if unknown:
+            raise PoisonMessage(f"unknown workflow fields: {', '.join(unknown)}")
+        workflow_id, document, steps = fields.get("workflow_id"), fields.get("document"), fields.get("steps")
+        if not (isinstance(workflow_id, str) and 0 < len(workflow_id) <= 200):
+            raise PoisonMessage("workflow_id must be a string")
+        if not (isinstance(document, dict) and isinstance(document.get("steps"), dict)):
+            raise PoisonMessage("document must be an object with steps")
+        if not (isinstance(steps, list) and steps):
+            raise PoisonMessage("steps must be a non-empty list")
+        jobs = []
+        for n, step in enumerate(steps):
+            _check(isinstance(step, dict), f"steps[{n}] must be an object")
+            parents = step.get("parents")
+            _check(isinstance(step.get("step_id"), str), f"steps[{n}].step_id must be a string")
+            _check(
+                isinstance(parents, list) and all(isinstance(p, str) for p in parents),
+                f"steps[{n}].parents must be a list of task ids",
+            )
+            task = TaskEnvelope.from_fields(step.get("task"))
+            jobs.append(
+                StepJob(step["step_id"], task.to_request(), tuple(parents), bool(step.get("tolerates_failure")))
+            )
+        return cls(Plan(workflow_id, document, tuple(jobs)))
+
+
+def decode(body: bytes) -> TaskEnvelope | WorkflowEnvelope:
+    """Parse any ingress message: a workflow (`"kind": "workflow"`) or a task; raise PoisonMessage if neither."""
+    fields = _parse(body)
+    if isinstance(fields, dict) and fields.get("kind") == WORKFLOW_KIND:
+        if fields.get("version") != VERSION:
+            raise PoisonMessage(f"unknown envelope version {fields.get('version')!r}; this bridge reads {VERSION}")
+        return WorkflowEnvelope.from_fields(fields)
+    return TaskEnvelope.from_fields(fields)
+
+
+def _parse(body: bytes) -> Any:
+    try:
+        fields = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PoisonMessage(f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise PoisonMessage(f"not a JSON object but {type(fields).__name__}")
+    return fields
 
 
 def _check(condition: bool, reason: str) -> None:

@@ -1,8 +1,8 @@
 """The bridge process: move tasks from the RabbitMQ ingress queue into RQ, a batch at a time.
 
 Guarantees: a message is acked only after Redis holds its job (at-least-once
-into RQ); a redelivered message finds its job by task id and creates nothing
-(so no task runs twice because of the bridge); poison messages go to the
+into RQ); a redelivered message finds its job by task id (a workflow by its
+id) and creates nothing (so no task runs twice because of the bridge); poison messages go to the
 dead-letter queue with their reason. With Redis down the batch is held, unacked,
 and retried with backoff; with RabbitMQ down the bridge reconnects with backoff.
 SIGTERM or SIGINT: the batch in hand is finished and acked, then it exits.
@@ -13,20 +13,24 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from types import FrameType
 
 import redis
 
+from bridge import message
 from bridge.amqp.consumer import Consumer, Delivery
 from bridge.amqp.topology import Topology
-from bridge.message import TaskEnvelope
 from core import accepted, registry
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, IngressUnavailable, PoisonMessage, StorageError, UnknownTaskType
 from core.model import TaskRequest
 from core.settings import Settings
+from core.storage import workflows
 from core.storage.enqueue import enqueue_batch
+from core.workflow import Plan
 
 log = logging.getLogger("taskrelay.bridge")
 
@@ -45,6 +49,7 @@ class Counters:
     """What the bridge has done since it started."""
 
     moved: int = 0
+    workflows: int = 0
     duplicates: int = 0
     poisoned: int = 0
     batches: int = 0
@@ -107,48 +112,73 @@ class Bridge:
         log.info("bridge stopped")
 
     def handle(self, batch: list[Delivery], consumer: Consumer) -> bool:
-        """Move one batch into RQ and ack it; return False if stopped before Redis took it (nothing acked)."""
+        """Move one batch into RQ and ack it; return False if stopped before Redis took it (nothing acked).
+
+        The batch's tasks go in one transaction, then each workflow in one of its own.
+        """
         requests: list[TaskRequest] = []
+        plans: list[Plan] = []
         for delivery in batch:
             try:
-                requests.append(self._decode(delivery))
+                decoded = self._decode(delivery)
             except PoisonMessage as exc:
                 consumer.dead_letter(delivery, str(exc))
                 self.counters.poisoned += 1
                 log.error("poison message dead-lettered: %s", exc, extra={"task_id": _message_id(delivery)})
-        if requests and not self._store(requests, consumer):
+                continue
+            if isinstance(decoded, Plan):
+                plans.append(decoded)
+            else:
+                requests.append(decoded)
+        if requests and not self._store(lambda: self._enqueue(requests), consumer, f"{len(requests)} tasks"):
             return False
+        for plan in plans:
+            if not self._store(partial(self._create, plan), consumer, f"workflow {plan.workflow_id}"):
+                return False
         consumer.ack_through(batch[-1].tag)
         self.counters.batches += 1
         return True
 
-    def _decode(self, delivery: Delivery) -> TaskRequest:
-        envelope = TaskEnvelope.decode(delivery.body)
+    def _decode(self, delivery: Delivery) -> TaskRequest | Plan:
+        envelope = message.decode(delivery.body)
         try:
+            if isinstance(envelope, message.WorkflowEnvelope):
+                for step in envelope.plan.steps:
+                    registry.get(step.request.task_type)
+                return envelope.plan
             registry.get(envelope.task_type)
         except UnknownTaskType as exc:
             raise PoisonMessage(str(exc)) from None
         return envelope.to_request()
 
-    def _store(self, requests: list[TaskRequest], consumer: Consumer) -> bool:
-        """Enqueue `requests` in one transaction, waiting out a Redis outage; False if stopped meanwhile."""
+    def _enqueue(self, requests: list[TaskRequest]) -> None:
+        created = enqueue_batch(
+            self.connection, self.settings, requests, also=lambda pipe: accepted.forget(pipe, requests)
+        )
+        self.counters.moved += len(created)
+        self.counters.duplicates += len(requests) - len(created)
+
+    def _create(self, plan: Plan) -> None:
+        if workflows.create(self.connection, self.settings, plan):
+            self.counters.workflows += 1
+        else:
+            self.counters.duplicates += 1
+
+    def _store(self, write: Callable[[], None], consumer: Consumer, what: str) -> bool:
+        """Run `write` (one transaction), waiting out a Redis outage; False if stopped meanwhile."""
         backoff = BACKOFF_START_S
         while True:
             try:
                 with redis_errors():
-                    created = enqueue_batch(
-                        self.connection, self.settings, requests, also=lambda pipe: accepted.forget(pipe, requests)
-                    )
+                    write()
             except BackendUnavailable as exc:
                 self.counters.redis_waits += 1
-                log.warning("Redis unavailable (%s); holding %s tasks, retrying in %.1f s", exc, len(requests), backoff)
+                log.warning("Redis unavailable (%s); holding %s, retrying in %.1f s", exc, what, backoff)
                 if self._stopping:
                     return False
                 consumer.sleep(backoff)
                 backoff = min(BACKOFF_MAX_S, backoff * 2)
                 continue
-            self.counters.moved += len(created)
-            self.counters.duplicates += len(requests) - len(created)
             return True
 
     def _maybe_trim(self) -> None:
@@ -174,8 +204,9 @@ class Bridge:
         self._last_stats = time.monotonic()
         c = self.counters
         log.info(
-            "bridge counters: moved=%s duplicates=%s poisoned=%s batches=%s reconnects=%s redis_waits=%s",
+            "bridge counters: moved=%s workflows=%s duplicates=%s poisoned=%s batches=%s reconnects=%s redis_waits=%s",
             c.moved,
+            c.workflows,
             c.duplicates,
             c.poisoned,
             c.batches,

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.model import PRIORITIES, TaskRequest
+
 REF = "$from"
 """A parameter value `{"$from": "<step id>", "path": "<JSON Pointer>"}` is replaced by that part of the result."""
 MAX_STEPS = 2000
@@ -42,6 +44,33 @@ class StepSpec:
     max_retries: int | None = None
     allow_failure: tuple[str, ...] = field(default=())
     """Parents whose failure this step tolerates."""
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """One step to create: its id in the workflow, its task, and the task ids of its parents."""
+
+    step_id: str
+    request: TaskRequest
+    parent_task_ids: tuple[str, ...]
+    tolerates_failure: bool = False
+    """Some parent's failure is tolerated: RQ's check then lets failed parents pass (an untolerated failure
+    cancels this step first, see core.storage.workflows.settle_failed)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked workflow, ready to create: its document (name, steps, parents, on_failure) and its jobs, parents
+    first. The API builds it; the direct ingress creates it, the RabbitMQ ingress carries it as one message."""
+
+    workflow_id: str
+    document: dict[str, Any]
+    steps: tuple[StepJob, ...]
+
+    @property
+    def priority(self) -> str:
+        """The priority the workflow travels at: its highest step's."""
+        return min((step.request.priority for step in self.steps), key=PRIORITIES.index)
 
 
 def references(value: Any) -> Iterator[dict[str, Any]]:

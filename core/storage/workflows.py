@@ -5,7 +5,7 @@ RQ's `enqueue_dependents` releases it once every parent finished.
 The workflow itself is one JSON document (`taskrelay:workflow:<id>`: name,
 steps with their task ids and parents), indexed by creation time in
 `taskrelay:workflows`. A workflow is written in one MULTI/EXEC: all of it or
-none.
+none, and only once (a redelivered ingress message creates nothing).
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq.job import Dependency, Job, JobStatus
 from rq.queue import Queue
 
 from core import registry
+from core.accepted import PENDING_TTL_S
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.cancel import cancel_waiting
@@ -30,9 +31,10 @@ from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue, queue_named
 from core.storage.records import fetch_job, read_fields
-from core.workflow import Failed, descendants_of
+from core.workflow import Failed, Plan, descendants_of
 
 WORKFLOW_PREFIX = "taskrelay:workflow:"
+ACCEPTED_PREFIX = "taskrelay:workflow-accepted:"
 WORKFLOWS_KEY = "taskrelay:workflows"
 """Sorted set: workflow id -> creation time (Unix seconds)."""
 
@@ -47,32 +49,66 @@ def workflow_key(workflow_id: str) -> str:
     return WORKFLOW_PREFIX + workflow_id
 
 
-@dataclass(frozen=True)
-class StepJob:
-    """One step to create: its id in the workflow, its task, and the task ids of its parents."""
-
-    step_id: str
-    request: TaskRequest
-    parent_task_ids: tuple[str, ...]
-    tolerates_failure: bool = False
-    """Some parent's failure is tolerated: RQ's check then lets failed parents pass (an untolerated failure
-    cancels this step first, see settle_failed)."""
+def accepted_key(workflow_id: str) -> str:
+    """Return the key of a workflow accepted by the API but still in the RabbitMQ ingress (its document)."""
+    return ACCEPTED_PREFIX + workflow_id
 
 
-def create(
-    connection: redis.Redis, settings: Settings, workflow_id: str, document: dict[str, Any], steps: Sequence[StepJob]
-) -> None:
-    """Write the workflow document and every step's job (parents first), in one transaction."""
+def remember(connection: redis.Redis, plan: Plan) -> None:
+    """Record a workflow as accepted and on its way through RabbitMQ, so it reads PENDING (and can be canceled)
+    before the bridge creates it; the bridge deletes the record in the transaction that creates it."""
     pipe = connection.pipeline(transaction=True)
+    pipe.set(accepted_key(plan.workflow_id), json.dumps(plan.document), ex=PENDING_TTL_S)
+    pipe.zadd(WORKFLOWS_KEY, {plan.workflow_id: time.time()})
+    pipe.execute()
+
+
+def forget(connection: redis.Redis, workflow_id: str) -> None:
+    """Drop the accepted record of a workflow whose publish failed (the API answered 503)."""
+    pipe = connection.pipeline(transaction=True)
+    pipe.delete(accepted_key(workflow_id))
+    pipe.zrem(WORKFLOWS_KEY, workflow_id)
+    pipe.execute()
+
+
+def create(connection: redis.Redis, settings: Settings, plan: Plan) -> bool:
+    """Write the workflow document and every step's job (parents first), in one transaction; return False, creating
+    nothing, when the workflow exists already (a redelivered ingress message).
+
+    The document's key is WATCHed, so two callers racing on one workflow cannot both create it. A workflow
+    canceled while it was still in the ingress is written with its document only: no step runs.
+    """
+    key = workflow_key(plan.workflow_id)
+    while True:
+        with connection.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key, accepted_key(plan.workflow_id))
+                if pipe.exists(key):
+                    return False
+                raw: Any = pipe.get(accepted_key(plan.workflow_id))
+                revoked = bool(raw and json.loads(raw).get("revoked"))
+                pipe.multi()
+                _write(pipe, connection, settings, plan, revoked)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue
+
+
+def _write(pipe: Pipeline, connection: redis.Redis, settings: Settings, plan: Plan, revoked: bool) -> None:
     ttl = max(settings.result_ttl_s, settings.failure_ttl_s)
-    pipe.set(workflow_key(workflow_id), json.dumps(document), ex=ttl)
-    pipe.zadd(WORKFLOWS_KEY, {workflow_id: time.time()})
+    document = {**plan.document, "revoked": True} if revoked else plan.document
+    pipe.set(workflow_key(plan.workflow_id), json.dumps(document), ex=ttl)
+    pipe.delete(accepted_key(plan.workflow_id))
+    pipe.zadd(WORKFLOWS_KEY, {plan.workflow_id: time.time()}, nx=True)
+    if revoked:
+        return
     pushed: set[str] = set()
-    for step in steps:
+    for step in plan.steps:
         request = step.request
         spec = registry.get(request.task_type)
         options = job_options(settings, spec, request)
-        options["meta"].update(workflow_id=workflow_id, step_id=step.step_id)
+        options["meta"].update(workflow_id=plan.workflow_id, step_id=step.step_id)
         queue = get_queue(connection, request.priority)
         args = (spec.name, request.parameters)
         if step.parent_task_ids:
@@ -89,21 +125,28 @@ def create(
             pipe.rpush(queue.key, job.id)
             pushed.add(request.priority)
     announce(pipe, sorted(pushed))
-    pipe.execute()
 
 
-def load(connection: redis.Redis, workflow_id: str) -> dict[str, Any] | None:
-    """Return a workflow's document, or None when there is none (never created, expired or purged)."""
+def load(connection: redis.Redis, workflow_id: str, accepted: bool = False) -> dict[str, Any] | None:
+    """Return a workflow's document, or None when there is none (never created, expired or purged).
+
+    With `accepted`, a workflow still in the RabbitMQ ingress is returned too, marked `"accepted": True`.
+    """
     raw: Any = connection.get(workflow_key(workflow_id))
-    return json.loads(raw) if raw else None
+    if raw:
+        return json.loads(raw)
+    if accepted and (raw := connection.get(accepted_key(workflow_id))):
+        return {**json.loads(raw), "accepted": True}
+    return None
 
 
 def mark_revoked(connection: redis.Redis, workflow_id: str) -> None:
-    """Record in the document that the whole workflow was canceled."""
-    document = load(connection, workflow_id)
-    if document is not None:
-        document["revoked"] = True
-        connection.set(workflow_key(workflow_id), json.dumps(document), keepttl=True)
+    """Record in the document that the whole workflow was canceled (in its accepted record while it is still in
+    the ingress: the bridge then creates no step)."""
+    for key in (workflow_key(workflow_id), accepted_key(workflow_id)):
+        raw: Any = connection.get(key)
+        if raw:
+            connection.set(key, json.dumps({**json.loads(raw), "revoked": True}), keepttl=True)
 
 
 def results_of(connection: redis.Redis, task_ids: dict[str, str], failures: bool = False) -> dict[str, Any]:
@@ -259,6 +302,6 @@ def delete_all(connection: redis.Redis) -> int:
         if document:
             connection.delete(*(waiting_key(step["task_id"]) for step in document["steps"].values()))
     if ids:
-        connection.delete(*(workflow_key(i) for i in ids))
+        connection.delete(*(workflow_key(i) for i in ids), *(accepted_key(i) for i in ids))
     connection.delete(WORKFLOWS_KEY)
     return len(ids)

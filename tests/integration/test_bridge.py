@@ -396,3 +396,133 @@ def test_bridge_killed_twice_mid_stream_loses_and_duplicates_nothing(
     drain(real_redis)
     assert real_redis.get("runs:total") == str(total).encode()
     assert all(v == b"1" for v in real_redis.mget([f"runs:t-{n}" for n in range(total)]))
+
+
+CHAIN = {
+    "name": "via-rabbitmq",
+    "steps": [
+        {"id": "source", "task_type": "test_echo", "parameters": {"rows": [1, 2, 3]}},
+        {
+            "id": "total",
+            "task_type": "test_sum",
+            "parameters": {"values": {"$from": "source", "path": "/echo/rows"}},
+            "depends_on": ["source"],
+        },
+    ],
+}
+
+
+def ingress_depth(rabbitmq_url: str, queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        return connection.channel().queue_declare(queue=queue, passive=True).method.message_count
+    finally:
+        connection.close()
+
+
+def test_a_workflow_travels_as_one_message_and_reads_pending_until_bridged(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client
+):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    client = make_client(settings, real_redis)
+    answer = client.post("/api/workflows", json=CHAIN)
+    assert answer.status_code == 202, answer.json
+    workflow_id = answer.json["workflow_id"]
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 1
+    assert real_redis.keys("rq:job:*") == []
+    pending = client.get(f"/api/workflows/{workflow_id}").json
+    assert pending["state"] == "PENDING"
+    assert {entry["status"] for entry in pending["steps"].values()} == {"accepted"}
+    assert [w["workflow_id"] for w in client.get("/api/workflows").json["workflows"]] == [workflow_id]
+
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.workflows == 1 and bridge.counters.batches >= 1, what="the bridge")
+    assert real_redis.keys("taskrelay:workflow-accepted:*") == []
+    drain(real_redis)
+    done = client.get(f"/api/workflows/{workflow_id}").json
+    assert done["state"] == "SUCCESS", done
+    assert done["steps"]["total"]["result"] == {"sum": 6, "count": 3}
+
+
+def test_a_workflow_canceled_in_the_ingress_creates_no_step(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client
+):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    client = make_client(settings, real_redis)
+    workflow_id = client.post("/api/workflows", json=CHAIN).json["workflow_id"]
+    canceled = client.post(f"/api/workflows/{workflow_id}/cancel")
+    assert canceled.status_code == 200 and canceled.json["state"] == "REVOKED", canceled.json
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.batches >= 1, what="the bridge")
+    assert real_redis.keys("rq:job:*") == []
+    status = client.get(f"/api/workflows/{workflow_id}").json
+    assert status["state"] == "REVOKED"
+    assert {entry["state"] for entry in status["steps"].values()} == {"REVOKED"}
+
+
+def workflow_message(workflow_id: str) -> bytes:
+    from bridge.message import WorkflowEnvelope
+    from core.workflow import Plan, StepJob
+
+    def step(step_id: str, parents: tuple[str, ...] = ()) -> StepJob:
+        request = TaskRequest(f"{workflow_id}-{step_id}", "test_count", "normal", {}, "2026-01-01T00:00:00+00:00")
+        return StepJob(step_id, request, tuple(f"{workflow_id}-{p}" for p in parents))
+
+    steps = (step("a"), step("b", ("a",)), step("c", ("a",)))
+    document = {
+        "workflow_id": workflow_id,
+        "name": None,
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "steps": {s.step_id: {"task_id": s.request.task_id, "depends_on": [], "allow_failure": []} for s in steps},
+    }
+    return WorkflowEnvelope(Plan(workflow_id, document, steps)).encode()
+
+
+def test_a_redelivered_workflow_creates_no_second_step(redis_url, rabbitmq_url, ingress_queue, real_redis):
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    publish_raw(rabbitmq_url, ingress_queue, [workflow_message("w1"), workflow_message("w1"), envelope("t1")])
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.workflows + bridge.counters.duplicates + bridge.counters.moved == 3)
+        assert (bridge.counters.workflows, bridge.counters.duplicates, bridge.counters.moved) == (1, 1, 1)
+    assert sorted(real_redis.lrange("rq:queue:normal_priority", 0, -1)) == [b"t1", b"w1-a"]
+    assert real_redis.zcard("rq:deferred:normal_priority") == 2
+    drain(real_redis)
+    assert real_redis.get("runs:total") == b"4"
+
+
+@pytest.mark.slow
+def test_bridge_killed_mid_stream_of_workflows_duplicates_no_step(redis_url, rabbitmq_url, ingress_queue, real_redis):
+    total = 300
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "INGRESS_QUEUE": ingress_queue,
+        "BRIDGE_BATCH_SIZE": "20",
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    publish_raw(rabbitmq_url, ingress_queue, [workflow_message(f"w{n}") for n in range(total)])
+
+    def created() -> int:
+        return len(real_redis.keys("taskrelay:workflow:*"))
+
+    for kill_after in (80, 180):
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
+        try:
+            wait_until(lambda: created() >= kill_after, timeout=60, what=f"{kill_after} workflows")  # noqa: B023
+        finally:
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait()
+    bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
+    try:
+        wait_until(lambda: ingress_depth(rabbitmq_url, ingress_queue) == 0 and created() == total, timeout=60)
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        assert bridge.wait(timeout=20) == 0
+    roots = [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)]
+    assert sorted(roots) == sorted(f"w{n}-a" for n in range(total))
+    assert real_redis.zcard("rq:deferred:normal_priority") == 2 * total
+    for n in (0, total // 2, total - 1):
+        assert real_redis.smembers(f"rq:job:w{n}-a:dependents") == {f"w{n}-b".encode(), f"w{n}-c".encode()}

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.message import VERSION, TaskEnvelope
+from bridge.message import VERSION, TaskEnvelope, WorkflowEnvelope, decode
 from core.errors import PoisonMessage
 from core.model import TaskRequest
+from core.workflow import Plan, StepJob
 
 REQUEST = TaskRequest(
     task_id="t-1",
@@ -52,3 +53,42 @@ def mutated(**changes):
 def test_garbage_is_poison_with_a_reason(body, reason):
     with pytest.raises(PoisonMessage, match=reason):
         TaskEnvelope.decode(body)
+
+
+PLAN = Plan(
+    "w-1",
+    {"workflow_id": "w-1", "name": "n", "steps": {"a": {"task_id": "t-1"}, "b": {"task_id": "t-2"}}},
+    (StepJob("a", REQUEST, ()), StepJob("b", TaskRequest("t-2", "data_processing", "low", {}, "x"), ("t-1",), True)),
+)
+
+
+def test_a_workflow_round_trips_as_one_message_and_a_task_still_decodes_as_a_task():
+    body = WorkflowEnvelope(PLAN).encode()
+    assert json.loads(body)["kind"] == "workflow"
+    decoded = decode(body)
+    assert isinstance(decoded, WorkflowEnvelope) and decoded.plan == PLAN
+    assert PLAN.priority == "high"
+    assert decode(TaskEnvelope.from_request(REQUEST).encode()) == TaskEnvelope.from_request(REQUEST)
+
+
+def mutated_workflow(**changes):
+    fields = json.loads(WorkflowEnvelope(PLAN).encode())
+    fields.update(changes)
+    return json.dumps(fields).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (mutated_workflow(version=9), "unknown envelope version 9"),
+        (mutated_workflow(extra=1), "unknown workflow fields: extra"),
+        (mutated_workflow(workflow_id=7), "workflow_id must be a string"),
+        (mutated_workflow(document=[]), "document must be an object"),
+        (mutated_workflow(steps=[]), "steps must be a non-empty list"),
+        (mutated_workflow(steps=[{"step_id": "a", "parents": "t-0", "task": {}}]), r"steps\[0\].parents"),
+        (mutated_workflow(steps=[{"step_id": "a", "parents": [], "task": {"version": 1}}]), "missing fields"),
+    ],
+)
+def test_a_garbled_workflow_is_poison_with_a_reason(body, reason):
+    with pytest.raises(PoisonMessage, match=reason):
+        decode(body)
