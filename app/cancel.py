@@ -16,6 +16,7 @@ A running task is waited for up to CANCEL_WAIT_S. A revoked task is never retrie
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from typing import Any
 
 import redis
@@ -25,6 +26,7 @@ from app.states import state_of
 from core import accepted
 from core.connection import redis_errors
 from core.settings import Settings
+from core.storage import maps
 from core.storage.cancel import cancel_accepted, cancel_waiting, settle_stopped
 from core.storage.places import ask_to_stop
 from core.storage.queues import queue_named
@@ -40,8 +42,14 @@ def _revoked(task_id: str) -> dict[str, Any]:
     return {"task_id": task_id, "state": "REVOKED", "status": "revoked", "message": "Task has been revoked"}
 
 
-def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[dict[str, Any], int]:
-    """Cancel `task_id`; return the JSON body and the HTTP status (see the module's table)."""
+def cancel(
+    connection: redis.Redis, settings: Settings, task_id: str, cascade: bool = True
+) -> tuple[dict[str, Any], int]:
+    """Cancel `task_id`; return the JSON body and the HTTP status (see the module's table).
+
+    A workflow step's descendants are canceled with it (`cascade`); so is the rest of a map step when one of
+    its element (or spawner) jobs is canceled: the step can no longer succeed whole.
+    """
     with redis_errors():
         job = fetch_job(connection, task_id)
         if job is None:
@@ -56,14 +64,16 @@ def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[d
         queue = queue_named(connection, job.origin)
         outcome = cancel_waiting(connection, queue, task_id, job.failure_ttl or settings.failure_ttl_s)
         if outcome == "done":
-            _cascade(connection, settings, job.meta or {})
+            if cascade:
+                _cascade(connection, settings, task_id, job.meta or {})
             return _revoked(task_id), 200
         if outcome == "missing":
             raise TaskNotFound(f"no task with id {task_id!r}; it was purged meanwhile")
         if outcome == "started":
             outcome = _stop_running(connection, queue, task_id, settings.failure_ttl_s)
             if outcome == "canceled":
-                _cascade(connection, settings, job.meta or {})
+                if cascade:
+                    _cascade(connection, settings, task_id, job.meta or {})
                 return _revoked(task_id), 200
             if outcome == "started":
                 body = {"task_id": task_id, "state": "STARTED", "status": "running"}
@@ -73,10 +83,19 @@ def cancel(connection: redis.Redis, settings: Settings, task_id: str) -> tuple[d
     raise TaskFinished(f"task {task_id} already ended in state {state}; nothing to cancel", state)
 
 
-def _cascade(connection: redis.Redis, settings: Settings, meta: dict[str, Any]) -> None:
-    """A canceled workflow step's descendants can no longer run: cancel them too."""
-    if meta.get("workflow_id"):
-        cancel_descendants(connection, meta["workflow_id"], meta["step_id"], settings.failure_ttl_s)
+def _cascade(connection: redis.Redis, settings: Settings, task_id: str, meta: dict[str, Any]) -> None:
+    """A canceled workflow step's descendants can no longer run: cancel them too (and a map step's jobs)."""
+    if not meta.get("workflow_id"):
+        return
+    if meta.get("map_of"):  # one element, or the spawner: cancel the map step itself, which cascades
+        with suppress(TaskFinished, TaskNotFound):
+            cancel(connection, settings, meta["map_of"])
+        return
+    if meta.get("map_role") == "collect":
+        for job_id in maps.unfinished_jobs(connection, task_id):
+            with suppress(TaskFinished, TaskNotFound):
+                cancel(connection, settings, job_id, cascade=False)
+    cancel_descendants(connection, meta["workflow_id"], meta["step_id"], settings.failure_ttl_s)
 
 
 def _stop_running(connection: redis.Redis, queue: Any, task_id: str, failure_ttl_s: int) -> str:

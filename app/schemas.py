@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.states import LIST_TYPES, STATES
-from core.workflow import MAX_STEPS
+from core.workflow import MAX_MAP_ITEMS, MAX_STEPS
 
 MAX_DELAY_S = 366 * 24 * 3600
 """Longest accepted delay_seconds: one year, in seconds."""
@@ -114,6 +114,27 @@ class SchedulePath(BaseModel):
 STEP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 
 
+class MapSpec(BaseModel):
+    """Fan a step out over a list from an ancestor's result: one task per element, results kept in order."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    source: str = Field(
+        alias="$from", pattern=STEP_ID_PATTERN, description="The ancestor step whose result holds the list"
+    )
+    path: str = Field(default="", max_length=1000, description="JSON Pointer to the list in that result ('' = all)")
+    max_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MAP_ITEMS,
+        description="At most this many elements at once (in lanes: element i starts after element i - n ended)",
+    )
+    tolerated_failures: int = Field(default=0, ge=0, le=MAX_MAP_ITEMS, description="Elements that may fail")
+    tolerated_failure_percent: float = Field(
+        default=0.0, ge=0, le=100, description="Percentage of elements that may fail (the larger allowance wins)"
+    )
+
+
 class WorkflowStep(BaseModel):
     """One step: a task, the steps it waits for, and parameters that may take an ancestor's result."""
 
@@ -137,6 +158,11 @@ class WorkflowStep(BaseModel):
     )
     priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    map: MapSpec | None = Field(
+        default=None,
+        description=f"Run this step once per element of a list (at most {MAX_MAP_ITEMS:,}); in its parameters "
+        '{"$item": "<JSON Pointer>"} is that part of the element. Its result is the list of the elements\' results',
+    )
 
 
 class OnFailureStep(BaseModel):

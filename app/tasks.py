@@ -185,5 +185,6 @@ def status(connection: redis.Redis, task_id: str) -> dict[str, Any]:
         "schedule_id": summary["schedule_id"],
         "workflow_id": meta.get("workflow_id"),
         "step_id": meta.get("step_id"),
+        **({"map_index": meta["map_index"]} if meta.get("map_index") is not None else {}),
     }
     return {"task_id": job.id, "state": summary["state"], "status": detail}

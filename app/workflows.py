@@ -29,10 +29,10 @@ from core.connection import redis_errors
 from core.errors import UnknownTaskType
 from core.model import TaskRequest
 from core.settings import Settings
-from core.storage import workflows
+from core.storage import maps, workflows
 from core.storage.keys import SUMMARY_FIELDS
 from core.storage.records import read_fields
-from core.workflow import Plan, StepJob, StepSpec, WorkflowInvalid, order, references
+from core.workflow import MapOver, Plan, StepJob, StepSpec, WorkflowInvalid, order, references
 
 ACCEPTED_MESSAGE = "Workflow has been submitted successfully"
 
@@ -46,7 +46,16 @@ def _specs(body: SubmitWorkflow) -> list[StepSpec]:
             raise InvalidRequest(
                 str(exc), [{"field": f"steps[{n}].task_type", "message": str(exc), "allowed": exc.known}]
             ) from None
-        if not any(True for _ in references(step.parameters)):
+        over = None
+        if step.map is not None:
+            over = MapOver(
+                step.map.source,
+                step.map.path,
+                step.map.max_concurrency,
+                step.map.tolerated_failures,
+                step.map.tolerated_failure_percent,
+            )
+        if over is None and not any(True for _ in references(step.parameters)):
             try:
                 checked_task_type(spec.name, step.parameters)
             except InvalidRequest as exc:  # name the step: steps[n].parameters.<field>
@@ -54,8 +63,22 @@ def _specs(body: SubmitWorkflow) -> list[StepSpec]:
                 raise InvalidRequest(f"steps[{n}]: {exc.message}", fields) from None
         priority = step.priority.value if step.priority else None
         parents, tolerated = tuple(step.depends_on), tuple(step.allow_failure)
-        specs.append(StepSpec(step.id, spec.name, step.parameters, parents, priority, step.max_retries, tolerated))
+        specs.append(
+            StepSpec(step.id, spec.name, step.parameters, parents, priority, step.max_retries, tolerated, over)
+        )
     return specs
+
+
+def _map_entry(step: StepSpec, default_priority: str) -> dict[str, Any]:
+    """What a map step's spawner needs at run time: the list, the template and the elements' task options."""
+    assert step.map is not None
+    return {
+        **step.map.to_dict(),
+        "task_type": step.task_type,
+        "parameters": step.parameters,
+        "priority": step.priority or default_priority,
+        "max_retries": step.max_retries,
+    }
 
 
 def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
@@ -81,6 +104,7 @@ def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
             ),
             tuple(task_ids[parent] for parent in step.depends_on),
             tolerates_failure=bool(step.allow_failure),
+            is_map=step.map is not None,
         )
         for step in ordered
     ]
@@ -93,6 +117,7 @@ def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
                 "task_id": task_ids[step.id],
                 "depends_on": list(step.depends_on),
                 "allow_failure": list(step.allow_failure),
+                **({"map": _map_entry(step, default_priority)} if step.map is not None else {}),
             }
             for step in ordered
         },
@@ -164,6 +189,8 @@ def status(connection: redis.Redis, workflow_id: str, with_results: bool = True)
         results = workflows.results_of(connection, {s: task_ids[s] for s in done}) if with_results else {}
         handler = document.get("on_failure")
         handler_row = read_fields(connection, [handler["task_id"]], SUMMARY_FIELDS)[0] if handler else None
+        mapped = [step_id for step_id, step in steps.items() if "map" in step]
+        fanned = dict(zip(mapped, maps.progress(connection, [task_ids[s] for s in mapped]), strict=True))
     entries = {}
     for step_id, summary in summaries.items():
         entry = summary or _not_created(task_ids[step_id], document)
@@ -173,6 +200,9 @@ def status(connection: redis.Redis, workflow_id: str, with_results: bool = True)
             "allow_failure": steps[step_id].get("allow_failure", []),
             "result": results.get(step_id),
         }
+        if step_id in fanned:
+            total, ended = fanned[step_id]
+            entries[step_id]["map"] = {"elements": total, "ended": ended}
     by_step = {step_id: entry["state"] for step_id, entry in entries.items()}
     finished = sum(1 for state in by_step.values() if state in FINAL_STATES)
     on_failure = None

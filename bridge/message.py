@@ -121,6 +121,7 @@ class WorkflowEnvelope:
                 "step_id": step.step_id,
                 "parents": list(step.parent_task_ids),
                 "tolerates_failure": step.tolerates_failure,
+                "is_map": step.is_map,
                 "task": {name: getattr(task, name) for name in task.__dataclass_fields__},
             }
             for step in self.plan.steps

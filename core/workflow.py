@@ -15,8 +15,12 @@ from core.model import PRIORITIES, TaskRequest
 
 REF = "$from"
 """A parameter value `{"$from": "<step id>", "path": "<JSON Pointer>"}` is replaced by that part of the result."""
+ITEM = "$item"
+"""In a map step's parameters, a value `{"$item": "<JSON Pointer>"}` is replaced by that part of its element."""
 MAX_STEPS = 2000
 """Most steps one workflow may have."""
+MAX_MAP_ITEMS = 10_000
+"""Most elements one map step may fan out to (one task each)."""
 
 
 class WorkflowInvalid(ValueError):
@@ -33,6 +37,37 @@ class ReferenceMissing(LookupError):
 
 
 @dataclass(frozen=True)
+class MapOver:
+    """A map step's list: `path` of ancestor `source`'s result; one task per element, at most `max_concurrency`
+    at once, and how many may fail (a count, a percentage, or both: the larger allowance wins)."""
+
+    source: str
+    path: str = ""
+    max_concurrency: int | None = None
+    tolerated_failures: int = 0
+    tolerated_failure_percent: float = 0.0
+
+    def allowed_failures(self, total: int) -> int:
+        """Return how many of `total` elements may fail with the map step still succeeding."""
+        return max(self.tolerated_failures, int(total * self.tolerated_failure_percent / 100))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form kept in the workflow's document."""
+        return {
+            "source": self.source,
+            "path": self.path,
+            "max_concurrency": self.max_concurrency,
+            "tolerated_failures": self.tolerated_failures,
+            "tolerated_failure_percent": self.tolerated_failure_percent,
+        }
+
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> MapOver:
+        """Read the JSON form kept in the workflow's document."""
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
 class StepSpec:
     """One step as submitted: its id, task type, parameters and the steps it waits for."""
 
@@ -44,6 +79,8 @@ class StepSpec:
     max_retries: int | None = None
     allow_failure: tuple[str, ...] = field(default=())
     """Parents whose failure this step tolerates."""
+    map: MapOver | None = None
+    """Set for a map step: its parameters are a template run once per element of that list."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +93,8 @@ class StepJob:
     tolerates_failure: bool = False
     """Some parent's failure is tolerated: RQ's check then lets failed parents pass (an untolerated failure
     cancels this step first, see core.storage.workflows.settle_failed)."""
+    is_map: bool = False
+    """A map step: its task id is the step's collector, and a spawner waits on the parents (core.storage.maps)."""
 
 
 @dataclass(frozen=True)
@@ -73,17 +112,23 @@ class Plan:
         return min((step.request.priority for step in self.steps), key=PRIORITIES.index)
 
 
-def references(value: Any) -> Iterator[dict[str, Any]]:
-    """Yield every `{"$from": ...}` object inside `value` (nested dicts and lists)."""
+def references(value: Any, marker: str = REF) -> Iterator[dict[str, Any]]:
+    """Yield every `{"$from": ...}` object inside `value` (nested dicts and lists); with `marker` ITEM, every
+    `{"$item": ...}` one."""
     if isinstance(value, dict):
-        if REF in value:
+        if marker in value:
             yield value
             return
         for item in value.values():
-            yield from references(item)
+            yield from references(item, marker)
     elif isinstance(value, list):
         for item in value:
-            yield from references(item)
+            yield from references(item, marker)
+
+
+def _check_pointer(where: str, path: Any) -> None:
+    if not isinstance(path, str) or (path and not path.startswith("/")):
+        raise WorkflowInvalid(where, f"path must be a JSON Pointer such as '/rows' or '', got {path!r}")
 
 
 def order(steps: Sequence[StepSpec]) -> list[StepSpec]:
@@ -117,8 +162,16 @@ def order(steps: Sequence[StepSpec]) -> list[StepSpec]:
                 raise WorkflowInvalid(where, f"{REF} must name a step of this workflow, got {source!r}")
             if source not in ancestors[step.id]:
                 raise WorkflowInvalid(where, f"{REF} {source!r} is not an ancestor of step {step.id!r}")
-            if not isinstance(path, str) or (path and not path.startswith("/")):
-                raise WorkflowInvalid(where, f"path must be a JSON Pointer such as '/rows' or '', got {path!r}")
+            _check_pointer(where, path)
+        items = list(references(step.parameters, ITEM))
+        if items and step.map is None:
+            raise WorkflowInvalid(f"steps[{n}].parameters", f"{ITEM} is only allowed in a step with a map")
+        for ref in items:
+            _check_pointer(f"steps[{n}].parameters", ref[ITEM])
+        if step.map is not None:
+            if step.map.source not in ancestors[step.id]:
+                raise WorkflowInvalid(f"steps[{n}].map", f"{REF} {step.map.source!r} is not an ancestor of {step.id!r}")
+            _check_pointer(f"steps[{n}].map", step.map.path)
     return ordered
 
 
@@ -213,12 +266,21 @@ class Failed:
     error: dict[str, Any]
 
 
-def resolve(parameters: Any, result_of: Mapping[str, Any]) -> Any:
-    """Return `parameters` with every reference replaced by its step's result part (ReferenceMissing if absent).
+_NO_ITEM = object()
+
+
+def resolve(parameters: Any, result_of: Mapping[str, Any], item: Any = _NO_ITEM) -> Any:
+    """Return `parameters` with every reference replaced by its step's result part (ReferenceMissing if absent),
+    and, given a map element `item`, every `{"$item": pointer}` by that part of it.
 
     A reference to a Failed parent becomes `{"error": {...}}`, whatever its path.
     """
     if isinstance(parameters, dict):
+        if ITEM in parameters and item is not _NO_ITEM:
+            try:
+                return pointer(item, parameters[ITEM])
+            except ReferenceMissing as exc:
+                raise ReferenceMissing(f"{ITEM} {parameters[ITEM]!r}: the element has {exc}") from None
         if REF in parameters:
             source, path = parameters[REF], parameters.get("path", "")
             if isinstance(result_of.get(source), Failed):
@@ -227,7 +289,23 @@ def resolve(parameters: Any, result_of: Mapping[str, Any]) -> Any:
                 return pointer(result_of[source], path)
             except ReferenceMissing as exc:
                 raise ReferenceMissing(f"{REF} {source!r} path {path!r}: the result has {exc}") from None
-        return {key: resolve(value, result_of) for key, value in parameters.items()}
+        return {key: resolve(value, result_of, item) for key, value in parameters.items()}
     if isinstance(parameters, list):
-        return [resolve(item, result_of) for item in parameters]
+        return [resolve(value, result_of, item) for value in parameters]
     return parameters
+
+
+def map_items(result_of: Mapping[str, Any], over: MapOver) -> list[Any]:
+    """Return the list a map step fans out over; raise ReferenceMissing saying why there is none."""
+    source = result_of.get(over.source)
+    if isinstance(source, Failed):
+        raise ReferenceMissing(f"map {REF} {over.source!r}: that step failed ({source.error.get('message')})")
+    try:
+        items = pointer(source, over.path)
+    except ReferenceMissing as exc:
+        raise ReferenceMissing(f"map {REF} {over.source!r} path {over.path!r}: the result has {exc}") from None
+    if not isinstance(items, list):
+        raise ReferenceMissing(f"map {REF} {over.source!r} path {over.path!r} is a {type(items).__name__}, not a list")
+    if len(items) > MAX_MAP_ITEMS:
+        raise ReferenceMissing(f"map {REF} {over.source!r}: {len(items)} elements, over the limit of {MAX_MAP_ITEMS}")
+    return items

@@ -14,7 +14,7 @@ from typing import Any
 
 from rq import Queue, SimpleWorker, Worker
 from rq.command import parse_payload
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
@@ -59,11 +59,34 @@ class Housekeeping:
                 log.warning("released the waiting steps of %s finished workflow steps a lost worker left", released)
 
 
-class HeartbeatWorker(Housekeeping, ShortHeartbeat, Worker):
+class MapBookkeeping:
+    """Record a map element's end once RQ wrote its success or final failure (the batch worker records it after
+    flushing its successes, core.storage.workflows.release_dependents), so the map's collector runs only when
+    every element's outcome is readable."""
+
+    connection: Any
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
+        super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
+        with suppress(BackendUnavailable, StorageError), redis_errors():
+            workflows.element_ended(self.connection, job)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)  # type: ignore[misc]
+        if (job.meta or {}).get("map_index") is None:
+            return
+        with suppress(BackendUnavailable, StorageError), redis_errors():
+            if job.get_status(refresh=True) in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                workflows.element_ended(self.connection, job)
+
+
+class HeartbeatWorker(MapBookkeeping, Housekeeping, ShortHeartbeat, Worker):
     """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration."""
 
 
-class HeartbeatSimpleWorker(Housekeeping, ShortHeartbeat, SimpleWorker):
+class HeartbeatSimpleWorker(MapBookkeeping, Housekeeping, ShortHeartbeat, SimpleWorker):
     """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread,
     and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked)."""
 

@@ -21,7 +21,7 @@ from rq.job import Job
 from core import registry, workflow
 from core.errors import TaskInputError, UnknownTaskType
 from core.settings import get_settings
-from core.storage import workflows
+from core.storage import maps, workflows
 from jobs import notify
 from jobs.interrupt import TaskRevoked
 
@@ -35,7 +35,8 @@ NON_RETRYABLE = (TaskInputError, UnknownTaskType)
 _loaded = False
 
 
-def _ensure_registry() -> None:
+def ensure_registry() -> None:
+    """Load the task types once per process (RQ may run a job in a worker that never ran our start-up)."""
     # A plain `rq worker` never ran our worker's start-up, so load the task types on first use.
     global _loaded
     if not _loaded:
@@ -56,7 +57,7 @@ def _context(job: Job | None, task_type: str) -> dict[str, Any]:
 
 def run(task_type: str, parameters: dict[str, Any]) -> Any:
     """Run one attempt of task `task_type` with `parameters`; return its JSON-able result."""
-    _ensure_registry()
+    ensure_registry()
     job = get_current_job()
     if job is not None:
         job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
@@ -160,7 +161,12 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
         exc_info=(exc_type, exc_value, exc_value.__traceback__) if has_traceback else None,
     )
     if final:
-        if job.meta.get("workflow_id"):
+        settings = get_settings()
+        if job.meta.get("map_role") == "spawn":  # no list to map over: the collector fails the step with this
+            maps.fail(connection, job.meta["map_of"], error["message"], settings.failure_ttl_s)
+        elif job.meta.get("map_index") is not None:
+            pass  # one element: the worker records its end once the failure is written (jobs.heartbeat)
+        elif job.meta.get("workflow_id"):
             # Its descendants can no longer run: cancel them now rather than leave them waiting forever.
-            workflows.settle_failed(connection, get_settings(), job.meta["workflow_id"], job.meta["step_id"], error)
+            workflows.settle_failed(connection, settings, job.meta["workflow_id"], job.meta["step_id"], error)
         notify.task_failed(job, error, get_settings())

@@ -67,3 +67,11 @@ def total(params: dict[str, Any]) -> dict[str, Any]:
     """Add up `values` (a list of numbers, or of lists of numbers: the results of several steps)."""
     flat = [v for item in params["values"] for v in (item if isinstance(item, list) else [item])]
     return {"sum": sum(flat), "count": len(flat)}
+
+
+@task("test_fail_if", max_retries=0, timeout_s=30)
+def fail_if(params: dict[str, Any]) -> dict[str, Any]:
+    """Fail (bad input) when `fail` is true, else return `value`: map tests choose which elements fail."""
+    if params.get("fail"):
+        raise TaskInputError(f"element {params.get('value')!r} was told to fail")
+    return {"value": params.get("value")}

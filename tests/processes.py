@@ -107,14 +107,14 @@ def stop_worker(process: subprocess.Popen, kill: bool = False) -> None:
 
 
 @contextmanager
-def killed_and_replaced(redis_url: str, ready: Callable[[], bool], what: str) -> Iterator[None]:
+def killed_and_replaced(redis_url: str, ready: Callable[[], bool], what: str, **env: str) -> Iterator[None]:
     """Run a worker until `ready()` holds, SIGKILL it and start a fresh one for the block; stop it after."""
-    first = spawn_worker(redis_url)
+    first = spawn_worker(redis_url, **env)
     second = None
     try:
         wait_until(ready, 60, what)
         stop_worker(first, kill=True)
-        second = spawn_worker(redis_url)
+        second = spawn_worker(redis_url, **env)
         yield
     finally:
         for process in (first, second):

@@ -46,8 +46,11 @@ def backoff_intervals(max_retries: int, base_s: float, cap_s: float, rng: random
     return delays
 
 
-def job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> dict[str, Any]:
-    """Return the RQ job options of `request`: id, type, timeouts, TTLs, failure callback, meta and retries."""
+def job_options(
+    settings: Settings, spec: TaskType, request: TaskRequest, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the RQ job options of `request`: id, type, timeouts, TTLs, failure callback, meta (plus `meta`)
+    and retries."""
     retries = spec.max_retries if request.max_retries is None else request.max_retries
     return {
         "job_id": request.task_id,
@@ -64,6 +67,7 @@ def job_options(settings: Settings, spec: TaskType, request: TaskRequest) -> dic
             "errors": [],
             "submitted_at": request.submitted_at,
             **({"schedule_id": request.schedule_id} if request.schedule_id else {}),
+            **(meta or {}),
         },
         "retry": Retry(max=retries, interval=backoff_intervals(retries, settings.retry_base_s, settings.retry_max_s))
         if retries > 0
@@ -156,14 +160,21 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
     announce(pipe, sorted(pushed))
 
 
-def job_hash(settings: Settings, spec: TaskType, request: TaskRequest, queue_name: str, now: datetime) -> dict:
+def job_hash(
+    settings: Settings,
+    spec: TaskType,
+    request: TaskRequest,
+    queue_name: str,
+    now: datetime,
+    meta: dict[str, Any] | None = None,
+) -> dict:
     """Return the Redis hash of a queued job exactly as `Job.to_dict()` writes it, without building a Job.
 
     Building RQ Job objects is most of the bridge's cost per task; this writes
     the same fields (tests/unit/test_enqueue_batch.py compares the two field by
     field, so an RQ upgrade that changes its job hash fails that test).
     """
-    options = job_options(settings, spec, request)
+    options = job_options(settings, spec, request, meta)
     stamp = utcformat(now)
     mapping: dict[str, Any] = {
         "created_at": stamp,

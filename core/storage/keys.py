@@ -78,6 +78,11 @@ def dependencies_key(job_id: str) -> str:
     return f"{JOB_PREFIX}:{job_id}:dependencies"
 
 
+def waiting_key(task_id: str) -> str:
+    """Return the key counting the parents of a waiting workflow step that have not finished yet (Taskrelay's)."""
+    return f"taskrelay:waiting:{task_id}"
+
+
 def job_keys(job_id: str, execution_ids: list[str]) -> list[str]:
     """Return every key RQ may hold for `job_id`, given its execution ids."""
     keys = [job_key(job_id), dependents_key(job_id), dependencies_key(job_id), result_key(job_id)]

@@ -6,6 +6,7 @@ batch in one pipelined round trip.
 
 from __future__ import annotations
 
+from base64 import b64decode
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +36,22 @@ def read_fields(connection: redis.Redis, job_ids: Sequence[str], fields: Sequenc
     for job_id in job_ids:
         pipe.hmget(job_key(job_id), *fields)
     return pipe.execute()
+
+
+def latest_results(connection: redis.Redis, job_ids: Sequence[str]) -> list[Any]:
+    """Return each job's latest return value from RQ's results stream (None where it has none), in one round trip.
+
+    The stream entry's `return_value` is RQ's own encoding (base64 of the serializer's bytes,
+    rq.results.Result.serialize); tests/unit/test_storage.py compares this with Job.return_value().
+    """
+    pipe = connection.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.xrevrange(result_key(job_id), count=1)
+    values: list[Any] = []
+    for entries in pipe.execute():
+        encoded = entries[0][1].get(b"return_value") if entries else None
+        values.append(SERIALIZER.loads(b64decode(encoded)) if encoded is not None else None)
+    return values
 
 
 def worker_names(connection: redis.Redis, job_ids: Sequence[str]) -> list[str | None]:

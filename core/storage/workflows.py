@@ -25,9 +25,10 @@ from core import registry
 from core.accepted import PENDING_TTL_S
 from core.model import TaskRequest
 from core.settings import Settings
+from core.storage import maps
 from core.storage.cancel import cancel_waiting
 from core.storage.enqueue import RUNNER, announce, enqueue_batch, job_options
-from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key
+from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key, waiting_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue, queue_named
 from core.storage.records import fetch_job, read_fields
@@ -37,11 +38,6 @@ WORKFLOW_PREFIX = "taskrelay:workflow:"
 ACCEPTED_PREFIX = "taskrelay:workflow-accepted:"
 WORKFLOWS_KEY = "taskrelay:workflows"
 """Sorted set: workflow id -> creation time (Unix seconds)."""
-
-
-def waiting_key(task_id: str) -> str:
-    """Return the key counting the parents of a waiting step that have not finished yet."""
-    return f"taskrelay:waiting:{task_id}"
 
 
 def workflow_key(workflow_id: str) -> str:
@@ -105,6 +101,9 @@ def _write(pipe: Pipeline, connection: redis.Redis, settings: Settings, plan: Pl
         return
     pushed: set[str] = set()
     for step in plan.steps:
+        if step.is_map:
+            maps.add_step(pipe, connection, settings, plan.workflow_id, step)
+            continue
         request = step.request
         spec = registry.get(request.task_type)
         options = job_options(settings, spec, request)
@@ -175,6 +174,7 @@ def release_dependents(connection: redis.Redis, job: Job) -> None:
     dependent's counter reaches zero. The counter only saves work: RQ's check
     still decides, so a parent that ran twice cannot release a step early.
     """
+    element_ended(connection, job)
     dependents: Any = connection.smembers(job.dependents_key)
     if not dependents:
         return
@@ -183,6 +183,14 @@ def release_dependents(connection: redis.Redis, job: Job) -> None:
         pipe.decr(waiting_key(dependent.decode()))
     if any(int(left) <= 0 for left in pipe.execute()):
         queue_named(connection, job.origin).enqueue_dependents(job)
+
+
+def element_ended(connection: redis.Redis, job: Job) -> None:
+    """If `job` is an element of a map step, record that it ended (its success or final failure is written)."""
+    index = (job.meta or {}).get("map_index")
+    if index is not None:
+        ttl = max(job.result_ttl or 0, job.failure_ttl or 0, 3600)
+        maps.ended(connection, job.meta["map_of"], [int(index)], ttl)
 
 
 def release_stuck(connection: redis.Redis, queues: Sequence[Queue]) -> int:
@@ -197,7 +205,8 @@ def release_stuck(connection: redis.Redis, queues: Sequence[Queue]) -> int:
         for job_id in places_of(queue)["deferred"].read(connection, 0, -1):
             raw: Any = connection.smembers(dependencies_key(job_id))
             parents = sorted(p.decode() for p in raw)
-            if not parents:
+            if not parents:  # a map step's collector: released once every element ended
+                released += maps.repair(connection, job_id, 3600)
                 continue
             if all(status == b"finished" for (status,) in read_fields(connection, parents, ("status",))):
                 parent = fetch_job(connection, parents[0])
@@ -275,11 +284,13 @@ def cancel_descendants(
     origins = read_fields(connection, task_ids, (ORIGIN_FIELD,))
     canceled = []
     for sid, task_id, (origin,) in zip(below, task_ids, origins, strict=True):
-        if (
-            origin
-            and cancel_waiting(connection, queue_named(connection, origin.decode()), task_id, failure_ttl_s) == "done"
-        ):
+        if not origin:
+            continue
+        queue = queue_named(connection, origin.decode())
+        if cancel_waiting(connection, queue, task_id, failure_ttl_s) == "done":
             canceled.append(sid)
+            if "map" in steps[sid]:  # its spawner waits on the same parents: cancel it too
+                cancel_waiting(connection, queue, maps.spawner_id(task_id), failure_ttl_s)
     return canceled
 
 
