@@ -90,7 +90,6 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._per_task_s: float | None = None  # moving average of task durations; None until one has run
         self._per_type_s: dict[str, float] = {}  # the same, per task type
         self._pending_since = 0.0
-        self._releases: list[Job] = []  # workflow steps whose dependents to release after the next flush
         self._rank = {queue.name: rank for rank, queue in enumerate(self.queues)}  # 0 = highest priority
         self._announced: int | None = None  # best rank announced on ENQUEUED_CHANNEL since the last claim
 
@@ -222,8 +221,8 @@ class BatchWorker(HeartbeatSimpleWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         claims.record_success(self._pending, job, return_value, self.name, result_ttl, member, queue)
         self._pending_count += 1
-        if job.meta.get("workflow_id"):
-            self._releases.append(job)  # its waiting steps are enqueued once its success is written
+        if job.meta.get("workflow_id"):  # release what waits on it, in the same round trip, after its success
+            workflows.release_on(self._pending, job)
         if not self._batch or self._pending_age() >= FLUSH_AFTER_S:
             self._flush()
 
@@ -254,9 +253,6 @@ class BatchWorker(HeartbeatSimpleWorker):
         if count > 1:
             pipe.hincrby(self.key, "successful_job_count", count - 1)
         pipe.execute()
-        releases, self._releases = self._releases, []
-        for job in releases:
-            workflows.release_dependents(self.connection, job)
 
     def _record_canceled(self, job: Job, queue: Queue, member: str, when: str) -> None:
         """Write the end of a canceled claimed job: REVOKED, never retried, no failure notification."""

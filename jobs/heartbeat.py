@@ -61,7 +61,7 @@ class Housekeeping:
 
 class MapBookkeeping:
     """Record a map element's end once RQ wrote its success or final failure (the batch worker records it after
-    flushing its successes, core.storage.workflows.release_dependents), so the map's collector runs only when
+    flushing its successes, core.storage.workflows.release_on), so the map's collector runs only when
     every element's outcome is readable."""
 
     connection: Any

@@ -78,9 +78,14 @@ def dependencies_key(job_id: str) -> str:
     return f"{JOB_PREFIX}:{job_id}:dependencies"
 
 
+DEFERRED_PREFIX = "rq:deferred:"
+"""RQ's deferred registry of queue Q is DEFERRED_PREFIX + Q (DeferredJobRegistry.key)."""
+WAITING_PREFIX = "taskrelay:waiting:"
+
+
 def waiting_key(task_id: str) -> str:
     """Return the key counting the parents of a waiting workflow step that have not finished yet (Taskrelay's)."""
-    return f"taskrelay:waiting:{task_id}"
+    return WAITING_PREFIX + task_id
 
 
 def job_keys(job_id: str, execution_ids: list[str]) -> list[str]:

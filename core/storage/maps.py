@@ -27,12 +27,12 @@ from rq.job import Dependency, JobStatus
 from rq.utils import utcformat
 
 from core import registry
-from core.model import PRIORITIES, TaskRequest
+from core.model import QUEUE_NAMES, TaskRequest
 from core.settings import Settings
 from core.storage.enqueue import RUNNER, announce, job_hash, job_options
-from core.storage.keys import QUEUES_KEY, job_key, waiting_key
+from core.storage.keys import DEFERRED_PREFIX, ENQUEUED_CHANNEL, QUEUES_KEY, job_key, queue_key, waiting_key
 from core.storage.places import places_of
-from core.storage.queues import SERIALIZER, get_queue, queue_named
+from core.storage.queues import SERIALIZER, get_queue
 from core.storage.records import latest_results, read_fields
 from core.workflow import StepJob
 
@@ -174,30 +174,37 @@ redis.call('HSET', KEYS[3], 'status', 'queued', 'enqueued_at', ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[2])
 redis.call('SADD', KEYS[6], KEYS[4])
 redis.call('RPUSH', KEYS[4], ARGV[2])
+if ARGV[5] ~= ARGV[7] then redis.call('PUBLISH', ARGV[6], ARGV[5]) end
 return 1
 """
 """KEYS: ended set, map hash, collector job hash, its queue list, its deferred registry, RQ's set of queues.
-ARGV: the element index that ended ('' for none), the collector id, the enqueue stamp, the set's TTL.
+ARGV: the element index that ended ('' for none), the collector id, the enqueue stamp, the set's TTL, the
+queue's name, the enqueued channel, the lowest queue's name (no announce for it).
 Returns 1 when it released the collector (once: only a deferred collector moves)."""
 
 
+def ended_on(pipe: Pipeline | redis.Redis, collector_id: str, queue_name: str, index: int | None, ttl_s: int) -> Any:
+    """Record (on `pipe`) that element `index` of a map step on queue `queue_name` ended (succeeded, failed for
+    good or was canceled), and release its collector once all did; None for `index` only checks."""
+    keys = [ended_key(collector_id), map_key(collector_id), job_key(collector_id), queue_key(queue_name)]
+    keys += [DEFERRED_PREFIX + queue_name, QUEUES_KEY]
+    stamp = utcformat(datetime.now(UTC))
+    mark = "" if index is None else str(index)
+    low = QUEUE_NAMES["low"]
+    return pipe.eval(ENDED, len(keys), *keys, mark, collector_id, stamp, ttl_s, queue_name, ENQUEUED_CHANNEL, low)
+
+
 def ended(connection: redis.Redis, collector_id: str, indexes: Sequence[int], ttl_s: int) -> bool:
-    """Record that elements `indexes` of a map step ended (succeeded, failed for good or were canceled); release
-    its collector once all did. Return whether this call released it."""
+    """Record that elements `indexes` of a map step ended; release its collector once all did. Return whether
+    this call released it."""
     (origin,) = read_fields(connection, [collector_id], ("origin",))[0]
     if origin is None:
         return False  # purged or expired
-    queue = queue_named(connection, origin.decode())
-    keys = [ended_key(collector_id), map_key(collector_id), job_key(collector_id), queue.key]
-    keys += [places_of(queue)["deferred"].key, QUEUES_KEY]
-    released = False
-    stamp = utcformat(datetime.now(UTC))
-    for index in [str(i) for i in indexes] or [""]:
-        released = bool(connection.eval(ENDED, len(keys), *keys, index, collector_id, stamp, ttl_s)) or released
-    if released:
-        priority = next((p for p in PRIORITIES if queue.name.startswith(p)), PRIORITIES[-1])
-        announce(connection, [priority])
-    return released
+    pipe = connection.pipeline(transaction=False)
+    marks: list[int | None] = [*indexes] or [None]
+    for index in marks:
+        ended_on(pipe, collector_id, origin.decode(), index, ttl_s)
+    return any(pipe.execute())
 
 
 def release_if_done(connection: redis.Redis, collector_id: str) -> bool:

@@ -27,11 +27,12 @@ from core.model import TaskRequest
 from core.settings import Settings
 from core.storage import maps
 from core.storage.cancel import cancel_waiting
+from core.storage.dependents import release
 from core.storage.enqueue import RUNNER, announce, enqueue_batch, job_options
 from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key, waiting_key
 from core.storage.places import places_of
-from core.storage.queues import get_queue, queue_named
-from core.storage.records import fetch_job, read_fields
+from core.storage.queues import SERIALIZER, get_queue, queue_named
+from core.storage.records import fetch_job, latest_results, read_fields
 from core.workflow import Failed, Plan, descendants_of
 
 WORKFLOW_PREFIX = "taskrelay:workflow:"
@@ -150,39 +151,28 @@ def mark_revoked(connection: redis.Redis, workflow_id: str) -> None:
 
 def results_of(connection: redis.Redis, task_ids: dict[str, str], failures: bool = False) -> dict[str, Any]:
     """Return {step id: the return value of its task} for finished steps (RQ's results stream); with
-    `failures`, failed steps too, as core.workflow.Failed holding their last error."""
-    found: dict[str, Any] = {}
-    for step_id, task_id in task_ids.items():
-        job = fetch_job(connection, task_id)
-        if job is None:
-            continue
-        status = job.get_status(refresh=False)
-        if status == JobStatus.FINISHED:
-            found[step_id] = job.return_value()
-        elif failures and status == JobStatus.FAILED:
-            errors = (job.meta or {}).get("errors") or [{}]
-            found[step_id] = Failed({"type": errors[-1].get("type"), "message": errors[-1].get("message")})
+    `failures`, failed steps too, as core.workflow.Failed holding their last error. Two round trips in all."""
+    steps, ids = list(task_ids), list(task_ids.values())
+    rows = read_fields(connection, ids, ("status", "meta"))
+    finished = [n for n, (status, _) in enumerate(rows) if status == b"finished"]
+    values = latest_results(connection, [ids[n] for n in finished])
+    found: dict[str, Any] = {steps[n]: value for n, value in zip(finished, values, strict=True)}
+    if failures:
+        for n, (status, meta) in enumerate(rows):
+            if status == b"failed":
+                errors = (SERIALIZER.loads(meta) if meta else {}).get("errors") or [{}]
+                found[steps[n]] = Failed({"type": errors[-1].get("type"), "message": errors[-1].get("message")})
     return found
 
 
-def release_dependents(connection: redis.Redis, job: Job) -> None:
-    """Enqueue the steps waiting on `job` whose parents have all finished (RQ's enqueue_dependents).
-
-    RQ's check reads every parent of every dependent, so calling it on each
-    parent's success costs O(parents²) for a fan-in. A counter per waiting step
-    (`waiting_key`) is decremented instead, and RQ's check runs only once some
-    dependent's counter reaches zero. The counter only saves work: RQ's check
-    still decides, so a parent that ran twice cannot release a step early.
-    """
-    element_ended(connection, job)
-    dependents: Any = connection.smembers(job.dependents_key)
-    if not dependents:
-        return
-    pipe = connection.pipeline(transaction=False)
-    for dependent in dependents:
-        pipe.decr(waiting_key(dependent.decode()))
-    if any(int(left) <= 0 for left in pipe.execute()):
-        queue_named(connection, job.origin).enqueue_dependents(job)
+def release_on(pipe: Pipeline, job: Job) -> None:
+    """Add to `pipe`, after `job`'s success, the release of the steps waiting on it (core.storage.dependents)
+    and, for a map element, the record of its end: the batch worker's flush writes all of it in one round trip."""
+    release(pipe, job.id)
+    index = (job.meta or {}).get("map_index")
+    if index is not None:
+        ttl = max(job.result_ttl or 0, job.failure_ttl or 0, 3600)
+        maps.ended_on(pipe, job.meta["map_of"], job.origin, int(index), ttl)
 
 
 def element_ended(connection: redis.Redis, job: Job) -> None:

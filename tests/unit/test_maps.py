@@ -183,13 +183,13 @@ def test_bad_maps_are_400s_naming_the_field(client, bad, field, words):
 
 
 def test_maintenance_releases_a_map_whose_last_end_was_lost(client, drain, fake_redis, monkeypatch):
-    real_ended = maps.ended
-    monkeypatch.setattr(maps, "ended", lambda *args, **kwargs: False)
+    real_ended = maps.ended_on
+    monkeypatch.setattr(maps, "ended_on", lambda *args, **kwargs: None)
     answer = client.post("/api/workflows", json={"steps": [rows([{"n": 1}, {"n": 2}]), squares()]}).json
     drain()
     task_id = answer["steps"]["each"]["task_id"]
     assert client.get(f"/api/workflows/{answer['workflow_id']}").json["steps"]["each"]["state"] == "PENDING"
-    monkeypatch.setattr(maps, "ended", real_ended)
+    monkeypatch.setattr(maps, "ended_on", real_ended)
     assert maps.repair(fake_redis, task_id, 60)
     drain()
     assert client.get(f"/api/workflows/{answer['workflow_id']}").json["state"] == "SUCCESS"

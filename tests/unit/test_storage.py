@@ -64,3 +64,51 @@ def test_the_internals_claims_use_are_there(fake_redis):
     job._status = JobStatus.FINISHED
     assert job.get_status(refresh=False) == JobStatus.FINISHED
     assert claims._job_stack is rq.job._job_stack
+
+
+def _dependency_scene(connection) -> Queue:
+    """A finished parent `p` with dependents: ready `a`, `b` waiting on a queued `q` too, `c` tolerating the
+    failed `f`, `d` not tolerating it, and a canceled `e`."""
+    from rq.job import Dependency
+
+    queue = Queue("normal_priority", connection=connection, serializer=SERIALIZER)
+    for job_id in ("p", "q", "f"):
+        queue.enqueue("jobs.runner.run", "x", {}, job_id=job_id)
+    queue.enqueue("jobs.runner.run", "x", {}, job_id="a", depends_on=["p"])
+    queue.enqueue("jobs.runner.run", "x", {}, job_id="b", depends_on=["p", "q"])
+    queue.enqueue("jobs.runner.run", "x", {}, job_id="c", depends_on=Dependency(jobs=["p", "f"], allow_failure=True))
+    queue.enqueue("jobs.runner.run", "x", {}, job_id="d", depends_on=["p", "f"])
+    queue.enqueue("jobs.runner.run", "x", {}, job_id="e", depends_on=["p"])
+    connection.hset(keys.job_key("e"), "status", "canceled")
+    connection.zrem("rq:deferred:normal_priority", "e")
+    connection.hset(keys.job_key("p"), "status", "finished")
+    connection.hset(keys.job_key("f"), "status", "failed")
+    connection.lrem(queue.key, 0, "p")
+    connection.lrem(queue.key, 0, "f")
+    return queue
+
+
+def _outcome(connection) -> dict:
+    statuses = {i: connection.hget(keys.job_key(i), "status") for i in "abcde"}
+    return {
+        "statuses": statuses,
+        "queued": sorted(connection.lrange("rq:queue:normal_priority", 0, -1)),
+        "deferred": sorted(connection.zrange(keys.DEFERRED_PREFIX + "normal_priority", 0, -1)),
+        "queues": connection.smembers(keys.QUEUES_KEY),
+        "left_waiting": sorted(connection.smembers(keys.dependents_key("p")) - {b"e"}),
+    }
+
+
+def test_the_release_script_enqueues_what_rqs_enqueue_dependents_does():
+    import fakeredis
+
+    from core.storage import dependents
+
+    theirs, ours = (fakeredis.FakeRedis(server=fakeredis.FakeServer()) for _ in range(2))
+    queue = _dependency_scene(theirs)
+    queue.enqueue_dependents(Job.fetch("p", connection=theirs, serializer=SERIALIZER))
+    _dependency_scene(ours)
+    assert dependents.release(ours, "p") == 2
+    assert _outcome(ours) == _outcome(theirs)
+    assert _outcome(ours)["statuses"]["a"] == b"queued"
+    assert ours.hget(keys.job_key("a"), "enqueued_at")

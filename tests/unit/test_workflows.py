@@ -182,7 +182,7 @@ def test_maintenance_releases_a_step_whose_release_was_lost(client, drain, fake_
 
     answer = post(client, [step("a"), step("b", depends_on=["a"])]).json
     with monkeypatch.context() as patched:  # the worker dies between writing a's success and releasing b
-        patched.setattr(workflows, "release_dependents", lambda connection, job: None)
+        patched.setattr(workflows, "release_on", lambda pipe, job: None)
         drain()
     status = client.get(f"/api/workflows/{answer['workflow_id']}").json
     assert status["steps"]["a"]["state"] == "SUCCESS" and status["steps"]["b"]["state"] == "PENDING"
