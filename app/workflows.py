@@ -228,11 +228,16 @@ def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dic
         if document is None:
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; it was never submitted or has expired")
         workflows.mark_revoked(connection, workflow_id)
-    for step in document["steps"].values():
-        try:
-            cancel_task(connection, settings, step["task_id"])  # cancels what waits on it too
-        except (TaskNotFound, TaskFinished):  # purged, or it already ended (or a cascade revoked it)
-            continue
+    # Children before parents (the document lists parents first), so a parent that ends meanwhile releases
+    # nothing; no cascade: every step is canceled here anyway, at two round trips a step.
+    for step in reversed(list(document["steps"].values())):
+        with redis_errors():
+            extra = maps.unfinished_jobs(connection, step["task_id"]) if "map" in step else []
+        for task_id in [step["task_id"], *extra]:
+            try:
+                cancel_task(connection, settings, task_id, cascade=False)
+            except (TaskNotFound, TaskFinished):  # purged, or it already ended
+                continue
     steps = status(connection, workflow_id)["steps"]
     revoked = [step_id for step_id, entry in steps.items() if entry["state"] == "REVOKED"]
     return {"workflow_id": workflow_id, "state": "REVOKED", "revoked_steps": revoked}
