@@ -65,6 +65,12 @@ def add1(params: dict[str, Any]) -> int:
     return int(params["x"]) + 1
 
 
+@task("bench_range", max_retries=0, timeout_s=60)
+def numbers(params: dict[str, Any]) -> list[int]:
+    """Taskrelay: return [0, 1, ..., n - 1] (bench.workflows maps over it)."""
+    return list(range(int(params["n"])))
+
+
 @task("bench_total", max_retries=0, timeout_s=60)
 def total(params: dict[str, Any]) -> int:
     """Taskrelay: return the sum of `values` (bench.workflows' fan-in)."""

@@ -9,6 +9,8 @@ submit until the last step's result is stored:
            (Taskrelay: {"$from": previous}; Celery: chain(add1.s(0), add1.s(), ...))
   fan-in   1,000 parallel steps, then one step summing their results
            (Celery: chord(group(...), total.s()))
+  map      one step returning a list of 1,000 numbers, a map step adding 1 to each, one summing them
+           (Celery has no map over a result: the same chord, its size known at submit)
   many     200 workflows of 10 steps (a chain of 10) submitted at once: steps/s
 Taskrelay workflows are submitted through the API's own function (no HTTP),
 as Celery's are through apply_async. Also reported: the time to accept one
@@ -57,6 +59,25 @@ def _fan_in(n: int) -> list[dict[str, Any]]:
         "depends_on": [f"p{i}" for i in range(n)],
     }
     return [*parts, total]
+
+
+def _map(n: int) -> list[dict[str, Any]]:
+    return [
+        {"id": "numbers", "task_type": "bench_range", "parameters": {"n": n}},
+        {
+            "id": "each",
+            "task_type": "bench_add1",
+            "parameters": {"x": {"$item": ""}},
+            "depends_on": ["numbers"],
+            "map": {"$from": "numbers"},
+        },
+        {
+            "id": "total",
+            "task_type": "bench_total",
+            "parameters": {"values": {"$from": "each"}},
+            "depends_on": ["each"],
+        },
+    ]
 
 
 class Taskrelay:
@@ -182,6 +203,9 @@ def main() -> None:
         seconds, value = taskrelay.run(_fan_in(fan_n), "total")
         assert value == sum(range(1, fan_n + 1)), value
         rows["fan-in"] = {"taskrelay_s": seconds}
+        seconds, value = taskrelay.run(_map(fan_n), "total")
+        assert value == sum(range(1, fan_n + 1)), value
+        rows["map"] = {"taskrelay_s": seconds}
         rows["many"] = {"taskrelay_s": taskrelay.many(many_n, many_len)}
         accept_s = taskrelay.accept(accept_n)
     finally:
@@ -194,12 +218,16 @@ def main() -> None:
         seconds, value = celery.fan_in(fan_n)
         assert value == sum(range(1, fan_n + 1)), value
         rows["fan-in"]["celery_s"] = seconds
+        seconds, value = celery.fan_in(fan_n)  # Celery has no map over a result: the same chord, its size known
+        assert value == sum(range(1, fan_n + 1)), value
+        rows["map"]["celery_s"] = seconds
         rows["many"]["celery_s"] = celery.many(many_n, many_len)
     finally:
         celery.close()
     labels = {
         "chain": f"chain of {chain_n} passing results",
         "fan-in": f"fan-out of {fan_n} + fan-in",
+        "map": f"map over a {fan_n}-element result + fan-in (Celery: the chord again)",
         "many": f"{many_n} workflows of {many_len} steps",
     }
     lines = [
@@ -208,7 +236,7 @@ def main() -> None:
         "| scenario | Taskrelay s | Celery canvas s | Taskrelay steps/s | Celery steps/s | Celery s / Taskrelay s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    steps = {"chain": chain_n, "fan-in": fan_n + 1, "many": many_n * many_len}
+    steps = {"chain": chain_n, "fan-in": fan_n + 1, "map": fan_n + 2, "many": many_n * many_len}
     for name, row in rows.items():
         ratio = row["celery_s"] / row["taskrelay_s"]
         lines.append(

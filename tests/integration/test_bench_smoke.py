@@ -84,4 +84,4 @@ def test_workflows_smoke(bench_dbs, rabbitmq_url):
     output = run_bench(bench_dbs, "bench.workflows", "--smoke")
     assert "| chain of 5 passing results |" in output and "Accepting one 50-step workflow" in output
     rows = json.loads((ROOT / "bench" / "results" / "workflows-smoke.json").read_text())["rows"]
-    assert set(rows) == {"chain", "fan-in", "many"}
+    assert set(rows) == {"chain", "fan-in", "map", "many"}
