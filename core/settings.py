@@ -144,6 +144,11 @@ class Settings:
     failure_webhook_attempts: int = DEFAULT_WEBHOOK_ATTEMPTS
     failure_email_to: tuple[str, ...] = ()
     s3_endpoint_url: str = ""
+    s3_buckets: tuple[str, ...] = ()
+    """S3_BUCKETS: when set, the only buckets file_processing may read or write."""
+    allow_private_urls: bool = False
+    """ALLOW_PRIVATE_URLS: let outbound requests (the failure webhook) reach loopback, link-local and private
+    addresses (jobs/outbound.py)."""
     rabbitmq_url: str = field(default="", repr=False)
     dashboard_username: str = ""
     dashboard_password: str = field(default="", repr=False)
@@ -190,6 +195,8 @@ class Settings:
             failure_webhook_attempts=_int(env, "FAILURE_WEBHOOK_ATTEMPTS", DEFAULT_WEBHOOK_ATTEMPTS),
             failure_email_to=_list(env, "FAILURE_EMAIL_TO"),
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
+            s3_buckets=_list(env, "S3_BUCKETS"),
+            allow_private_urls=_bool(env, "ALLOW_PRIVATE_URLS", False),
             rabbitmq_url=env.get("RABBITMQ_URL", ""),
             dashboard_username=env.get("DASHBOARD_USERNAME", ""),
             dashboard_password=env.get("DASHBOARD_PASSWORD", ""),

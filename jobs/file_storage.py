@@ -34,11 +34,15 @@ def is_s3_uri(value: str) -> bool:
     return value.startswith(S3_SCHEME)
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """Split `s3://bucket/key` into bucket and key (the key may be empty)."""
+def split_s3_uri(uri: str, settings: Settings | None = None) -> tuple[str, str]:
+    """Split `s3://bucket/key` into bucket and key (the key may be empty); with `settings`, refuse a bucket
+    outside S3_BUCKETS when that is set."""
     bucket, _, key = uri.removeprefix(S3_SCHEME).partition("/")
     if not bucket:
         raise TaskInputError(f"{uri!r} names no bucket; expected s3://bucket/key")
+    if settings is not None and settings.s3_buckets and bucket not in settings.s3_buckets:
+        allowed = ", ".join(settings.s3_buckets)
+        raise TaskInputError(f"bucket {bucket!r} is not one this deployment may use (S3_BUCKETS: {allowed})")
     return bucket, key
 
 
@@ -87,7 +91,7 @@ def output_target(output: str | None, stem: str, settings: Settings) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     generated = f"{stem or 'output'}.{stamp}-{uuid.uuid4().hex[:8]}.json"
     if output and is_s3_uri(output):
-        bucket, key = split_s3_uri(output)
+        bucket, key = split_s3_uri(output, settings)
         if not key or key.endswith("/"):
             key += generated
         return f"{S3_SCHEME}{bucket}/{key}"
@@ -104,7 +108,7 @@ def report_sink(target: str, settings: Settings) -> Iterator[TextIO]:
     A failed task therefore never leaves a half-written report behind.
     """
     if is_s3_uri(target):
-        bucket, key = split_s3_uri(target)
+        bucket, key = split_s3_uri(target, settings)
         with io.TextIOWrapper(tempfile.TemporaryFile(), encoding="utf-8") as spool:
             yield spool
             spool.flush()
@@ -132,7 +136,7 @@ def _check_size(source: str, size: int) -> None:
 
 @contextmanager
 def _download(uri: str, settings: Settings) -> Iterator[Path]:
-    bucket, key = split_s3_uri(uri)
+    bucket, key = split_s3_uri(uri, settings)
     if not key or key.endswith("/"):
         raise TaskInputError(f"{uri!r} names no object; expected s3://bucket/key")
     with _missing_is_input_error(uri):

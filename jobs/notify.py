@@ -19,6 +19,7 @@ import urllib.request
 from typing import Any
 
 from core.settings import Settings
+from jobs import outbound
 
 log = logging.getLogger("taskrelay.notify")
 
@@ -48,8 +49,11 @@ def failure_payload(job: Any, error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def post_webhook(url: str, payload: dict[str, Any], secret: str, attempts: int) -> bool:
-    """POST `payload` to `url`, retrying transient failures; return whether it was accepted."""
+def post_webhook(url: str, payload: dict[str, Any], secret: str, attempts: int, allow_private: bool = False) -> bool:
+    """POST `payload` to `url`, retrying transient failures; return whether it was accepted.
+
+    An internal address (jobs.outbound) is refused unless `allow_private` (ALLOW_PRIVATE_URLS).
+    """
     body = json.dumps(payload, sort_keys=True).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "taskrelay"}
     if secret:
@@ -58,9 +62,12 @@ def post_webhook(url: str, payload: dict[str, Any], secret: str, attempts: int) 
     for attempt in range(1, attempts + 1):
         request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:  # noqa: S310
+            with outbound.open_url(request, allow_private, WEBHOOK_TIMEOUT_S) as response:
                 if 200 <= response.status < 300:
                     return True
+        except outbound.BlockedURL as exc:
+            log.error("failure webhook refused: %s; not retrying", exc)
+            return False
         except urllib.error.HTTPError as exc:
             if 400 <= exc.code < 500:
                 log.error("failure webhook refused with %s; not retrying", exc.code, extra={"path": url})
@@ -99,6 +106,7 @@ def task_failed(job: Any, error: dict[str, Any], settings: Settings) -> None:
                 payload,
                 settings.failure_webhook_secret,
                 settings.failure_webhook_attempts,
+                settings.allow_private_urls,
             )
         except Exception:
             log.exception("failure webhook crashed", extra={"task_id": job.id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -360,6 +361,17 @@ def test_missing_s3_key_or_bucket_is_an_input_error(settings: Settings, s3: Any)
     s3.put_object(Bucket="inbox", Key="a.txt", Body=b"hi")
     with pytest.raises(TaskInputError, match="NoSuchBucket"):
         run(path="s3://inbox/a.txt", output="s3://no-such-bucket/out/")
+
+
+def test_s3_buckets_confines_reads_and_writes(settings: Settings, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    confined = dataclasses.replace(settings, s3_buckets=("inbox", "reports"))
+    monkeypatch.setattr("jobs.file_processing.get_settings", lambda: confined)
+    s3.put_object(Bucket="inbox", Key="data.json", Body=b"[1, 2]")
+    assert run(path="s3://inbox/data.json", operations=["json_summary"])["source"] == "s3://inbox/data.json"
+    with pytest.raises(TaskInputError, match=r"bucket 'secrets' is not one this deployment may use \(S3_BUCKETS"):
+        run(path="s3://secrets/keys.json")
+    with pytest.raises(TaskInputError, match="bucket 'elsewhere' is not one"):
+        run(path="s3://inbox/data.json", output="s3://elsewhere/out/")
 
 
 def test_s3_object_over_the_size_limit_is_refused(settings: Settings, s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:

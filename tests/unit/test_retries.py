@@ -117,6 +117,7 @@ def receiver() -> Iterator[Receiver]:
 
 def test_final_failure_posts_a_signed_webhook_once(client, drain, receiver, monkeypatch):
     monkeypatch.setenv("FAILURE_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("ALLOW_PRIVATE_URLS", "true")  # the receiver listens on loopback
     monkeypatch.setenv("FAILURE_WEBHOOK_SECRET", "s3cret")
     monkeypatch.setattr(notify, "WEBHOOK_BACKOFF_S", 0.01)
     receiver.answers = [503]  # the first delivery fails; the retry must get through
@@ -136,12 +137,21 @@ def test_final_failure_posts_a_signed_webhook_once(client, drain, receiver, monk
 def test_webhook_gives_up_on_4xx(receiver, monkeypatch):
     monkeypatch.setattr(notify, "WEBHOOK_BACKOFF_S", 0.01)
     receiver.answers = [400, 200]
-    assert notify.post_webhook(receiver.url, {"x": 1}, "", attempts=3) is False
+    assert notify.post_webhook(receiver.url, {"x": 1}, "", attempts=3, allow_private=True) is False
     assert len(receiver.requests) == 1
+
+
+def test_a_webhook_to_loopback_is_refused_without_allow_private_urls(client, drain, receiver, monkeypatch, caplog):
+    monkeypatch.setenv("FAILURE_WEBHOOK_URL", receiver.url)
+    submit(client, "test_bad_input")
+    drain()
+    assert receiver.requests == []
+    assert "resolves to 127.0.0.1, an internal address; set ALLOW_PRIVATE_URLS=true" in caplog.text
 
 
 def test_no_webhook_while_retries_remain(client, drain, receiver, monkeypatch):
     monkeypatch.setenv("FAILURE_WEBHOOK_URL", receiver.url)
+    monkeypatch.setenv("ALLOW_PRIVATE_URLS", "true")
     submit(client, "test_flaky", {"succeed_on": 2})
     drain()
     assert receiver.requests == []
