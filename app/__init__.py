@@ -17,7 +17,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import dashboard, errors, ingress
+from app import dashboard, errors, idempotency, ingress
 from app.ingress import Ingress
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         g.started = time.perf_counter()
 
     app.before_request(_check_json_body)
+    idempotency.init_app(app)
 
     @app.after_request
     def _log_request(response: Response) -> Response:

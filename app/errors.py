@@ -82,6 +82,20 @@ class ScheduleNotFound(ApiError):
     code = "not_found"
 
 
+class IdempotencyConflict(ApiError):
+    """The request with this Idempotency-Key is still being processed."""
+
+    status = 409
+    code = "idempotency_conflict"
+
+
+class IdempotencyMismatch(ApiError):
+    """An Idempotency-Key was reused with a different request body."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
 class BodyTooLarge(ApiError):
     """The request body is over MAX_BODY_BYTES."""
 

@@ -27,6 +27,8 @@ DEFAULT_KEEP_FAILED = 10_000
 """How long a failed task's status and error stay readable, in seconds."""
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body, in bytes."""
+DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
+"""How long an Idempotency-Key and the response it replays are kept, in seconds."""
 DEFAULT_RETRY_BASE_S = 2.0
 """First retry delay in seconds; attempt n waits base * 2**(n-1), with +-50% jitter."""
 DEFAULT_RETRY_MAX_S = 300.0
@@ -146,6 +148,7 @@ class Settings:
     s3_endpoint_url: str = ""
     s3_buckets: tuple[str, ...] = ()
     """S3_BUCKETS: when set, the only buckets file_processing may read or write."""
+    idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S
     allow_private_urls: bool = False
     """ALLOW_PRIVATE_URLS: let outbound requests (the failure webhook) reach loopback, link-local and private
     addresses (jobs/outbound.py)."""
@@ -197,6 +200,7 @@ class Settings:
             s3_endpoint_url=env.get("S3_ENDPOINT_URL", ""),
             s3_buckets=_list(env, "S3_BUCKETS"),
             allow_private_urls=_bool(env, "ALLOW_PRIVATE_URLS", False),
+            idempotency_ttl_s=_positive(env, "IDEMPOTENCY_TTL_S", DEFAULT_IDEMPOTENCY_TTL_S),
             rabbitmq_url=env.get("RABBITMQ_URL", ""),
             dashboard_username=env.get("DASHBOARD_USERNAME", ""),
             dashboard_password=env.get("DASHBOARD_PASSWORD", ""),

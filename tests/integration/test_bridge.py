@@ -526,3 +526,16 @@ def test_bridge_killed_mid_stream_of_workflows_duplicates_no_step(redis_url, rab
     assert real_redis.zcard("rq:deferred:normal_priority") == 2 * total
     for n in (0, total // 2, total - 1):
         assert real_redis.smembers(f"rq:job:w{n}-a:dependents") == {f"w{n}-b".encode(), f"w{n}-c".encode()}
+
+
+def test_an_idempotent_replay_publishes_nothing(redis_url, rabbitmq_url, ingress_queue, real_redis, make_client):
+    client = make_client(settings_for(redis_url, rabbitmq_url, ingress_queue), real_redis)
+    headers = {"Idempotency-Key": "once-only"}
+    first = client.post("/api/tasks", json=SEED_TASK, headers=headers)
+    again = client.post("/api/tasks", json=SEED_TASK, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json["task_id"] == first.json["task_id"]
+    workflow = client.post("/api/workflows", json=CHAIN, headers={"Idempotency-Key": "flow-once"})
+    replayed = client.post("/api/workflows", json=CHAIN, headers={"Idempotency-Key": "flow-once"})
+    assert replayed.json["workflow_id"] == workflow.json["workflow_id"]
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 2

@@ -1,0 +1,92 @@
+"""`Idempotency-Key` on POST /api/tasks and POST /api/workflows (Stripe's, and the IETF httpapi draft's).
+
+* first request with a key: runs; a 2xx answer is stored for IDEMPOTENCY_TTL_S (default 24 h);
+* the same key and the same body again: the stored answer, with `Idempotent-Replayed: true`; nothing is
+  submitted or published again (the RabbitMQ ingress included);
+* the same key with a different body: 422; while the first is still running: 409;
+* an answer that is not 2xx is not stored: the key may be sent again with a corrected body;
+* keys are scoped per caller (the API key's id when auth is on), at most MAX_KEY_LENGTH characters (400).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+
+from app import errors
+from core.connection import redis_errors
+from core.storage import idempotency
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+ROUTES = {("POST", "/api/tasks"), ("POST", "/api/workflows")}
+
+
+def _scope() -> str:
+    """Whose key this is: the API key's id once auth identified the caller, else one shared scope."""
+    api_key = g.get("api_key")
+    return str(getattr(api_key, "id", None) or "anonymous")
+
+
+def fingerprint(path: str, raw: bytes) -> str:
+    """Return what identifies a request's content: its path and its JSON body, whatever the spacing or key order."""
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = raw
+    return hashlib.sha256(path.encode() + b"\n" + canonical).hexdigest()
+
+
+def _before() -> Any:
+    key = request.headers.get(HEADER)
+    if key is None or (request.method, request.path) not in ROUTES:
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH:
+        message = f"{HEADER} must be 1 to {MAX_KEY_LENGTH} characters, got {len(key)}"
+        return errors.render(errors.InvalidRequest(message, [{"field": HEADER, "message": message}]))
+    state = current_app.extensions["taskrelay"]
+    content = fingerprint(request.path, request.get_data(cache=True))
+    with redis_errors():
+        seen = idempotency.begin(state.connection, _scope(), key, content)
+    if seen.state == "mismatch":
+        message = f"this {HEADER} was already used with a different request body; use a new key for a new request"
+        return errors.render(errors.IdempotencyMismatch(message, [{"field": HEADER, "message": message}]))
+    if seen.state == "in_flight":
+        message = f"the first request with this {HEADER} is still being processed; retry shortly"
+        return errors.render(errors.IdempotencyConflict(message, [{"field": HEADER, "message": message}]))
+    if seen.state == "done":
+        response = jsonify(seen.body)
+        response.status_code = seen.status
+        response.headers[REPLAYED_HEADER] = "true"
+        return response
+    g.idempotency = (key, content)
+    return None
+
+
+def _after(response: Response) -> Response:
+    claimed = g.pop("idempotency", None)
+    if claimed is None:
+        return response
+    key, content = claimed
+    state = current_app.extensions["taskrelay"]
+    try:
+        with redis_errors():
+            if 200 <= response.status_code < 300:
+                body = response.get_json(silent=True)
+                ttl = state.settings.idempotency_ttl_s
+                idempotency.finish(state.connection, _scope(), key, content, response.status_code, body, ttl)
+            else:
+                idempotency.abandon(state.connection, _scope(), key)
+    except Exception:  # the answer stands; the key's record expires on its own (IN_FLIGHT_TTL_S)
+        current_app.logger.warning("could not store the answer for an %s", HEADER)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Check and replay Idempotency-Key on the submit routes (after the body checks, before the views)."""
+    app.before_request(_before)
+    app.after_request(_after)
