@@ -17,7 +17,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import dashboard, errors, ingress
+from app import auth, dashboard, errors, ingress
 from app.ingress import Ingress
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def _start_timer() -> None:
         g.started = time.perf_counter()
 
+    auth.init_app(app, connection, settings, dashboard_login=lambda: dashboard.pair_login(settings))
     app.before_request(_check_json_body)
 
     @app.after_request
