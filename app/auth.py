@@ -55,12 +55,14 @@ DEFAULT_SCOPE = "admin"
 DASHBOARD_PREFIX = "/dashboard"
 DASHBOARD_SCOPE = "admin"
 AUDITED: dict[tuple[str, str], str] = {
-    ("POST", "/api/tasks/purge"): "purged every task",
-    ("POST", "/api/tasks/<task_id>/cancel"): "canceled task {task_id}",
-    ("POST", "/api/workflows/<workflow_id>/cancel"): "canceled workflow {workflow_id}",
-    ("DELETE", "/api/schedules/<schedule_id>"): "deleted schedule {schedule_id}",
+    ("POST", "/api/tasks/purge"): "purge every task",
+    ("POST", "/api/tasks/<task_id>/cancel"): "cancel task {task_id}",
+    ("POST", "/api/workflows/<workflow_id>/cancel"): "cancel workflow {workflow_id}",
+    ("DELETE", "/api/schedules/<schedule_id>"): "delete schedule {schedule_id}",
 }
-"""Routes whose every answer writes an audit line: what was done, by which key's name, with what status."""
+"""Routes whose answers write an audit line once the key was let in: what was asked, by which key, the status.
+
+A request refused for its key (401, 403) writes none: the request log line has its status."""
 ANONYMOUS = "anonymous (TASKRELAY_AUTH=off)"
 
 log = logging.getLogger("taskrelay.api")
@@ -133,7 +135,7 @@ def presented_key(basic: bool = False) -> str | None:
 def scope_needed(method: str, rule: str | None) -> str | None:
     """Return the scope `method` on `rule` needs, or None for an open route."""
     method = "GET" if method == "HEAD" else method
-    if rule is None:
+    if rule is None or method == "OPTIONS":
         return "read"  # an unknown path or method: any valid key learns it is a 404 or 405
     if (method, rule) in OPEN_ROUTES:
         return None
@@ -195,15 +197,16 @@ def _check(verifier: Verifier, dashboard_login: Callable[[], bool]) -> Response 
     return None
 
 
-def _audit(response: Response) -> Response:
+def _audit(response: Response, auth_on: bool) -> Response:
     if request.url_rule is None:
         return response
     what = AUDITED.get((request.method, request.url_rule.rule))
-    if what is not None:
-        record = g.get("api_key")
-        who = f"key {record.name!r} ({record.id})" if record is not None else ANONYMOUS
-        done = what.format(**(request.view_args or {}))
-        audit.info("%s by %s: %s", done, who, response.status_code, extra={"path": request.path})
+    record = g.get("api_key")
+    if what is None or (auth_on and record is None):
+        return response
+    who = f"key {record.name!r} ({record.id})" if record is not None else ANONYMOUS
+    done = what.format(**(request.view_args or {}))
+    audit.info("%s by %s: %s", done, who, response.status_code, extra={"path": request.path})
     return response
 
 
@@ -224,5 +227,5 @@ def init_app(app: Flask, connection: redis.Redis, settings: Settings, dashboard_
     if settings.auth:
         verifier = Verifier(connection, settings.bootstrap_key)
         app.before_request(lambda: _check(verifier, dashboard_login))
-    app.after_request(_audit)
+    app.after_request(lambda response: _audit(response, settings.auth))
     app.after_request(_harden)

@@ -107,9 +107,13 @@ def test_health_needs_no_key_and_says_auth_is_on(anonymous):
     assert answer.status_code == 200 and answer.json["auth"] == "on"
 
 
-def test_unknown_paths_need_a_key_before_they_are_404s(anonymous, client):
+def test_unknown_paths_need_a_key_before_they_are_404s(anonymous, client, make_client):
     assert anonymous.get("/api/nothing").status_code == 401
     assert client.get("/api/nothing").status_code == 404
+    reader = make_client("read")
+    assert reader.get("/api/nothing").status_code == 404
+    assert reader.options("/api/tasks/purge").status_code == 200
+    assert anonymous.options("/api/tasks/purge").status_code == 401
 
 
 def test_every_api_answer_carries_the_hardening_headers(client, anonymous):
@@ -230,13 +234,24 @@ def test_audit_lines_name_the_key_and_what_was_done(make_client, caplog):
     with caplog.at_level(logging.INFO, logger="taskrelay.audit"):
         admin.post(f"/api/tasks/{task_id}/cancel")
         admin.post(f"/api/workflows/{workflow_id}/cancel")
+        admin.post(f"/api/tasks/{task_id}/cancel")  # ended already: audited with its 409
         admin.post("/api/tasks/purge")
         admin.get("/api/tasks")
+        as_key(admin, None).post("/api/tasks/purge")  # refused for its key: no audit line
     lines = [r.getMessage() for r in caplog.records if r.name == "taskrelay.audit"]
-    assert len(lines) == 3
-    assert lines[0].startswith(f"canceled task {task_id} by key 'ops'") and lines[0].endswith(": 200")
-    assert lines[1].startswith(f"canceled workflow {workflow_id} by key 'ops'")
-    assert lines[2].startswith("purged every task by key 'ops'")
+    assert len(lines) == 4
+    assert lines[0].startswith(f"cancel task {task_id} by key 'ops'") and lines[0].endswith(": 200")
+    assert lines[1].startswith(f"cancel workflow {workflow_id} by key 'ops'")
+    assert lines[2].startswith(f"cancel task {task_id} by key 'ops'") and lines[2].endswith(": 409")
+    assert lines[3].startswith("purge every task by key 'ops'") and lines[3].endswith(": 200")
+
+
+def test_auth_off_audits_as_anonymous(fake_redis, caplog):
+    client = as_key(create_app(Settings.from_env({"TASKRELAY_AUTH": "off"}), fake_redis).test_client(), None)
+    with caplog.at_level(logging.INFO, logger="taskrelay.audit"):
+        client.post("/api/tasks/purge")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "taskrelay.audit"]
+    assert line == "purge every task by anonymous (TASKRELAY_AUTH=off): 200"
 
 
 def test_key_changes_are_audited(fake_redis, caplog):
@@ -262,7 +277,7 @@ def test_no_key_ever_reaches_the_logs(app, fake_redis, caplog):
         client.get("/dashboard/", headers={"Authorization": basic})
         revoke_key(fake_redis, "reader")
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-    assert "purged every task by key 'ops'" in logged  # the capture did see the requests
+    assert "purge every task by key 'ops'" in logged  # the capture did see the requests
     for key in (admin_key, reader_key, admin_key[:-1], TEST_API_KEY):
         assert key not in logged
 
