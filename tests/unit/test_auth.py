@@ -303,3 +303,14 @@ def test_dashboard_pair_still_logs_in_beside_the_keys(fake_redis):
     pair = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
     assert client.get("/dashboard/", headers=pair).status_code == 200
     assert client.get("/api/tasks", headers=pair).status_code == 401  # the pair opens the dashboard only
+
+
+def test_with_redis_down_the_bootstrap_key_still_checks_and_other_keys_get_503(settings):
+    from core.connection import connect
+    from tests.processes import free_port
+
+    client = create_app(settings, connect(f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    answer = client.get("/api/tasks", headers={"X-API-Key": "tr_" + "y" * 43})
+    assert answer.status_code == 503 and "Redis is not answering" in answer.json["message"]
+    assert client.get("/api/task-types").status_code == 200  # the bootstrap key is checked in-process
+    assert as_key(client, None).get("/api/task-types").status_code == 401
