@@ -159,10 +159,12 @@ def ensure_a_key_exists(connection: redis.Redis, settings: Settings) -> None:
             log.warning("could not list the bootstrap key in Redis: %s", exc)
             return
         raise ConfigError(f"TASKRELAY_AUTH is on and the API keys in Redis cannot be read ({exc})") from exc
-    raise ConfigError(
+    refusal = ConfigError(
         "TASKRELAY_AUTH is on and no API key exists: set TASKRELAY_BOOTSTRAP_KEY, or create a key with "
         "`make key NAME=admin SCOPES=admin`, or set TASKRELAY_AUTH=off for a trusted network only"
     )
+    log.error("cannot start the API: %s", refusal)  # one line a person can act on, before any traceback
+    raise refusal
 
 
 def _guarded_path(path: str) -> str | None:

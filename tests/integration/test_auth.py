@@ -31,7 +31,8 @@ def test_the_api_refuses_to_start_without_any_key(redis_url):
     api = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{free_port()}", "--workers", "1", "app:create_app()"]
     result = subprocess.run(api, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert "TASKRELAY_AUTH is on and no API key exists: set TASKRELAY_BOOTSTRAP_KEY" in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if '"logger": "taskrelay.api"' in line]
+    assert "cannot start the API: TASKRELAY_AUTH is on and no API key exists: set TASKRELAY_BOOTSTRAP_KEY" in line
 
 
 def test_the_bootstrap_key_is_admin_and_nothing_else_gets_in(redis_url, real_redis):
