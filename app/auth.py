@@ -62,7 +62,8 @@ AUDITED: dict[tuple[str, str], str] = {
 }
 """Routes whose answers write an audit line once the key was let in: what was asked, by which key, the status.
 
-A request refused for its key (401, 403) writes none: the request log line has its status."""
+Every POST to the dashboard (delete, requeue, empty, compact) is audited too. A request refused for
+its key (401, 403) writes none: the request log line has its status."""
 ANONYMOUS = "anonymous (TASKRELAY_AUTH=off)"
 
 log = logging.getLogger("taskrelay.api")
@@ -177,7 +178,7 @@ def _guarded_path(path: str) -> str | None:
 
 def _check(verifier: Verifier, dashboard_login: Callable[[], bool]) -> Response | None:
     area = _guarded_path(request.path)
-    g.api_key = None
+    g.api_key = g.actor = None
     if area is None:
         return None
     rule = request.url_rule.rule if request.url_rule is not None else None
@@ -187,6 +188,8 @@ def _check(verifier: Verifier, dashboard_login: Callable[[], bool]) -> Response 
     key = presented_key(basic=area == "dashboard")
     record = verifier.verify(key) if key else None
     if record is None and area == "dashboard" and dashboard_login():
+        user = request.authorization.username if request.authorization else ""
+        g.actor = f"dashboard user {user!r}"
         return None
     if record is None:
         if area == "dashboard":
@@ -196,19 +199,21 @@ def _check(verifier: Verifier, dashboard_login: Callable[[], bool]) -> Response 
     if not record.grants(needed):
         return errors.render(errors.Forbidden(needed, record.scopes))
     g.api_key = record
+    g.actor = f"key {record.name!r} ({record.id})"
     return None
 
 
 def _audit(response: Response, auth_on: bool) -> Response:
     if request.url_rule is None:
         return response
-    what = AUDITED.get((request.method, request.url_rule.rule))
-    record = g.get("api_key")
-    if what is None or (auth_on and record is None):
+    template = AUDITED.get((request.method, request.url_rule.rule))
+    what = template.format(**(request.view_args or {})) if template else None
+    if what is None and request.method == "POST" and _guarded_path(request.path) == "dashboard":
+        what = f"dashboard action {request.path}"
+    who = g.get("actor") or (None if auth_on else ANONYMOUS)
+    if what is None or who is None:
         return response
-    who = f"key {record.name!r} ({record.id})" if record is not None else ANONYMOUS
-    done = what.format(**(request.view_args or {}))
-    audit.info("%s by %s: %s", done, who, response.status_code, extra={"path": request.path})
+    audit.info("%s by %s: %s", what, who, response.status_code, extra={"path": request.path})
     return response
 
 

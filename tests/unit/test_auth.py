@@ -314,3 +314,18 @@ def test_with_redis_down_the_bootstrap_key_still_checks_and_other_keys_get_503(s
     assert answer.status_code == 503 and "Redis is not answering" in answer.json["message"]
     assert client.get("/api/task-types").status_code == 200  # the bootstrap key is checked in-process
     assert as_key(client, None).get("/api/task-types").status_code == 401
+
+
+def test_dashboard_actions_are_audited_with_who_did_them(fake_redis, caplog):
+    settings = keyed_settings({"DASHBOARD_USERNAME": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+    client = as_key(create_app(settings, fake_redis).test_client(), None)
+    pair = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
+    with caplog.at_level(logging.INFO, logger="taskrelay.audit"):
+        client.post("/dashboard/job/j1/delete", headers={"X-API-Key": TEST_API_KEY})
+        client.post("/dashboard/queue/low_priority/queued/empty", headers=pair)
+        client.post("/dashboard/job/j1/delete")  # refused: no line
+        client.get("/dashboard/0/data/queues.json", headers=pair)  # a read: no line
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskrelay.audit"]
+    assert len(lines) == 2
+    assert lines[0].startswith("dashboard action /dashboard/job/j1/delete by key 'bootstrap'")
+    assert lines[1].startswith("dashboard action /dashboard/queue/low_priority/queued/empty by dashboard user 'ops'")
