@@ -9,7 +9,7 @@ API_THREADS ?= 8
 DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
 
-.PHONY: run test api worker bridge scheduler dashboard bench install lint clean
+.PHONY: run test api worker bridge scheduler dashboard key keys revoke-key bench install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -37,6 +37,17 @@ dashboard: install  ## an operators' instance of the app on $(DASHBOARD_PORT), w
 
 scheduler: install  ## rq-scheduler: fires periodic schedules (POST /api/schedules) onto the taskrelay_schedules queue
 	$(BIN)/rqscheduler --url "$${REDIS_URL:-redis://127.0.0.1:6379/0}" --interval 1 --job-class core.storage.queues.JSONJob
+
+key: install  ## create an API key and print it once: make key NAME=ci SCOPES=submit (scopes: read, submit, admin)
+	@test -n "$(NAME)" -a -n "$(SCOPES)" || { echo 'usage: make key NAME=<name> SCOPES=<read,submit,admin>'; exit 2; }
+	$(BIN)/python -m app.keys create --name '$(NAME)' --scopes '$(SCOPES)'
+
+keys: install  ## list the API keys: id, name, scopes, created, last used (never the keys)
+	$(BIN)/python -m app.keys list
+
+revoke-key: install  ## revoke an API key by id or name: make revoke-key KEY=ci
+	@test -n "$(KEY)" || { echo 'usage: make revoke-key KEY=<id or name>'; exit 2; }
+	$(BIN)/python -m app.keys revoke '$(KEY)'
 
 bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, priority under a slow backlog, ingress rates, latency at 100,000 tasks
 	$(BIN)/python -m bench.compare

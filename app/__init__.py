@@ -17,7 +17,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import dashboard, errors, idempotency, ingress
+from app import auth, dashboard, errors, idempotency, ingress
 from app.ingress import Ingress
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
@@ -92,8 +92,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def _start_timer() -> None:
         g.started = time.perf_counter()
 
+    auth.init_app(app, connection, settings, dashboard_login=lambda: dashboard.pair_login(settings))
     app.before_request(_check_json_body)
-    idempotency.init_app(app)
+    idempotency.init_app(app)  # after auth: keys are scoped per API key (g.api_key)
 
     @app.after_request
     def _log_request(response: Response) -> Response:

@@ -133,9 +133,11 @@ def task_types() -> Any:
 @api.get("/health", tags=[ops_tag])
 def health() -> Any:
     """Report whether Redis answers, the queue depths and how many workers are registered."""
-    connection = _state().connection
+    state = _state()
+    connection = state.connection
     with redis_errors():
         connection.ping()
         queues = queue_depths(connection)
         workers = worker_count(connection)
-    return jsonify({"status": "ok", "redis": "ok", "queues": queues, "workers": workers})
+    auth = "on" if state.settings.auth else "off"
+    return jsonify({"status": "ok", "redis": "ok", "queues": queues, "workers": workers, "auth": auth})

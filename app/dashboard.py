@@ -1,7 +1,11 @@
-"""rq-dashboard at /dashboard, reading JSON jobs, behind HTTP Basic auth from the environment.
+"""rq-dashboard at /dashboard, reading JSON jobs, never open.
 
-Not mounted at all unless both DASHBOARD_USERNAME and DASHBOARD_PASSWORD are
-set: an operator console with delete and requeue buttons is never left open.
+With TASKRELAY_AUTH on (the default) it is mounted and app/auth.py lets in an
+admin API key: as HTTP basic auth (any user name, the key as the password, so a
+browser prompts), as a Bearer token or X-API-Key; or the DASHBOARD_USERNAME /
+DASHBOARD_PASSWORD pair when both are set. With auth off it is mounted only
+when that pair is set, and asks for it: an operator console with delete and
+requeue buttons is never left open.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from core.storage.queues import SERIALIZER, JSONWorker
 URL_PREFIX = "/dashboard"
 
 
-def _authorized(settings: Settings) -> bool:
+def pair_login(settings: Settings) -> bool:
+    """Return whether the request logs in with DASHBOARD_USERNAME and DASHBOARD_PASSWORD (False if unset)."""
+    if not (settings.dashboard_username and settings.dashboard_password):
+        return False
     auth = request.authorization
     if auth is None or auth.type != "basic":
         return False
@@ -28,20 +35,22 @@ def _authorized(settings: Settings) -> bool:
 
 
 def init_app(app: Flask, settings: Settings) -> bool:
-    """Mount rq-dashboard when credentials are configured; return whether it was mounted."""
-    if not (settings.dashboard_username and settings.dashboard_password):
+    """Mount rq-dashboard when auth is on or the login pair is configured; return whether it was mounted."""
+    if not (settings.auth or (settings.dashboard_username and settings.dashboard_password)):
         return False
     rq_dashboard.web.config.serializer = SERIALIZER
     rq_dashboard.web.Worker = JSONWorker
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     rq_dashboard.web.setup_rq_connection(app)
+    if settings.auth:
+        return True  # app/auth.py guards it
 
     @app.before_request
     def _require_login() -> Response | None:
         if request.path != URL_PREFIX and not request.path.startswith(URL_PREFIX + "/"):
             return None
-        if _authorized(settings):
+        if pair_login(settings):
             return None
         return Response(
             "Log in with DASHBOARD_USERNAME and DASHBOARD_PASSWORD.\n",

@@ -40,11 +40,53 @@ class ApiError(TaskrelayError):
         """Return fields this kind of error adds to the JSON body (none by default)."""
         return {}
 
+    def headers(self) -> dict[str, str]:
+        """Return HTTP headers this kind of error adds to the response (none by default)."""
+        return {}
+
 
 class InvalidRequest(ApiError):
     """The request body or query does not fit the schema."""
 
     code = "validation_error"
+
+
+class Unauthorized(ApiError):
+    """No API key was sent, or the one sent is unknown or revoked."""
+
+    status = 401
+    code = "unauthorized"
+    challenge = 'Bearer realm="taskrelay"'
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, [{"field": "Authorization", "message": "a valid API key is required"}])
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": self.challenge}
+
+
+class DashboardLoginRequired(Unauthorized):
+    """The dashboard was opened without an admin key: the browser is asked for one (any user, key as password)."""
+
+    challenge = 'Basic realm="taskrelay dashboard"'
+
+    def __init__(self) -> None:
+        super().__init__("log in with any user name and an admin API key as the password")
+
+
+class Forbidden(ApiError):
+    """The API key is valid but its scopes do not cover this request."""
+
+    status = 403
+    code = "forbidden"
+
+    def __init__(self, needed: str, held: tuple[str, ...]) -> None:
+        message = f"this request needs an API key with the {needed!r} scope; this key has {', '.join(held)}"
+        super().__init__(message, [{"field": "Authorization", "message": f"needs scope {needed}"}])
+        self.needed = needed
+
+    def extra(self) -> dict[str, Any]:
+        return {"scope_needed": self.needed}
 
 
 class TaskNotFound(ApiError):
@@ -186,6 +228,7 @@ def render(error: ApiError) -> Response:
     body.update(error.extra())
     response = jsonify(body)
     response.status_code = error.status
+    response.headers.update(error.headers())
     return response
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import redis
 
 from bench.ingress import RABBITMQ_URL, free_port, start_api
+from bench.procs import KEY_HEADER_LINE
 from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ async def _submit(port: int, count: int, concurrency: int, ids: list[str], error
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         request = (
-            f"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{KEY_HEADER_LINE}"
             f"Content-Length: {len(BODY)}\r\n\r\n"
         ).encode() + BODY
         while remaining[0] > 0:

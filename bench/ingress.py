@@ -34,7 +34,7 @@ from pathlib import Path
 import redis
 
 from bench.load import LoadResult, load
-from bench.procs import descendants, peak_rss_mb
+from bench.procs import BENCH_API_KEY, descendants, peak_rss_mb
 from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,8 @@ def start_api(
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
     argv += ["--threads", str(threads), "--log-level", "warning", app_spec]
-    process = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env, "LOG_LEVEL": "WARNING"})
+    env = {**os.environ, "TASKRELAY_BOOTSTRAP_KEY": BENCH_API_KEY, **env, "LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(argv, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

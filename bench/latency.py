@@ -27,7 +27,7 @@ from datetime import datetime
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, ROOT, start_api
-from bench.procs import stop_all, wait_for
+from bench.procs import BENCH_API_KEY, stop_all, wait_for
 from core.storage import keys
 
 BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
@@ -46,7 +46,9 @@ def paced_submit(port: int, rate: float, seconds: float, clients: int = 4) -> di
         while (due := start + n * interval) < start + seconds:
             time.sleep(max(0.0, due - time.monotonic()))
             submitted = time.time()
-            connection.request("POST", "/api/tasks", BODY, {"Content-Type": "application/json"})
+            connection.request(
+                "POST", "/api/tasks", BODY, {"Content-Type": "application/json", "X-API-Key": BENCH_API_KEY}
+            )
             answer = connection.getresponse()
             task_id = json.loads(answer.read())["task_id"]
             with lock:

@@ -6,6 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from bench.procs import BENCH_API_KEY, KEY_HEADER_LINE
+
 
 @dataclass
 class LoadResult:
@@ -61,7 +63,7 @@ def run_load(
 ) -> LoadResult:
     """POST `body` to `path` from `concurrency` keep-alive connections for `seconds`."""
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{KEY_HEADER_LINE}"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     ).encode() + body
     result = LoadResult(0, 0, seconds, [])
@@ -83,6 +85,7 @@ def wrk_load(host: str, port: int, path: str, body: bytes, seconds: float, concu
     import tempfile
 
     script = f"wrk.method = 'POST'\nwrk.body = {json_lua(body)}\nwrk.headers['Content-Type'] = 'application/json'\n"
+    script += f"wrk.headers['X-API-Key'] = '{BENCH_API_KEY}'\n"
     script += "done = function(summary, latency, requests)\n"
     script += "  io.write(string.format('RESULT %d %d %f %f %f\\n', summary.requests, summary.errors.status,"
     script += " summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3))\nend\n"

@@ -41,11 +41,21 @@ def descendants(pid: int) -> list[int]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH_API_KEY = "tr_bench_bootstrap_key_for_benchmarks_only_000"
+"""The admin key every benchmark's API accepts (TASKRELAY_BOOTSTRAP_KEY) and every load generator sends."""
+KEY_HEADER_LINE = f"X-API-Key: {BENCH_API_KEY}\r\n"
+"""The key as a raw HTTP/1.1 header line, for the hand-written request loaders."""
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """Return the environment a benchmark's child process runs with: quiet logs, this checkout importable."""
-    return {**os.environ, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), **extra}
+    return {
+        **os.environ,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        "TASKRELAY_BOOTSTRAP_KEY": BENCH_API_KEY,
+        **extra,
+    }
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.005) -> None:

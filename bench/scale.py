@@ -28,6 +28,7 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 
 from bench.ingress import RESULTS, start_api
+from bench.procs import BENCH_API_KEY
 from core.connection import connect
 from core.model import PRIORITIES, QUEUE_NAMES
 from core.storage import keys
@@ -69,7 +70,7 @@ def populate(connection: redis.Redis, count: int) -> list[str]:
 
 
 def request(client: http.client.HTTPConnection, method: str, url: str) -> tuple[int, bytes]:
-    client.request(method, url)
+    client.request(method, url, headers={"X-API-Key": BENCH_API_KEY})
     response = client.getresponse()
     return response.status, response.read()
 

@@ -9,6 +9,7 @@
     ├── StorageError
     ├── PoisonMessage
     ├── LaunchError
+    ├── ApiKeyError
     └── app.errors.ApiError (and its subclasses: the HTTP answers)
 
 How each maps onto an HTTP status is decided in one table, `app.errors.DOMAIN_ERRORS`.
@@ -57,3 +58,7 @@ class PoisonMessage(TaskrelayError):
 
 class LaunchError(TaskrelayError):
     """A part of the system could not be started."""
+
+
+class ApiKeyError(TaskrelayError):
+    """An API key cannot be created or revoked as asked (unknown scope, name taken, nothing matches)."""

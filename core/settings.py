@@ -60,6 +60,8 @@ DEFAULT_API_THREADS = 8
 """Threads per API process (concurrent submits in one process share a flush)."""
 DEFAULT_WORKERS = 2
 """RQ worker processes that `make run` starts."""
+AUTH_MODES = ("on", "off")
+"""TASKRELAY_AUTH: "on" (the default) asks every API request but /api/health for a key; "off" asks none."""
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -107,6 +109,20 @@ def _positive(env: dict[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
     return value
+
+
+MIN_KEY_CHARS = 32
+"""Shortest TASKRELAY_BOOTSTRAP_KEY accepted, in characters (a generated key is `tr_` + 43)."""
+
+
+def _key(env: dict[str, str], name: str) -> str:
+    raw = env.get(name, "").strip()
+    if raw and len(raw) < MIN_KEY_CHARS:
+        raise ConfigError(
+            f"{name} must be at least {MIN_KEY_CHARS} characters; make one with "
+            "python -c 'import secrets; print(\"tr_\" + secrets.token_urlsafe(32))'"
+        )
+    return raw
 
 
 def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
@@ -164,6 +180,10 @@ class Settings:
     api_workers: int = DEFAULT_API_WORKERS
     api_threads: int = DEFAULT_API_THREADS
     workers: int = DEFAULT_WORKERS
+    auth: bool = True
+    """TASKRELAY_AUTH=on|off: whether the API asks for an API key (app/auth.py)."""
+    bootstrap_key: str = field(default="", repr=False)
+    """TASKRELAY_BOOTSTRAP_KEY: a key granted admin at start, stored hashed under the name "bootstrap" (secret)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -213,6 +233,8 @@ class Settings:
             api_workers=_positive(env, "API_WORKERS", DEFAULT_API_WORKERS),
             api_threads=_positive(env, "API_THREADS", DEFAULT_API_THREADS),
             workers=_positive(env, "WORKERS", DEFAULT_WORKERS),
+            auth=_choice(env, "TASKRELAY_AUTH", AUTH_MODES, "on") == "on",
+            bootstrap_key=_key(env, "TASKRELAY_BOOTSTRAP_KEY"),
         )
 
 

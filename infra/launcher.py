@@ -10,6 +10,8 @@ Environment:
     API_THREADS         threads per gunicorn process (default 8)
     WORKERS             RQ worker processes (default 2)
     RABBITMQ_URL        set: the API publishes to RabbitMQ and a bridge process is started too
+    TASKRELAY_AUTH      on (default): with no TASKRELAY_BOOTSTRAP_KEY and no key in Redis, an admin key
+                        named "make-run" is created and printed once with a ready curl line
 
 Ctrl-C or SIGTERM sends SIGTERM to every child, SIGKILLs what is left after
 STOP_GRACE_S, stops the embedded Redis last and exits 0. If a child exits on its
@@ -26,8 +28,10 @@ import sys
 import urllib.request
 from types import FrameType
 
+from core.connection import connect, redis_errors
 from core.errors import TaskrelayError
 from core.settings import Settings, starting
+from core.storage import apikeys
 from infra.embedded import Backend, choose_redis
 from infra.processes import POLL_INTERVAL_S, Launch, stop_children
 
@@ -42,6 +46,8 @@ RQSCHEDULER = [
 ]
 """rq-scheduler's `rqscheduler`, run with this interpreter so it finds the same packages."""
 EXAMPLE_TASK = '{"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}'
+RUN_KEY_NAME = "make-run"
+"""The name of the admin key `make run` creates when Redis holds none."""
 BANNER = """\
 ========================================================================
 Taskrelay is running
@@ -51,11 +57,13 @@ Taskrelay is running
   Redis         {redis}
   Ingress       {ingress}
   Workers       {workers} RQ worker process(es), and rqscheduler for periodic schedules
-  Try it        curl -s -X POST {url}/api/tasks -H 'Content-Type: application/json' -d '{task}'
+  API key       {access}
+  Try it        curl -s -X POST {url}/api/tasks -H 'Content-Type: application/json'{key_header} -d '{task}'
 Ctrl-C stops everything.
 ========================================================================"""
 
 log = logging.getLogger("taskrelay.launcher")
+audit = logging.getLogger("taskrelay.audit")
 
 
 def api_answers(base_url: str) -> bool:
@@ -67,13 +75,42 @@ def api_answers(base_url: str) -> bool:
         return False
 
 
-def banner(settings: Settings, base_url: str, backend: Backend) -> str:
+def api_access(settings: Settings, redis_url: str) -> tuple[str, str]:
+    """Return (what the banner says about keys, the X-API-Key value for its curl line).
+
+    With auth on and no key anywhere, create an admin key (RUN_KEY_NAME) so the API can start;
+    it is shown here once, and Redis keeps only its digest.
+    """
+    if not settings.auth:
+        return "none needed: TASKRELAY_AUTH=off, anyone who reaches the API may use all of it", ""
+    if settings.bootstrap_key:
+        return "TASKRELAY_BOOTSTRAP_KEY (admin)", "$TASKRELAY_BOOTSTRAP_KEY"
+    connection = connect(redis_url)
+    try:
+        with redis_errors():
+            if apikeys.count(connection):
+                return "one of the keys already in Redis (`make keys` lists them)", "$TASKRELAY_API_KEY"
+            key, record = apikeys.create(connection, RUN_KEY_NAME, ["admin"])
+    finally:
+        connection.close()
+    audit.info("created key %r (%s) with scopes admin, by make run", record.name, record.id)
+    return f"{key}  (admin, named {RUN_KEY_NAME!r}, created now and shown only here)", key
+
+
+def banner(settings: Settings, base_url: str, backend: Backend, access: tuple[str, str] = ("", "")) -> str:
     """Return what was started and where, for a person reading the terminal."""
     ingress = "direct into RQ (RABBITMQ_URL not set; the RabbitMQ bridge is not used)"
     if settings.rabbitmq_url:
         ingress = "RabbitMQ (RABBITMQ_URL), moved into RQ by the bridge process started here"
+    described, key = access
     return BANNER.format(
-        url=base_url, redis=backend.description, ingress=ingress, workers=settings.workers, task=EXAMPLE_TASK
+        url=base_url,
+        redis=backend.description,
+        ingress=ingress,
+        workers=settings.workers,
+        task=EXAMPLE_TASK,
+        access=described,
+        key_header=f' -H "X-API-Key: {key}"' if key else "",
     )
 
 
@@ -83,6 +120,7 @@ def run(settings: Settings, launch: Launch) -> int:
     backend = choose_redis(settings, launch)
     try:
         env = launch.child_environment(REDIS_URL=backend.url)
+        access = api_access(settings, backend.url) if launch.running() else ("", "")
         api = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(settings.api_workers)]
         base_url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"  # noqa: S104 (not a bind)
         if launch.running():
@@ -94,7 +132,7 @@ def run(settings: Settings, launch: Launch) -> int:
                 launch.spawn("bridge", [sys.executable, "-m", "bridge"], env)
             launch.wait_until(lambda: api_answers(base_url), API_READY_TIMEOUT_S, f"no answer from {base_url}")
         if launch.running():
-            print(banner(settings, base_url, backend), flush=True)
+            print(banner(settings, base_url, backend, access), flush=True)
         while launch.running():
             launch.stop_requested.wait(POLL_INTERVAL_S)
         if launch.stop_requested.is_set():

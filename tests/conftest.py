@@ -21,11 +21,13 @@ from urllib.parse import urlparse
 import fakeredis
 import pytest
 import redis
+from flask import Flask
 
 from core import registry
 from core.settings import Settings, get_settings
 from core.storage.queues import SERIALIZER, worker_queues
 from jobs.batch_worker import BatchWorker
+from tests.helpers import KeyedClient, keyed_settings
 
 REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379")
 RABBITMQ_TEST_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -36,6 +38,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 _next_db = itertools.cycle(range(FIRST_TEST_DB, LAST_TEST_DB + 1))
 
 registry.load(["tests.fixture_tasks"])
+Flask.test_client_class = KeyedClient  # every test client sends TEST_API_KEY unless the test says otherwise
 
 
 def require_service(name: str, url: str) -> None:
@@ -53,8 +56,8 @@ def require_service(name: str, url: str) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings for tests: no retry back-off, files under tmp_path."""
-    return Settings.from_env(
+    """Settings for tests: no retry back-off, files under tmp_path, TEST_API_KEY as the bootstrap key."""
+    return keyed_settings(
         {
             "RETRY_BASE_S": "0",
             "FILES_DIR": str(tmp_path / "files"),

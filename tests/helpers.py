@@ -10,7 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from flask.testing import FlaskClient
+
 from core.model import TaskRequest
+from core.settings import Settings
 
 T = TypeVar("T")
 
@@ -18,6 +21,26 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {"data_processing": {"data": [1,
 """What `submit` sends when no parameters are given: valid ones for task types that require some."""
 POLL_S = 0.02
 """How often `wait_until` checks its condition, in seconds."""
+TEST_API_KEY = "tr_test_bootstrap_key_for_the_test_suite_only_0000"
+"""The admin key every test app and spawned API accepts (TASKRELAY_BOOTSTRAP_KEY) and every test client sends."""
+KEY_HEADER = {"X-API-Key": TEST_API_KEY}
+
+
+class KeyedClient(FlaskClient):
+    """A Flask test client that sends `api_key` (TEST_API_KEY unless changed; None: no key) unless told otherwise."""
+
+    api_key: str | None = TEST_API_KEY
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.api_key and not any(h.lower() in ("authorization", "x-api-key") for h in headers):
+            headers["X-API-Key"] = self.api_key
+        return super().open(*args, headers=headers, **kwargs)
+
+
+def keyed_settings(env: dict[str, str]) -> Settings:
+    """Return Settings.from_env(env) with TEST_API_KEY as TASKRELAY_BOOTSTRAP_KEY (unless `env` sets one)."""
+    return Settings.from_env({"TASKRELAY_BOOTSTRAP_KEY": TEST_API_KEY, **env})
 
 
 def submit(client: Any, task_type: str = "data_processing", parameters: dict | None = None, **extra: Any) -> str:

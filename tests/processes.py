@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import wait_until
+from tests.helpers import KEY_HEADER, TEST_API_KEY, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
@@ -29,10 +29,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """Send one JSON request; return (status, decoded JSON body)."""
+def http(
+    method: str, url: str, body: Any = None, timeout: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """Send one JSON request with TEST_API_KEY (unless `headers` are given); return (status, decoded JSON body)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    sent = {"Content-Type": "application/json", **(KEY_HEADER if headers is None else headers)}
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -124,11 +127,12 @@ def killed_and_replaced(redis_url: str, ready: Callable[[], bool], what: str, **
 
 @contextmanager
 def running_system(redis_url: str, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[System]:
-    """Run gunicorn and `workers` RQ workers against `redis_url` until the block ends."""
+    """Run gunicorn and `workers` RQ workers against `redis_url` until the block ends (TEST_API_KEY is admin)."""
     port = free_port()
     child_env = {
         **os.environ,
         "REDIS_URL": redis_url,
+        "TASKRELAY_BOOTSTRAP_KEY": TEST_API_KEY,
         "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),

@@ -10,6 +10,7 @@ the RQ version, so an upgrade fails there first. Modules:
     enqueue  a TaskRequest becomes an RQ job (one at a time, or a batch in one MULTI/EXEC)
     records  reading and deleting jobs without building RQ Job objects (status, lists, purge)
     claims   the batch worker's claim script and its shortcuts through RQ's job internals
+    apikeys  Taskrelay's API keys: SHA-256 digests with name, scopes, created and last-used times
 
 Why still rq 2.12, not 3.0: see the README's "Versions".
 """

@@ -8,17 +8,16 @@ import time
 import pytest
 
 from app import create_app
-from core.settings import Settings
 from jobs.batch_worker import BATCH_SIZE
 from jobs.worker import build_worker
-from tests.helpers import submit, wait_until
+from tests.helpers import keyed_settings, submit, wait_until
 from tests.processes import killed_and_replaced, spawn_worker, stop_worker
 
 pytestmark = pytest.mark.redis
 
 
 def make_client(redis_url, real_redis):
-    return create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+    return create_app(keyed_settings({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
 
 
 def running(client, task_id: str) -> bool:
@@ -40,7 +39,7 @@ def test_batches_run_every_task_with_the_usual_outcomes(redis_url, real_redis):
     bad = submit(client, "test_bad_input")
     highs = [submit(client, priority="high") for _ in range(BATCH_SIZE + 5)]
     worker = build_worker(
-        Settings.from_env({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
+        keyed_settings({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
     )
     worker.work(burst=True, logging_level="WARNING")
 
@@ -64,7 +63,7 @@ def test_a_claimed_job_whose_key_had_a_ttl_cannot_expire_while_it_runs(redis_url
     task_id = submit(client, "test_count")
     real_redis.expire(f"rq:job:{task_id}", 300)
     worker = build_worker(
-        Settings.from_env({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
+        keyed_settings({"REDIS_URL": redis_url, "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}), "batch"
     )
     worker.work(burst=True, logging_level="WARNING")
     answer = client.get(f"/api/tasks/{task_id}").json

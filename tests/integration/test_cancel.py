@@ -7,8 +7,7 @@ import time
 import pytest
 
 from app import create_app
-from core.settings import Settings
-from tests.helpers import submit, wait_until
+from tests.helpers import keyed_settings, submit, wait_until
 from tests.processes import spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -31,7 +30,7 @@ def running(client, task_id: str) -> bool:
     ids=["batch-loop", "batch-sleep", "simple", "fork"],
 )
 def test_a_running_task_stops_within_2_s_and_is_revoked(redis_url, real_redis, worker_class, task_type, parameters):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
     task_id = submit(client, task_type, parameters, max_retries=3)
     after = submit(client, "test_count")  # queued behind it: the worker goes on with its work
     worker = spawn_worker(redis_url, WORKER_CLASS=worker_class)

@@ -1,4 +1,4 @@
-"""rq-dashboard at /dashboard: JSON views answer with JSON jobs and a live worker; off without credentials."""
+"""rq-dashboard at /dashboard: JSON views answer with JSON jobs and a live worker; never open."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from app import create_app
 from core.settings import Settings
+from tests.helpers import keyed_settings
 from tests.processes import ROOT
 
 pytestmark = pytest.mark.redis
@@ -19,15 +20,15 @@ pytestmark = pytest.mark.redis
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
 
 
-def test_not_mounted_without_credentials(fake_redis):
-    client = create_app(Settings.from_env({}), fake_redis).test_client()
+def test_not_mounted_with_auth_off_and_no_login_pair(fake_redis):
+    client = create_app(Settings.from_env({"TASKRELAY_AUTH": "off"}), fake_redis).test_client()
     assert client.get("/dashboard/").status_code == 404
 
 
 def test_dashboard_views_answer_for_json_jobs(redis_url, real_redis):
-    settings = Settings.from_env({"REDIS_URL": redis_url, "DASHBOARD_USERNAME": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+    settings = keyed_settings({"REDIS_URL": redis_url, "DASHBOARD_USERNAME": "ops", "DASHBOARD_PASSWORD": "s3cret"})
     client = create_app(settings, real_redis).test_client()
-    assert client.get("/dashboard/").status_code == 401
+    assert client.get("/dashboard/", headers={"X-API-Key": "tr_unknown_key_000000000000000000000"}).status_code == 401
     wrong = {"Authorization": "Basic " + base64.b64encode(b"ops:wrong").decode()}
     assert client.get("/dashboard/0/data/queues.json", headers=wrong).status_code == 401
 

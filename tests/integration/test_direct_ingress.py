@@ -7,9 +7,8 @@ import redis
 from rq.job import Job
 
 from app import create_app
-from core.settings import Settings
 from core.storage.queues import SERIALIZER
-from tests.helpers import submit_concurrently
+from tests.helpers import keyed_settings, submit_concurrently
 
 pytestmark = [pytest.mark.redis]
 
@@ -17,7 +16,7 @@ SEED_TASK = {"task_type": "data_processing", "priority": "low", "parameters": {"
 
 
 def test_concurrent_direct_submits_share_transactions_and_all_are_queued(redis_url, real_redis: redis.Redis):
-    app = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis)
+    app = create_app(keyed_settings({"REDIS_URL": redis_url}), real_redis)
     ids, flushes = submit_concurrently(app, SEED_TASK)
     assert len(set(ids)) == 120
     assert sum(flushes) == 120 and len(flushes) < 120

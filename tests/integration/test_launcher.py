@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ EXIT_TIMEOUT_S = 20.0
 """Longer than the launcher's own 10 s grace period before it SIGKILLs."""
 ORPHAN_TIMEOUT_S = 10.0
 """How long children may take to notice the launcher was SIGKILLed (PDEATHSIG, then their own shutdown)."""
-IGNORED_ENV = ("REDIS_URL", "RABBITMQ_URL", "HOST", "TASKRELAY_EMBEDDED")
+IGNORED_ENV = ("REDIS_URL", "RABBITMQ_URL", "HOST", "TASKRELAY_EMBEDDED", "TASKRELAY_AUTH", "TASKRELAY_BOOTSTRAP_KEY")
 """Settings of whoever runs the tests that would change what the launcher starts."""
 EXAMPLE_TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
 
@@ -146,18 +147,26 @@ def launcher(tmp_path: Path, **extra_env: str) -> Iterator[Launched]:
             os.kill(pid, signal.SIGKILL)
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _http(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", "X-API-Key": key}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
-def _run_example_task(base_url: str) -> dict[str, Any]:
-    task_id = _http("POST", f"{base_url}/api/tasks", EXAMPLE_TASK)["task_id"]
+def _printed_key(banner: str) -> str:
+    """Return the API key the banner's curl line sends (the one `make run` created)."""
+    match = re.search(r'-H "X-API-Key: (tr_[A-Za-z0-9_-]{43})"', banner)
+    assert match, banner
+    return match.group(1)
+
+
+def _run_example_task(base_url: str, key: str) -> dict[str, Any]:
+    task_id = _http("POST", f"{base_url}/api/tasks", key, EXAMPLE_TASK)["task_id"]
     deadline = time.monotonic() + TASK_TIMEOUT_S
     while time.monotonic() < deadline:
-        task = _http("GET", f"{base_url}/api/tasks/{task_id}")
+        task = _http("GET", f"{base_url}/api/tasks/{task_id}", key)
         if task["state"] in ("SUCCESS", "FAILURE"):
             return task
         time.sleep(0.1)
@@ -198,9 +207,12 @@ def test_runs_a_task_and_stops_cleanly_on_ctrl_c(tmp_path: Path, embedded: str, 
         banner = launched.wait_for_banner()
         assert described_as in banner
         assert f"{launched.base_url}/openapi/swagger" in banner
+        key = _printed_key(banner)
+        assert "named 'make-run'" in banner
 
-        task = _run_example_task(launched.base_url)
+        task = _run_example_task(launched.base_url, key)
         assert task["state"] == "SUCCESS", task
+        assert launched.text().count(key) == 2  # the banner's key line and curl line; never a log line
         assert task["status"]["result"]["data"] == {"data": "example data"}
         assert task["status"]["result"]["processed"] is True
         launched.watch.sample()
@@ -252,7 +264,7 @@ def test_with_rabbitmq_the_bridge_is_started_and_tasks_flow_through_it(
     ):
         banner = launched.wait_for_banner()
         assert "moved into RQ by the bridge" in banner
-        task = _run_example_task(launched.base_url)
+        task = _run_example_task(launched.base_url, _printed_key(banner))
         assert task["state"] == "SUCCESS", task
         launched.process.send_signal(signal.SIGINT)
         assert launched.process.wait(EXIT_TIMEOUT_S) == 0, launched.text()

@@ -7,10 +7,10 @@ from rq.job import Job
 
 from app import create_app
 from core.connection import connect
-from core.settings import WORKER_CLASSES, Settings
+from core.settings import WORKER_CLASSES
 from core.storage.queues import SERIALIZER
 from jobs.worker import build_worker
-from tests.helpers import submit, wait_until
+from tests.helpers import keyed_settings, submit, wait_until
 from tests.processes import spawn_worker, stop_worker
 
 pytestmark = pytest.mark.redis
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.redis
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_backlog_runs_high_then_normal_then_low(redis_url, worker_class):
     connection = connect(redis_url)
-    settings = Settings.from_env({"REDIS_URL": redis_url})
+    settings = keyed_settings({"REDIS_URL": redis_url})
     client = create_app(settings, connection).test_client()
     # Lowest first, so arrival order alone would run them the wrong way round.
     submitted = {p: [submit(client, priority=p) for _ in range(15)] for p in ("low", "normal", "high")}
@@ -38,7 +38,7 @@ def test_backlog_runs_high_then_normal_then_low(redis_url, worker_class):
 @pytest.mark.slow
 def test_a_high_task_overtakes_a_backlog_of_slow_low_tasks(redis_url, real_redis):
     """Two batch workers, 100 ms low tasks: at most one low task per worker starts after the high one is queued."""
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url}), real_redis).test_client()
     lows = [submit(client, "test_count", {"sleep_s": 0.1}, priority="low") for _ in range(60)]
     workers = [spawn_worker(redis_url) for _ in range(2)]
     try:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from app import create_app
-from core.settings import Settings
+from tests.helpers import keyed_settings
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -19,7 +19,7 @@ RQSCHEDULER = [sys.executable, "-c", "from rq_scheduler.scripts.rqscheduler impo
 
 
 def test_interval_schedule_runs_as_separate_tasks_until_deleted(redis_url, real_redis):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url}), real_redis).test_client()
     body = {"task_type": "data_processing", "priority": "high", "parameters": {"data": [1, 2]}, "interval_seconds": 1}
     created = client.post("/api/schedules", json=body)
     assert created.status_code == 201, created.json

@@ -15,9 +15,8 @@ import pytest
 import redis
 
 from app import create_app
-from core.settings import Settings
 from tests.conftest import IN_CI
-from tests.helpers import wait_until
+from tests.helpers import keyed_settings, wait_until
 from tests.processes import free_port, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.redis]
@@ -82,7 +81,7 @@ def test_the_api_and_a_worker_run_a_task_over_rediss(tls_redis_url):
     with pytest.raises(redis.exceptions.ConnectionError):  # the port speaks TLS only
         redis.Redis.from_url(tls_redis_url.replace("rediss://", "redis://").split("?")[0], socket_timeout=2).ping()
     connection = redis.Redis.from_url(tls_redis_url)
-    client = create_app(Settings.from_env({"REDIS_URL": tls_redis_url}), connection).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": tls_redis_url}), connection).test_client()
     assert client.get("/api/health").json["redis"] == "ok"
     answer = client.post("/api/tasks", json={"task_type": "test_echo", "parameters": {"over": "tls"}})
     assert answer.status_code == 202, answer.json
@@ -133,7 +132,7 @@ def test_a_task_travels_over_amqps_through_the_bridge(redis_url, real_redis, amq
     from bridge.service import Bridge
     from core.connection import connect
 
-    settings = Settings.from_env(
+    settings = keyed_settings(
         {"REDIS_URL": redis_url, "RABBITMQ_URL": amqps_url, "INGRESS_QUEUE": ingress_queue,
          "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
     )  # fmt: skip

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from app import create_app
-from core.settings import Settings
-from tests.helpers import wait_until
+from tests.helpers import keyed_settings, wait_until
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -35,7 +34,7 @@ def children_of(pid: int) -> list[int]:
 @pytest.mark.parametrize("worker_class", ["simple", "fork"])
 def test_killed_workers_task_is_retried(redis_url, real_redis, worker_class):
     # No back-off: a scheduled retry would wait for RQ's scheduler lock, which the killed worker held.
-    settings = Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"})
+    settings = keyed_settings({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"})
     client = create_app(settings, real_redis).test_client()
     body = {"task_type": "test_hold", "parameters": {"release_key": "release", "max_s": 60}, "max_retries": 1}
     task_id = client.post("/api/tasks", json=body).json["task_id"]

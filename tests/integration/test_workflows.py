@@ -7,8 +7,8 @@ import time
 import pytest
 
 from app import create_app
-from core.settings import WORKER_CLASSES, Settings
-from tests.helpers import wait_until
+from core.settings import WORKER_CLASSES
+from tests.helpers import keyed_settings, wait_until
 from tests.processes import killed_and_replaced, spawn_worker, stop_worker
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_a_diamond_runs_in_order_with_results_passed(redis_url, real_redis, worker_class):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url}), real_redis).test_client()
     steps = [
         {"id": "source", "task_type": "test_echo", "parameters": {"rows": [1, 2, 3, 4]}},
         *(
@@ -78,7 +78,7 @@ def test_a_diamond_runs_in_order_with_results_passed(redis_url, real_redis, work
 
 
 def test_a_worker_killed_mid_workflow_loses_no_step(redis_url, real_redis):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
     steps = [{"id": "s0", "task_type": "test_count", "parameters": {"sleep_s": 0.05}, "max_retries": 3}]
     for n in range(1, 30):
         step = {"id": f"s{n}", "task_type": "test_count", "parameters": {"sleep_s": 0.05}, "max_retries": 3}
@@ -107,7 +107,7 @@ def _ended(client, workflow_id: str, states=("SUCCESS", "FAILURE", "REVOKED")):
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_a_map_fans_out_in_lanes_and_fans_in_in_order(redis_url, real_redis, worker_class):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url}), real_redis).test_client()
     total, lanes = 40, 3
     steps = [
         {"id": "source", "task_type": "test_echo", "parameters": {"rows": list(range(total))}},
@@ -141,7 +141,7 @@ def test_a_map_fans_out_in_lanes_and_fans_in_in_order(redis_url, real_redis, wor
 
 
 def test_canceling_a_workflow_mid_map_revokes_every_element(redis_url, real_redis):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url}), real_redis).test_client()
     steps = [
         {"id": "source", "task_type": "test_echo", "parameters": {"rows": list(range(20))}},
         {
@@ -179,7 +179,7 @@ def test_canceling_a_workflow_mid_map_revokes_every_element(redis_url, real_redi
 
 
 def test_a_worker_killed_mid_map_loses_no_element(redis_url, real_redis):
-    client = create_app(Settings.from_env({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
+    client = create_app(keyed_settings({"REDIS_URL": redis_url, "RETRY_BASE_S": "0"}), real_redis).test_client()
     total = 120
     steps = [
         {"id": "source", "task_type": "test_echo", "parameters": {"rows": list(range(total))}},

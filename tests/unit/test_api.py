@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from app import create_app
-from core.settings import Settings
-from tests.helpers import submit
+from tests.helpers import keyed_settings, submit
 
 SEED_TASK: dict[str, Any] = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
 
@@ -95,7 +94,7 @@ def test_non_json_content_type_is_415(client):
 
 
 def test_body_over_the_limit_is_413(fake_redis, tmp_path):
-    app = create_app(Settings.from_env({"MAX_BODY_BYTES": "2048"}), fake_redis)
+    app = create_app(keyed_settings({"MAX_BODY_BYTES": "2048"}), fake_redis)
     big = {"task_type": "data_processing", "parameters": {"data": "x" * 4096}}
     response = app.test_client().post("/api/tasks", json=big)
     assert response.status_code == 413

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from app import create_app
 from core import registry
-from core.settings import Settings
+from tests.helpers import keyed_settings
 from tests.processes import free_port
 
 
 def test_readme_example_task_type_runs(fake_redis, drain, tmp_path):
-    settings = Settings.from_env({"TASKRELAY_TASK_MODULES": "examples.word_count"})
+    settings = keyed_settings({"TASKRELAY_TASK_MODULES": "examples.word_count"})
     client = create_app(settings, fake_redis).test_client()
     assert "word_count" in registry.names()
     body = {"task_type": "word_count", "parameters": {"text": "the cat and the hat", "top": 1}}
@@ -22,7 +22,7 @@ def test_readme_example_task_type_runs(fake_redis, drain, tmp_path):
 
 
 def test_custom_parameters_are_validated_at_submit(fake_redis):
-    settings = Settings.from_env({"TASKRELAY_TASK_MODULES": "examples.word_count"})
+    settings = keyed_settings({"TASKRELAY_TASK_MODULES": "examples.word_count"})
     client = create_app(settings, fake_redis).test_client()
     response = client.post("/api/tasks", json={"task_type": "word_count", "parameters": {"text": "x", "top": 0}})
     assert response.status_code == 400

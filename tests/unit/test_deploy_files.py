@@ -75,8 +75,9 @@ def test_every_variable_in_env_example_is_documented():
 def test_every_setting_read_from_the_environment_is_documented():
     source = (ROOT / "core" / "settings.py").read_text()
     read = set(re.findall(r'env\.get\("([A-Z][A-Z0-9_]+)"', source))
-    read |= set(re.findall(r'_(?:int|float|bool|list|choice|positive)\(env, "([A-Z][A-Z0-9_]+)"', source))
-    assert {"REDIS_URL", "LOG_LEVEL", "WORKER_CLASS", "WORKERS"} <= read, "the patterns above no longer match the code"
+    read |= set(re.findall(r'_(?:int|float|bool|list|choice|positive|key)\(env, "([A-Z][A-Z0-9_]+)"', source))
+    expected = {"REDIS_URL", "LOG_LEVEL", "WORKER_CLASS", "WORKERS", "TASKRELAY_BOOTSTRAP_KEY"}
+    assert expected <= read, "the patterns above no longer match the code"
     assert read - documented_variables() == set()
 
 
@@ -89,3 +90,34 @@ def test_only_the_settings_module_reads_the_environment():
         if path != ROOT / "core" / "settings.py" and readers.search(path.read_text())
     ]
     assert offenders == []
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """Reads !Sub, !Ref and the other short-form intrinsics as their plain argument."""
+
+
+_CloudFormationLoader.add_multi_constructor(
+    "!", lambda loader, suffix, node: loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+)
+
+
+def test_sam_runs_the_api_with_auth_on_and_the_bootstrap_key_from_secrets_manager():
+    template = yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=_CloudFormationLoader)
+    variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["TASKRELAY_AUTH"] == "on"
+    assert variables["TASKRELAY_BOOTSTRAP_KEY"] == "{{resolve:secretsmanager:${BootstrapKeySecretArn}}}"
+    parameter = template["Parameters"]["BootstrapKeySecretArn"]
+    assert "Default" not in parameter and "Secrets Manager" in parameter["Description"]
+    assert not [name for name in template["Parameters"] if "key" in name.lower() and not name.endswith("SecretArn")]
+
+
+def test_compose_runs_the_api_and_dashboard_with_auth_on_and_a_required_bootstrap_key():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("api", "dashboard"):
+        environment = services[name]["environment"]
+        assert environment["TASKRELAY_AUTH"] == "on", name
+        assert environment["TASKRELAY_BOOTSTRAP_KEY"].startswith("${TASKRELAY_BOOTSTRAP_KEY:?"), name
+        assert "/api/health" in " ".join(services[name]["healthcheck"]["test"])  # the one route open without a key
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^TASKRELAY_AUTH=on$", example, re.MULTILINE)
+    assert re.search(r"^TASKRELAY_BOOTSTRAP_KEY=$", example, re.MULTILINE)  # no shared default key to forget

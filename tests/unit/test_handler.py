@@ -115,3 +115,11 @@ def test_workflows_through_the_handler(lambda_app, fake_redis):
     status, _, workflow = call(get)
     assert status == 200 and workflow["state"] == "PENDING" and workflow["name"] == "lambda"
     assert workflow["steps"]["b"]["depends_on"] == ["a"]
+
+
+def test_an_event_without_a_key_is_refused(lambda_app):
+    anonymous = event("post_task.json")
+    del anonymous["headers"]["X-API-Key"], anonymous["multiValueHeaders"]["X-API-Key"]
+    status, headers, body = call(anonymous)
+    assert status == 401 and body["error"] == "unauthorized"
+    assert headers["WWW-Authenticate"] == 'Bearer realm="taskrelay"'
