@@ -17,7 +17,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import auth, dashboard, errors, idempotency, ingress
+from app import auth, dashboard, errors, idempotency, ingress, ratelimit
 from app.ingress import Ingress
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         g.started = time.perf_counter()
 
     auth.init_app(app, connection, settings, dashboard_login=lambda: dashboard.pair_login(settings))
+    ratelimit.init_app(app, settings.rate_limit)
     app.before_request(_check_json_body)
     idempotency.init_app(app)  # after auth: keys are scoped per API key (g.api_key)
 

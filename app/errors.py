@@ -124,6 +124,13 @@ class ScheduleNotFound(ApiError):
     code = "not_found"
 
 
+class RateLimited(ApiError):
+    """The caller's API key sent more requests than RATE_LIMIT allows."""
+
+    status = 429
+    code = "rate_limited"
+
+
 class IdempotencyConflict(ApiError):
     """The request with this Idempotency-Key is still being processed."""
 

@@ -9,6 +9,7 @@ Side by side in one run, interleaved round by round, against gunicorn
   pika    the issue's calibration point: Flask publishing with plain pika, one connection per process,
           a confirm per message (bench/pika_flask.py)
   direct  Taskrelay, API enqueuing straight into RQ
+  limited direct with a per-key rate limit set (RATE_LIMIT, never reached): what counting costs
   rabbit  Taskrelay, API publishing to RabbitMQ with publisher confirms
 Load comes from wrk when it is installed (apt-get install wrk), else from
 bench/load.py (Python asyncio, which itself takes CPU from the server).
@@ -107,6 +108,7 @@ def main() -> None:
         "celery": ("bench.celery_flask:app", celery_env),
         "pika": ("bench.pika_flask:app", {"BENCH_PIKA_QUEUE": pika_queue, "RABBITMQ_URL": RABBITMQ_URL}),
         "direct": ("app:create_app()", {"REDIS_URL": direct_db}),
+        "limited": ("app:create_app()", {"REDIS_URL": direct_db, "RATE_LIMIT": "1000000/second"}),
         "rabbit": ("app:create_app()", {"REDIS_URL": rabbit_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}),
     }
     results: dict[str, list[LoadResult]] = {name: [] for name in configs}
@@ -230,7 +232,8 @@ def _report(
         f"rabbit / celery: {rows['rabbit'].rate / rows['celery'].rate:.2f}x;"
         f" rabbit / pika: {rows['rabbit'].rate / rows['pika'].rate:.2f}x;"
         f" rabbit / bare: {rows['rabbit'].rate / rows['bare'].rate:.2f}x;"
-        f" rabbit / direct: {rows['rabbit'].rate / rows['direct'].rate:.2f}x",
+        f" rabbit / direct: {rows['rabbit'].rate / rows['direct'].rate:.2f}x;"
+        f" limited / direct (rate limit's cost): {rows['limited'].rate / rows['direct'].rate:.2f}x",
         f"bridge: {published} tasks from RabbitMQ into RQ in {drain_s:.2f} s = {bridge_rate:.0f} tasks/s"
         " (timed from its first job in Redis)",
         "",

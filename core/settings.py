@@ -165,6 +165,8 @@ class Settings:
     s3_buckets: tuple[str, ...] = ()
     """S3_BUCKETS: when set, the only buckets file_processing may read or write."""
     idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S
+    rate_limit: str = ""
+    """RATE_LIMIT: requests per API key, such as 200/second ('' or off: none; app/ratelimit.py)."""
     allow_private_urls: bool = False
     """ALLOW_PRIVATE_URLS: let outbound requests (the failure webhook) reach loopback, link-local and private
     addresses (jobs/outbound.py)."""
@@ -221,6 +223,7 @@ class Settings:
             s3_buckets=_list(env, "S3_BUCKETS"),
             allow_private_urls=_bool(env, "ALLOW_PRIVATE_URLS", False),
             idempotency_ttl_s=_positive(env, "IDEMPOTENCY_TTL_S", DEFAULT_IDEMPOTENCY_TTL_S),
+            rate_limit=env.get("RATE_LIMIT", ""),
             rabbitmq_url=env.get("RABBITMQ_URL", ""),
             dashboard_username=env.get("DASHBOARD_USERNAME", ""),
             dashboard_password=env.get("DASHBOARD_PASSWORD", ""),

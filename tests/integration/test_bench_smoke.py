@@ -52,7 +52,7 @@ def test_latency_smoke(bench_dbs, rabbitmq_url):
 def test_ingress_smoke(bench_dbs, rabbitmq_url):
     output = run_bench(bench_dbs, "bench.ingress", "--smoke")
     assert "rabbit / bare" in output and "rabbit / pika" in output and "bridge:" in output
-    assert "| pika |" in output
+    assert "| pika |" in output and "| limited |" in output and "rate limit's cost" in output
 
 
 def test_scale_smoke(bench_dbs):
