@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
+from flask_openapi3.types import ResponseDict, SecuritySchemesDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.states import LIST_TYPES, STATES
@@ -182,3 +183,70 @@ class WorkflowListQuery(BaseModel):
     @classmethod
     def _upper_state(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+
+class FieldError(BaseModel):
+    """One offending field of a refused request, with what is allowed when that is a short list."""
+
+    field: str = Field(description="The field: `priority`, `parameters.data`, `steps[2].depends_on`, `body`...")
+    message: str
+    allowed: list[str] | str | None = Field(default=None, description="The accepted values, when they are few")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (app/errors.py render): a code, a sentence a person can act on, the offending fields."""
+
+    status: Literal["error"]
+    error: str = Field(description="A code: validation_error, not_found, service_unavailable...")
+    message: str
+    fields: list[FieldError]
+
+
+class TaskFinishedError(ErrorBody):
+    """409: the task already ended; `state` says how."""
+
+    state: State
+
+
+class Unauthorized(ErrorBody):
+    """401: no API key, or an unknown one."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Unauthorized: no API key, or an unknown one",
+            "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+        }
+    )
+
+
+class RateLimited(ErrorBody):
+    """429: this key sent more requests than its rate limit allows."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Too Many Requests: over this key's rate limit",
+            "headers": {
+                "Retry-After": {"required": True, "description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        }
+    )
+
+
+SECURITY_SCHEMES: SecuritySchemesDict = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
+"""How a client presents its API key: `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
+API_KEY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+"""The `security=` of every operation that needs a key: either scheme will do."""
+_ERROR_MODELS: dict[int, type[BaseModel]] = {401: Unauthorized, 409: TaskFinishedError, 429: RateLimited}
+
+
+def documented(success: ResponseDict, *errors: int, keyed: bool = True) -> ResponseDict:
+    """Return the `responses=` of one operation: its success models, then 400, `errors` and, if `keyed`, 401/403/429.
+
+    400 is always declared: flask-openapi3 would otherwise add its own (a bare
+    array) in its place. Every error status is answered with ErrorBody's shape.
+    """
+    statuses = [400, *errors, *((401, 403, 429) if keyed else ())]
+    return {**success, **{status: _ERROR_MODELS.get(status, ErrorBody) for status in sorted(statuses)}}

@@ -127,7 +127,6 @@ def test_docs_are_served_without_a_cdn(client):
     assert "/api/tasks" in spec["paths"]
     assert "/api/tasks/purge" in spec["paths"]
     assert {"/api/workflows", "/api/workflows/{workflow_id}", "/api/tasks/{task_id}/cancel"} <= set(spec["paths"])
-    assert spec["components"]["securitySchemes"] == {}  # a map: null is refused by validators and generators
     page = client.get("/openapi/swagger")
     assert page.status_code == 200
     assert b"cdn" not in page.data.lower()
