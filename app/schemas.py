@@ -14,6 +14,8 @@ from core.workflow import MAX_STEPS
 
 MAX_DELAY_S = 366 * 24 * 3600
 """Longest accepted delay_seconds: one year, in seconds."""
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""What a task, workflow or schedule id in a URL may hold: RQ refuses other job ids (and reads `a:b` as `a`)."""
 MAX_RETRIES_LIMIT = 25
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -59,7 +61,7 @@ class TaskSubmitted(BaseModel):
 class TaskPath(BaseModel):
     """The task id in the URL."""
 
-    task_id: str = Field(max_length=200)
+    task_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
 class ListQuery(BaseModel):
@@ -109,7 +111,7 @@ class CreateSchedule(BaseModel):
 class SchedulePath(BaseModel):
     """The schedule id in the URL."""
 
-    schedule_id: str = Field(max_length=200)
+    schedule_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
@@ -167,7 +169,7 @@ class SubmitWorkflow(BaseModel):
 class WorkflowPath(BaseModel):
     """The workflow id in the URL."""
 
-    workflow_id: str = Field(max_length=200)
+    workflow_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
 class WorkflowListQuery(BaseModel):

@@ -141,3 +141,23 @@ def test_unknown_route_is_json_404(client):
     response = client.get("/api/nothing-here")
     assert response.status_code == 404
     assert response.json["status"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("get", "/api/tasks/a%07b", "task_id"),
+        ("post", "/api/tasks/a%C2%BEb/cancel", "task_id"),
+        ("get", "/api/workflows/a.b", "workflow_id"),
+        ("delete", "/api/schedules/a%20b", "schedule_id"),
+    ],
+)
+def test_a_malformed_id_is_a_400_naming_it(client, method, path, field):
+    response = getattr(client, method)(path)  # RQ refuses such job ids: this was a 500 (found by the fuzz test)
+    assert response.status_code == 400, response.json
+    assert [f["field"] for f in response.json["fields"]] == [field]
+
+
+def test_a_suffix_after_a_colon_does_not_read_another_task(client):
+    task_id = submit(client)
+    assert client.get(f"/api/tasks/{task_id}:anything").status_code == 400  # RQ would read it as `task_id`
