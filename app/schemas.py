@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
@@ -19,6 +20,10 @@ ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 MAX_RETRIES_LIMIT = 25
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_OFFSET = 1_000_000_000
+"""Largest `offset` (and cursor position) a list takes; Redis refuses ranges past 64-bit integers."""
+ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+"""How a run_at must start: a date and a time (pydantic alone also takes "0" or a bare date)."""
 
 Priority = Enum("Priority", {p: p for p in ("high", "normal", "low")}, type=str)  # type: ignore[misc]
 State = Enum("State", {s: s for s in STATES}, type=str)  # type: ignore[misc]
@@ -31,16 +36,36 @@ ListType = Enum("ListType", {t: t for t in LIST_TYPES}, type=str)  # type: ignor
 class SubmitTask(BaseModel):
     """A task to run: which type, how urgent, its parameters, and optionally when."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid",
+        openapi_extra={
+            "examples": {
+                "high": {"value": {"task_type": "data_processing", "priority": "high", "parameters": {"data": "x y"}}}
+            }
+        },
+    )
 
     task_type: str = Field(description="A registered task type, e.g. data_processing", min_length=1, max_length=200)
     priority: Priority = Field(default=Priority.normal, description="high, normal or low")  # type: ignore[attr-defined]
     parameters: dict[str, Any] = Field(default_factory=dict, description="Task-specific parameters (a JSON object)")
     run_at: datetime | None = Field(default=None, description="Run no earlier than this ISO 8601 time (UTC if naive)")
-    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_S, description="Run after this many seconds")
-    max_retries: int | None = Field(
-        default=None, ge=0, le=MAX_RETRIES_LIMIT, description="Retries after a failed attempt (default: per task type)"
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, strict=True, description="Run after this many seconds"
     )
+    max_retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETRIES_LIMIT,
+        strict=True,
+        description="Retries after a failed attempt (default: per task type)",
+    )
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, str) and ISO_TIME.match(value)):
+            raise ValueError("must be an ISO 8601 date and time, e.g. 2026-12-03T17:00:00Z")
+        return value
 
     @model_validator(mode="after")
     def _one_schedule(self) -> SubmitTask:
@@ -74,7 +99,7 @@ class ListQuery(BaseModel):
     task_type: str | None = Field(default=None, description="Only tasks of this registered type")
     priority: Priority | None = Field(default=None, description="Only tasks of this priority")
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(default=0, ge=0, description="Skip this many matching tasks")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Skip this many matching tasks")
     cursor: str | None = Field(default=None, description="next_cursor of the previous page (faster than offset)")
 
     @field_validator("state", mode="before")
@@ -91,15 +116,35 @@ class ListQuery(BaseModel):
 class CreateSchedule(BaseModel):
     """A periodic task: what to run, and every `interval_seconds` or on a `cron` expression."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid",
+        openapi_extra={
+            "examples": {
+                "interval": {
+                    "value": {"task_type": "data_processing", "parameters": {"data": [1, 2]}, "interval_seconds": 300}
+                },
+                "cron": {
+                    "value": {
+                        "task_type": "email_sending",
+                        "parameters": {"to": "ops@example.com", "subject": "daily", "body": "hi"},
+                        "cron": "0 6 * * *",
+                    }
+                },
+            }
+        },
+    )
 
     task_type: str = Field(min_length=1, max_length=200, description="A registered task type")
     priority: Priority = Field(default=Priority.normal)  # type: ignore[attr-defined]
     parameters: dict[str, Any] = Field(default_factory=dict)
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
-    interval_seconds: int | None = Field(default=None, ge=1, le=MAX_DELAY_S, description="Run every N seconds")
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, strict=True)
+    interval_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_DELAY_S, strict=True, description="Run every N seconds"
+    )
     cron: str | None = Field(default=None, max_length=200, description="Cron expression (UTC), e.g. '*/5 * * * *'")
-    repeat: int | None = Field(default=None, ge=1, description="Stop after this many runs (default: forever)")
+    repeat: int | None = Field(
+        default=None, ge=1, strict=True, description="Stop after this many runs (default: forever)"
+    )
 
     @model_validator(mode="after")
     def _one_timing(self) -> CreateSchedule:
@@ -139,7 +184,7 @@ class WorkflowStep(BaseModel):
         'reference to such a parent gives {"error": {"type", "message"}} in place of its result',
     )
     priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, strict=True)
 
 
 class OnFailureStep(BaseModel):
@@ -158,7 +203,31 @@ class OnFailureStep(BaseModel):
 class SubmitWorkflow(BaseModel):
     """A DAG of steps (at most 2,000) run in dependency order."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid",
+        openapi_extra={
+            "examples": {
+                "chain": {
+                    "value": {
+                        "name": "report",
+                        "steps": [
+                            {
+                                "id": "stats",
+                                "task_type": "data_processing",
+                                "parameters": {"data": [{"v": 3}, {"v": 4}]},
+                            },
+                            {
+                                "id": "totals",
+                                "task_type": "data_processing",
+                                "depends_on": ["stats"],
+                                "parameters": {"data": [{"$from": "stats", "path": "/result"}]},
+                            },
+                        ],
+                    }
+                }
+            }
+        },
+    )
 
     name: str | None = Field(default=None, max_length=200)
     priority: Priority = Field(default=Priority.normal, description="The steps' default priority")  # type: ignore[attr-defined]
@@ -178,7 +247,7 @@ class WorkflowListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     state: WorkflowState | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE or REVOKED")
 
     @field_validator("state", mode="before")

@@ -192,3 +192,15 @@ def test_redis_down_is_a_503_that_matches_the_spec(spec, settings):
         response = client.get(path)
         assert response.status_code == 503, path
         assert_conforms(spec, "get", path, response)
+
+
+def test_every_request_example_in_the_spec_is_accepted(spec, client):
+    tried = 0
+    for (method, path), op in _operations(spec).items():
+        if "requestBody" not in op:
+            continue
+        for example in op["requestBody"]["content"]["application/json"].get("examples", {}).values():
+            response = getattr(client, method)(path, json=example["value"])
+            assert response.status_code in (201, 202), (path, response.json)
+            tried += 1
+    assert tried == 4
