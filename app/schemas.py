@@ -311,13 +311,19 @@ SECURITY_SCHEMES: SecuritySchemesDict = {
 API_KEY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 """The `security=` of every operation that needs a key: either scheme will do."""
 _ERROR_MODELS: dict[int, type[BaseModel]] = {401: Unauthorized, 409: TaskFinishedError, 429: RateLimited}
+URI_TOO_LONG = {
+    "description": "URI Too Long: the request line is over the HTTP server's limit (gunicorn: 4,094 bytes); "
+    "the server answers it before the API does, so the body is not the API's JSON"
+}
 
 
 def documented(success: ResponseDict, *errors: int, keyed: bool = True) -> ResponseDict:
-    """Return the `responses=` of one operation: its success models, then 400, `errors` and, if `keyed`, 401/403/429.
+    """Return the `responses=` of one operation: its success models, 400, `errors`, 414 and, if `keyed`, 401/403/429.
 
     400 is always declared: flask-openapi3 would otherwise add its own (a bare
-    array) in its place. Every error status is answered with ErrorBody's shape.
+    array) in its place. Every error status but 414 has ErrorBody's shape.
     """
     statuses = [400, *errors, *((401, 403, 429) if keyed else ())]
-    return {**success, **{status: _ERROR_MODELS.get(status, ErrorBody) for status in sorted(statuses)}}
+    answers: ResponseDict = {**success, **{status: _ERROR_MODELS.get(status, ErrorBody) for status in statuses}}
+    answers[414] = dict(URI_TOO_LONG)  # a copy: flask-openapi3 writes into it
+    return dict(sorted(answers.items(), key=lambda item: int(item[0])))
