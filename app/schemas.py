@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
@@ -31,6 +32,17 @@ WorkflowState = Enum(  # type: ignore[misc]
     "WorkflowState", {s: s for s in ("PENDING", "STARTED", "SUCCESS", "FAILURE", "REVOKED")}, type=str
 )
 ListType = Enum("ListType", {t: t for t in LIST_TYPES}, type=str)  # type: ignore[misc]
+
+
+def any_case(words: type[Enum]) -> Callable[[dict[str, Any]], None]:
+    """Return a json_schema_extra saying a query filter takes `words` in any case (its validator folds the case)."""
+    letters = ("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in w.value) for w in words)
+    any_case_schema = {"type": "string", "pattern": f"^({'|'.join(letters)})$"}
+
+    def widen(schema: dict[str, Any]) -> None:
+        schema["anyOf"] = [*schema["anyOf"][:-1], any_case_schema, *schema["anyOf"][-1:]]  # before the null
+
+    return widen
 
 
 class SubmitTask(BaseModel):
@@ -94,10 +106,18 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    state: State | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE, RETRY or REVOKED")
-    type: ListType | None = Field(default=None, description="active, reserved, scheduled or completed")
+    state: State | None = Field(
+        default=None,
+        description="PENDING, STARTED, SUCCESS, FAILURE, RETRY or REVOKED",
+        json_schema_extra=any_case(State),
+    )
+    type: ListType | None = Field(
+        default=None, description="active, reserved, scheduled or completed", json_schema_extra=any_case(ListType)
+    )
     task_type: str | None = Field(default=None, description="Only tasks of this registered type")
-    priority: Priority | None = Field(default=None, description="Only tasks of this priority")
+    priority: Priority | None = Field(
+        default=None, description="Only tasks of this priority", json_schema_extra=any_case(Priority)
+    )
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Skip this many matching tasks")
     cursor: str | None = Field(default=None, description="next_cursor of the previous page (faster than offset)")
@@ -248,7 +268,11 @@ class WorkflowListQuery(BaseModel):
 
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-    state: WorkflowState | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE or REVOKED")
+    state: WorkflowState | None = Field(
+        default=None,
+        description="PENDING, STARTED, SUCCESS, FAILURE or REVOKED",
+        json_schema_extra=any_case(WorkflowState),
+    )
 
     @field_validator("state", mode="before")
     @classmethod

@@ -56,7 +56,7 @@ def test_the_live_api_answers_as_its_spec_says(redis_url, tmp_path, record_prope
             "--seed",
             str(SEED),
             "--workers",
-            "2",
+            "1",  # with 2, Python 3.11's ast.parse, which hypothesis calls, now and then fails in a thread
             "--report",
             "json",
             "--report-json-path",

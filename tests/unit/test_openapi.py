@@ -205,3 +205,21 @@ def test_every_request_example_in_the_spec_is_accepted(spec, client):
             assert response.status_code in (201, 202), (path, response.json)
             tried += 1
     assert tried == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/api/tasks", "state", "sUcCeSs"),
+        ("/api/tasks", "type", "Completed"),
+        ("/api/tasks", "priority", "HIGH"),
+        ("/api/workflows", "state", "revoked"),
+    ],
+)
+def test_the_spec_says_filters_take_any_case_as_the_api_does(spec, client, path, name, value):
+    (parameter,) = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+    validator = OAS31Validator({**parameter["schema"], "components": spec["components"]})
+    assert validator.is_valid(value)
+    assert client.get(f"{path}?{name}={value}").status_code == 200
+    assert not validator.is_valid("bogus")
+    assert client.get(f"{path}?{name}=bogus").status_code == 400
