@@ -15,6 +15,15 @@ from pydantic import BaseModel, Field
 from app.schemas import State, WorkflowState
 
 
+class TaskSubmitted(BaseModel):
+    """POST /api/tasks (202)."""
+
+    task_id: str
+    status: str
+    message: str
+    queue: str
+
+
 class PublicError(BaseModel):
     """The final error of a FAILURE: its type and message (the traceback stays in the worker's log)."""
 

@@ -1,4 +1,7 @@
-"""Request and response models of the HTTP API (pydantic v2, rendered into the OpenAPI spec)."""
+"""Request models and the error body of the HTTP API (pydantic v2, rendered into the OpenAPI spec).
+
+The success bodies are described in app/response_models.py; `documented()` puts both on each route.
+"""
 
 from __future__ import annotations
 
@@ -84,15 +87,6 @@ class SubmitTask(BaseModel):
         if self.run_at is not None and self.delay_seconds is not None:
             raise ValueError("give run_at or delay_seconds, not both")
         return self
-
-
-class TaskSubmitted(BaseModel):
-    """The answer to a submission (202)."""
-
-    task_id: str
-    status: str = "submitted"
-    message: str
-    queue: str
 
 
 class TaskPath(BaseModel):
