@@ -353,6 +353,19 @@ class Unauthorized(ErrorBody):
     )
 
 
+class Unavailable(ErrorBody):
+    """503: Redis (or RabbitMQ) is not answering; nothing was accepted. Retry after `Retry-After` seconds."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Service Unavailable: Redis or RabbitMQ is not answering; nothing was accepted",
+            "headers": {
+                "Retry-After": {"required": True, "description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        }
+    )
+
+
 class RateLimited(ErrorBody):
     """429: this key sent more requests than its rate limit allows."""
 
@@ -373,7 +386,12 @@ SECURITY_SCHEMES: SecuritySchemesDict = {
 """How a client presents its API key: `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
 API_KEY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
 """The `security=` of every operation that needs a key: either scheme will do."""
-_ERROR_MODELS: dict[int, type[BaseModel]] = {401: Unauthorized, 409: TaskFinishedError, 429: RateLimited}
+_ERROR_MODELS: dict[int, type[BaseModel]] = {
+    401: Unauthorized,
+    409: TaskFinishedError,
+    429: RateLimited,
+    503: Unavailable,
+}
 URI_TOO_LONG = {
     "description": "URI Too Long: the request line is over the HTTP server's limit (gunicorn: 4,094 bytes); "
     "the server answers it before the API does, so the body is not the API's JSON"
