@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -75,3 +76,22 @@ def numbers(params: dict[str, Any]) -> list[int]:
 def total(params: dict[str, Any]) -> int:
     """Taskrelay: return the sum of `values` (bench.workflows' fan-in)."""
     return sum(params["values"])
+
+
+CHAOS_RUNS_KEY = "chaos:runs"
+"""Hash in the observer Redis (CHAOS_OBSERVER_URL): task id -> how many times bench.chaos's task started."""
+_observer: redis.Redis | None = None
+
+
+@task("bench_chaos", max_retries=5, timeout_s=60)
+def chaos(params: dict[str, Any]) -> dict[str, Any]:
+    """Taskrelay: count this run in the observer Redis (a server the chaos run never kills), then sleep `sleep_ms`."""
+    from rq import get_current_job
+
+    global _observer
+    if _observer is None:
+        _observer = redis.Redis.from_url(os.environ["CHAOS_OBSERVER_URL"])
+    job = get_current_job()
+    runs = _observer.hincrby(CHAOS_RUNS_KEY, job.id if job else "?", 1)
+    time.sleep(float(params.get("sleep_ms", 0)) / 1000)
+    return {"run": runs, "n": params.get("n")}

@@ -40,6 +40,7 @@ from collections import deque
 from contextlib import suppress
 from typing import Any
 
+import redis
 from rq import Queue
 from rq.command import parse_payload
 from rq.job import Job
@@ -59,6 +60,11 @@ BATCH_SIZE = 50
 """Most jobs claimed at once: small enough that a batch's claims are renewed well within their heartbeat."""
 CLAIM_BUDGET_S = 0.05
 """Expected seconds of work one claim takes (from the observed durations per task)."""
+IDLE_POLL_S = 0.25
+"""How long an idle worker sleeps between claims when no enqueue is announced, in seconds: what a job enqueued
+without an announcement (RQ's own scheduler, a retry) may wait for an idle worker."""
+IDLE_HEARTBEAT_S = 5.0
+"""How often an idle worker renews its registration, in seconds (at most its dequeue timeout)."""
 FLUSH_AFTER_S = 0.05
 """Most seconds a finished task's outcome waits in the pipeline: what a SIGKILL can make the worker re-run."""
 DURATION_WEIGHT = 0.2
@@ -92,6 +98,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._pending_since = 0.0
         self._rank = {queue.name: rank for rank, queue in enumerate(self.queues)}  # 0 = highest priority
         self._announced: int | None = None  # best rank announced on ENQUEUED_CHANNEL since the last claim
+        self._wakeup = threading.Event()  # set by each announcement: an idle worker claims at once
 
     # Taking work
 
@@ -100,16 +107,44 @@ class BatchWorker(HeartbeatSimpleWorker):
             self._release_unstarted("a higher-priority task was enqueued")
         if not self._batch:
             self._claim_batch()
-        while not self._batch:
-            # Idle: wait the way RQ does (a blocking pop that keeps the worker's TTL alive); then claim the
-            # popped job with whatever else arrived meanwhile, so it too takes the batch route.
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            if result is None:
-                return None
-            popped, queue = result
-            self._claim_batch(adopt=(queue.name, popped.id))
+        if not self._batch and timeout is not None:
+            self._wait_for_work(timeout, max_idle_time)
+        if not self._batch:
+            return None  # burst mode with nothing queued, or idle past max_idle_time
         job, queue, _member = self._batch[0]
         return job, queue
+
+    def _wait_for_work(self, timeout: int, max_idle_time: int | None) -> None:
+        """Idle: sleep until an enqueue is announced (or IDLE_POLL_S passes), then claim; keep the worker's TTL
+        alive and run maintenance when due, as RQ's own idle loop does.
+
+        Never RQ's blocking pop: over several queues RQ uses BLPOP, and a job it popped is held only in this
+        process until the claim script registers it, so a kill, or Redis restarting, in between would lose
+        it. Here the claim script is the only thing that takes a job off a queue (atomically into the started
+        registry), and the announcement only wakes the worker.
+        """
+        self.set_state(WorkerStatus.IDLE)
+        self.procline("Listening on " + ",".join(self.queue_names()))
+        idle_since = last_beat = time.monotonic()
+        backoff = 1.0
+        while not self._batch:
+            if max_idle_time is not None and time.monotonic() - idle_since >= max_idle_time:
+                return
+            try:
+                if time.monotonic() - last_beat >= min(timeout, IDLE_HEARTBEAT_S):
+                    self.heartbeat()
+                    last_beat = time.monotonic()
+                    if self.should_run_maintenance_tasks:
+                        self.run_maintenance_tasks()
+                self._wakeup.wait(IDLE_POLL_S)
+                self._wakeup.clear()  # then claim: an announcement after this wakes the next wait at once
+                self._claim_batch()
+                backoff = 1.0
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                self.log.error("Worker %s: could not reach Redis (%s); retrying in %.0f s", self.name, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        self.heartbeat()
 
     def claim_size(self) -> int:
         """Return how many jobs the next claim takes: about CLAIM_BUDGET_S of work, 1 to BATCH_SIZE."""
@@ -142,14 +177,15 @@ class BatchWorker(HeartbeatSimpleWorker):
         rank = self._rank.get(data.decode() if isinstance(data, bytes) else str(data))
         if rank is not None and (self._announced is None or rank < self._announced):
             self._announced = rank
+        self._wakeup.set()
 
-    def _claim_batch(self, adopt: tuple[str, str] | None = None) -> None:
+    def _claim_batch(self) -> None:
         execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
         expires = time.time() + self.get_heartbeat_ttl(None)
         # Cleared before the claim: an announcement after this point is for a job the claim may not see.
         self._announced = None
         want = self.claim_size()
-        pairs = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()), adopt)
+        pairs = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()))
         if not pairs:
             return
         # Busy for the whole batch: RQ's warm shutdown then waits for the running task instead of interrupting it.

@@ -37,7 +37,6 @@ local function claim(slot, id)
     table.insert(claimed, id)
   end
 end
-if ARGV[7] then claim(tonumber(ARGV[7]), ARGV[8]) end  -- already popped (by RQ's blocking dequeue)
 for slot = 1, #KEYS / 2 do
   if #claimed >= 2 * want then break end
   local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - #claimed / 2)
@@ -48,8 +47,8 @@ end
 return claimed
 """
 """KEYS: (queue list, its started registry) per queue, highest priority first. ARGV: how many to claim, when
-the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's job key prefix,
-and optionally the (1-based) queue slot and id of a job popped already. Returns [slot, id, ...]. Job keys are
+the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's job key prefix.
+Returns [slot, id, ...]. Job keys are
 built inside the script, so it needs a single Redis (not a cluster)."""
 
 
@@ -63,7 +62,6 @@ class Claimer:
 
     def __init__(self, connection: redis.Redis, queues: Sequence[Queue]) -> None:
         self.queues = list(queues)
-        self._slots = {queue.name: slot for slot, queue in enumerate(self.queues, start=1)}
         self._keys = [key for queue in self.queues for key in (queue.key, queue.started_job_registry.key)]
         self._script = connection.register_script(CLAIM)
 
@@ -74,12 +72,9 @@ class Claimer:
         execution_id: str,
         worker_name: str,
         stamp: str,
-        adopt: tuple[str, str] | None = None,
     ) -> list[tuple[Queue, str]]:
-        """Claim jobs (first `adopt`, a (queue name, job id) popped already); return (queue, job id) pairs."""
+        """Claim jobs; return (queue, job id) pairs."""
         args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX]
-        if adopt is not None:
-            args += [self._slots[adopt[0]], adopt[1]]
         flat = self._script(keys=self._keys, args=args)
         return [(self.queues[int(flat[i]) - 1], flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 

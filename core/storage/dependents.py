@@ -21,7 +21,6 @@ import redis
 from redis.client import Pipeline
 from rq.utils import utcformat
 
-from core.model import QUEUE_NAMES
 from core.storage.keys import (
     DEFERRED_PREFIX,
     ENQUEUED_CHANNEL,
@@ -59,7 +58,7 @@ for _, id in ipairs(dependents) do
         redis.call('SREM', KEYS[1], id)
         remaining = remaining - 1
         released = released + 1
-        if fields[3] ~= ARGV[8] then redis.call('PUBLISH', ARGV[7], fields[3]) end
+        redis.call('PUBLISH', ARGV[7], fields[3])
       end
     elseif fields[1] ~= 'deferred' then
       redis.call('SREM', KEYS[1], id)
@@ -71,14 +70,13 @@ if #dependents > 0 and remaining == 0 then redis.call('DEL', KEYS[1]) end
 return released
 """
 """KEYS: the parent's dependents set. ARGV: the waiting-counter prefix, RQ's job key prefix, its queue key
-prefix, the deferred registry prefix, RQ's set of queues, the enqueue stamp, the enqueued channel, the lowest
-queue's name (no announce for it). Returns how many dependents it enqueued."""
+prefix, the deferred registry prefix, RQ's set of queues, the enqueue stamp, the enqueued channel. Returns how
+many dependents it enqueued."""
 
 
 def _argv() -> list[Any]:
-    low = QUEUE_NAMES["low"]
     stamp = utcformat(datetime.now(UTC))
-    return [WAITING_PREFIX, JOB_PREFIX, QUEUE_PREFIX, DEFERRED_PREFIX, QUEUES_KEY, stamp, ENQUEUED_CHANNEL, low]
+    return [WAITING_PREFIX, JOB_PREFIX, QUEUE_PREFIX, DEFERRED_PREFIX, QUEUES_KEY, stamp, ENQUEUED_CHANNEL]
 
 
 def release(pipe: Pipeline | redis.Redis, parent_id: str) -> Any:

@@ -90,10 +90,10 @@ def enqueue_task(connection: redis.Redis, settings: Settings, request: TaskReque
 
 
 def announce(pipe: Pipeline | redis.Redis, priorities: list[str]) -> None:
-    """Publish the highest of `priorities` on ENQUEUED_CHANNEL, unless it is the lowest (nothing outranks it)."""
-    best = min(priorities, key=PRIORITIES.index, default=PRIORITIES[-1])
-    if best != PRIORITIES[-1]:
-        pipe.publish(ENQUEUED_CHANNEL, QUEUE_NAMES[best])
+    """Publish the highest of `priorities` on ENQUEUED_CHANNEL: it wakes idle batch workers, and a busy one
+    holding claims below it hands them back (jobs.batch_worker)."""
+    if priorities:
+        pipe.publish(ENQUEUED_CHANNEL, QUEUE_NAMES[min(priorities, key=PRIORITIES.index)])
 
 
 def enqueue_batch(

@@ -27,7 +27,7 @@ from rq.job import Dependency, JobStatus
 from rq.utils import utcformat
 
 from core import registry
-from core.model import QUEUE_NAMES, TaskRequest
+from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.enqueue import RUNNER, announce, job_hash, job_options
 from core.storage.keys import DEFERRED_PREFIX, ENQUEUED_CHANNEL, QUEUES_KEY, job_key, queue_key, waiting_key
@@ -174,12 +174,12 @@ redis.call('HSET', KEYS[3], 'status', 'queued', 'enqueued_at', ARGV[3])
 redis.call('ZREM', KEYS[5], ARGV[2])
 redis.call('SADD', KEYS[6], KEYS[4])
 redis.call('RPUSH', KEYS[4], ARGV[2])
-if ARGV[5] ~= ARGV[7] then redis.call('PUBLISH', ARGV[6], ARGV[5]) end
+redis.call('PUBLISH', ARGV[6], ARGV[5])
 return 1
 """
 """KEYS: ended set, map hash, collector job hash, its queue list, its deferred registry, RQ's set of queues.
 ARGV: the element index that ended ('' for none), the collector id, the enqueue stamp, the set's TTL, the
-queue's name, the enqueued channel, the lowest queue's name (no announce for it).
+queue's name, the enqueued channel.
 Returns 1 when it released the collector (once: only a deferred collector moves)."""
 
 
@@ -190,8 +190,7 @@ def ended_on(pipe: Pipeline | redis.Redis, collector_id: str, queue_name: str, i
     keys += [DEFERRED_PREFIX + queue_name, QUEUES_KEY]
     stamp = utcformat(datetime.now(UTC))
     mark = "" if index is None else str(index)
-    low = QUEUE_NAMES["low"]
-    return pipe.eval(ENDED, len(keys), *keys, mark, collector_id, stamp, ttl_s, queue_name, ENQUEUED_CHANNEL, low)
+    return pipe.eval(ENDED, len(keys), *keys, mark, collector_id, stamp, ttl_s, queue_name, ENQUEUED_CHANNEL)
 
 
 def ended(connection: redis.Redis, collector_id: str, indexes: Sequence[int], ttl_s: int) -> bool:

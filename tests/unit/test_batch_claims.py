@@ -66,7 +66,7 @@ def test_a_lower_announcement_changes_nothing(client, fake_redis):
     assert [claimed.id for claimed, _, _ in worker._batch] == highs
 
 
-def test_enqueues_announce_their_highest_queue_unless_it_is_the_lowest(fake_redis):
+def test_enqueues_announce_their_highest_queue(fake_redis):
     listener = fake_redis.pubsub()
     listener.subscribe(keys.ENQUEUED_CHANNEL)
     listener.get_message(timeout=1)  # the subscribe confirmation
@@ -76,4 +76,4 @@ def test_enqueues_announce_their_highest_queue_unless_it_is_the_lowest(fake_redi
     heard = []
     while (message := listener.get_message(timeout=0.2)) is not None:
         heard.append(message["data"])
-    assert heard == [b"normal_priority", b"high_priority"]
+    assert heard == [b"normal_priority", b"low_priority", b"high_priority"]
