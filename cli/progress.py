@@ -37,24 +37,26 @@ def watch_until_ended(
     read: Callable[[dict[str, Any]], tuple[float | None, float | None, str]],
     interval_s: float,
 ) -> dict[str, Any]:
-    """Poll `fetch` every `interval_s` seconds, drawing its progress, until its state is one of ENDED; return it."""
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
+    """Poll `fetch` every `interval_s` seconds until its state is one of ENDED, showing its progress; return it.
+
+    On a terminal, a live bar; anywhere else (a pipe, a CI log), one line each time the progress changes.
+    """
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+    last_line = None
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=not console.is_terminal) as bar:
         row = bar.add_task(what, total=None)
         while True:
             answer = fetch()
             done, total, text = read(answer)
             state = answer.get("state", "?")
-            description = f"{what} {state}" + (f" {text}" if text else "")
             if state == "SUCCESS" and total:
                 done = total
+            description = f"{what} {state}" + (f" {text}" if text else "")
             bar.update(row, description=description, total=total or None, completed=done or 0)
+            line = description + (f" {done:g}/{total:g} ({100.0 * (done or 0) / total:.0f}%)" if total else "")
+            if not console.is_terminal and line != last_line:
+                console.print(line)
+                last_line = line
             if state in ENDED:
                 return answer
             time.sleep(interval_s)
