@@ -71,7 +71,7 @@ postman: install  ## regenerate postman/*.json from the OpenAPI spec the app ser
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core app jobs bridge infra bench examples tests handler.py cli
+	$(BIN)/mypy core app jobs bridge infra bench examples tests handler.py cli postman
 
 test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
 	$(BIN)/pytest
