@@ -9,6 +9,7 @@ from rich.table import Table
 
 console = Console(highlight=False)
 
+TASK_COLUMNS = ("TASK ID", "STATE", "TYPE", "PRIORITY", "CREATED", "ENDED")
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
 """The depth columns of the queues table, in the order GET /api/queues names them."""
 
@@ -22,23 +23,30 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def task_table(tasks: list[dict[str, Any]], title: str | None = None) -> Table:
-    """Return the rows of GET /api/tasks as a table."""
-    table = Table(title=title)
-    for column in ("TASK ID", "STATE", "TYPE", "PRIORITY", "QUEUE", "CREATED", "ENDED", "ERROR"):
-        table.add_column(column, overflow="fold")
+def _moment(iso: str | None) -> str:
+    """Shorten an ISO 8601 UTC time to 'MM-DD HH:MM:SS' (the API's times are UTC)."""
+    return f"{iso[5:10]} {iso[11:19]}" if iso and len(iso) >= 19 else _cell(iso)
+
+
+def task_table(tasks: list[dict[str, Any]], title: str | None = None, failures: bool = False) -> Table:
+    """Return the rows of GET /api/tasks as a table (times in UTC); `failures`: only id, type, end and error."""
+    columns = ("TASK ID", "TYPE", "ENDED", "ERROR") if failures else (*TASK_COLUMNS, "ERROR")
+    table = Table(title=title, caption="times in UTC" if tasks else None)
+    for column in columns:
+        wide = column in ("TASK ID", "STATE")
+        table.add_column(column, no_wrap=wide, overflow="fold", min_width=16 if column == "ERROR" else None)
     for task in tasks:
         error = task.get("error") or {}
-        table.add_row(
-            _cell(task.get("task_id")),
-            _cell(task.get("state")),
-            _cell(task.get("task_type")),
-            _cell(task.get("priority")),
-            _cell(task.get("queue")),
-            _cell(task.get("created_at")),
-            _cell(task.get("ended_at")),
-            _cell(error.get("message") if isinstance(error, dict) else error),
-        )
+        cells = {
+            "TASK ID": _cell(task.get("task_id")),
+            "STATE": _cell(task.get("state")),
+            "TYPE": _cell(task.get("task_type")),
+            "PRIORITY": _cell(task.get("priority")),
+            "CREATED": _moment(task.get("created_at")),
+            "ENDED": _moment(task.get("ended_at")),
+            "ERROR": _cell(error.get("message") if isinstance(error, dict) else error),
+        }
+        table.add_row(*(cells[column] for column in columns))
     return table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,7 +65,7 @@ def snapshot(client: Client) -> RenderableType:
     except ApiRefused as exc:
         return Text(f"{_now()}  the API refused: {exc}", style="red")
     parts.append(Text(f"workers: {workers}"))
-    parts.append(task_table(failures["tasks"], title=f"Last failures ({failures['total']} in all)"))
+    parts.append(task_table(failures["tasks"], title=f"Last failures ({failures['total']} in all)", failures=True))
     parts.append(Text(f"{client.url}  updated {_now()}  (Ctrl-C to stop)", style="dim"))
     return Group(*parts)
 
@@ -83,18 +84,26 @@ def _now() -> str:
 @click.option("--count", type=click.IntRange(1), help="Stop after this many refreshes (default: until Ctrl-C).")
 @click.pass_obj
 def watch(client: Client, interval: float, count: int | None) -> None:
-    """A live view of queue depths, workers and the last failures, refreshed in place."""
+    """A live view of queue depths, workers and the last failures, refreshed in place.
+
+    Off a terminal (a pipe, a log) each refresh is printed below the last instead.
+    """
     frame = snapshot(client)  # an API that is down or a bad key ends here, with exit 2, before drawing anything
     shown = 1
     try:
-        with Live(frame, console=console, auto_refresh=False) as live:
+        with Live(frame, console=console, auto_refresh=False) if console.is_terminal else nullcontext() as live:
+            if live is None:
+                console.print(frame)
             while count is None or shown < count:
                 time.sleep(interval)
                 try:
                     frame = snapshot(client)
                 except CliError as exc:  # keep watching through a restart of the API
                     frame = Text(f"{_now()}  {exc}", style="red")
-                live.update(frame, refresh=True)
+                if live is None:
+                    console.print(frame)
+                else:
+                    live.update(frame, refresh=True)
                 shown += 1
     except KeyboardInterrupt:
         pass

@@ -162,51 +162,75 @@ def test_keys_wrap_the_keys_command_on_redis(redis_url):
         assert unknown.returncode == 2 and "error:" in unknown.stderr
 
 
-def _tmux() -> str:
-    tmux = shutil.which("tmux")
-    if tmux is None:
-        message = "tmux is not installed (apt-get install tmux; .ci/run does): the watch test drives it"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return tmux
+class Tmux:
+    """One tmux session on a tmux server of our own (-L), whatever else runs on the machine; killed by close()."""
+
+    def __init__(self, command: str, width: int = 160, height: int = 40) -> None:
+        tmux = shutil.which("tmux")
+        if tmux is None:
+            message = "tmux is not installed (apt-get install tmux; .ci/run does): the terminal tests drive it"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        self.base = [tmux, "-L", f"taskrelay-test-{uuid.uuid4().hex[:8]}"]
+        size = ["-x", str(width), "-y", str(height)]
+        subprocess.run([*self.base, "new-session", "-d", "-s", "cli", *size, command], check=True)
+
+    def capture(self) -> str:
+        """Return what the pane shows now."""
+        return subprocess.run([*self.base, "capture-pane", "-p", "-t", "cli"], capture_output=True).stdout.decode()
+
+    def screen_when(self, wanted: Callable[[str], bool], what: str, timeout: float = 30) -> str:
+        """Return the pane's text once `wanted(text)` holds; fail after `timeout` seconds."""
+        return wait_until(lambda: screen if wanted(screen := self.capture()) else None, timeout, what)
+
+    def send_keys(self, *keys: str) -> None:
+        subprocess.run([*self.base, "send-keys", "-t", "cli", *keys], check=True)
+
+    def ended(self) -> bool:
+        """Whether the command has exited (its session closed with it)."""
+        return subprocess.run([*self.base, "has-session", "-t", "cli"], capture_output=True).returncode != 0
+
+    def close(self) -> None:
+        subprocess.run([*self.base, "kill-server"], capture_output=True)
 
 
 def test_watch_refreshes_in_place_in_tmux(redis_url):
-    tmux = _tmux()
-    socket_name = f"taskrelay-test-{uuid.uuid4().hex[:8]}"  # our own tmux server, whatever else runs on the machine
-
-    def capture() -> str:
-        result = subprocess.run([tmux, "-L", socket_name, "capture-pane", "-p", "-t", "watch"], capture_output=True)
-        return result.stdout.decode()
-
     def high_row(screen: str) -> list[str] | None:
         row = next((line for line in screen.splitlines() if "high_priority" in line), None)
         return [cell.strip() for cell in row.split("│")[1:3]] if row else None
 
-    def screen_when(wanted: Callable[[list[str] | None], bool]) -> str | None:
-        screen = capture()
-        return screen if wanted(high_row(screen)) else None
-
     # no workers: what is submitted stays queued, so the depth shown can only grow
     with running_system(redis_url, workers=0) as system:
         env = f"TASKRELAY_URL={system.base_url} TASKRELAY_API_KEY={TEST_API_KEY}"
-        command = f"env {env} {TASKRELAY} watch --interval 0.2"
-        subprocess.run(
-            [tmux, "-L", socket_name, "new-session", "-d", "-s", "watch", "-x", "160", "-y", "40", command], check=True
-        )
+        tmux = Tmux(f"env {env} {TASKRELAY} watch --interval 0.2")
         try:
-            first = wait_until(lambda: screen_when(lambda row: row is not None), 30, "watch to draw its table")
+            first = tmux.screen_when(lambda screen: high_row(screen) is not None, "watch to draw its table")
             assert high_row(first) == ["high_priority", "0"]
             assert "workers: 0" in first and "Last failures (0 in all)" in first
             for _ in range(3):
                 system.submit({"task_type": "data_processing", "priority": "high", "parameters": {"data": [1]}})
-            second = wait_until(lambda: screen_when(lambda row: row == ["high_priority", "3"]), 30, "a depth of 3")
+            second = tmux.screen_when(lambda screen: high_row(screen) == ["high_priority", "3"], "a depth of 3")
             assert second.count("high_priority") == 1  # redrawn in place, not appended below the first table
-            subprocess.run([tmux, "-L", socket_name, "send-keys", "-t", "watch", "C-c"], check=True)
-            has_session = [tmux, "-L", socket_name, "has-session", "-t", "watch"]
-            wait_until(
-                lambda: subprocess.run(has_session, capture_output=True).returncode != 0, 10, "Ctrl-C to end watch"
-            )
+            tmux.send_keys("C-c")
+            wait_until(tmux.ended, 10, "Ctrl-C to end watch")
         finally:
-            subprocess.run([tmux, "-L", socket_name, "kill-server"], capture_output=True)
+            tmux.close()
+
+
+def test_submit_wait_draws_a_live_bar_on_a_terminal(redis_url, real_redis):
+    release = f"release:{uuid.uuid4().hex}"
+    with running_system(redis_url, workers=1) as system:
+        env = f"TASKRELAY_URL={system.base_url} TASKRELAY_API_KEY={TEST_API_KEY}"
+        params = json.dumps({"release_key": release})
+        # `; sleep 30` keeps the pane open after the command so its last frame can be read
+        tmux = Tmux(f"env {env} {TASKRELAY} submit --type test_hold --params '{params}' --wait; echo exit=$?; sleep 30")
+        try:
+            running = tmux.screen_when(lambda screen: "50%" in screen, "the bar at 1 of 2")
+            assert "STARTED holding" in running and "━" in running
+            real_redis.set(release, 1)
+            done = tmux.screen_when(lambda screen: "exit=" in screen, "the command to end")
+            assert "100%" in done and "exit=0" in done
+            assert done.count("STARTED") == 0  # the same line was redrawn, not a line per poll
+        finally:
+            tmux.close()
