@@ -9,7 +9,8 @@ from rich.table import Table
 
 console = Console(highlight=False)
 
-TASK_COLUMNS = ("TASK ID", "STATE", "TYPE", "PRIORITY", "CREATED", "ENDED")
+TASK_COLUMNS = ("TASK ID", "STATE", "TYPE", "PRIO", "CREATED", "ENDED")
+MIN_WIDTHS = {"TYPE": 9, "CREATED": 8, "ENDED": 8, "ERROR": 12}
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
 """The depth columns of the queues table, in the order GET /api/queues names them."""
 
@@ -30,18 +31,18 @@ def _moment(iso: str | None) -> str:
 
 def task_table(tasks: list[dict[str, Any]], title: str | None = None, failures: bool = False) -> Table:
     """Return the rows of GET /api/tasks as a table (times in UTC); `failures`: only id, type, end and error."""
-    columns = ("TASK ID", "TYPE", "ENDED", "ERROR") if failures else (*TASK_COLUMNS, "ERROR")
+    errors = failures or any(task.get("error") for task in tasks)
+    columns = ("TASK ID", "TYPE", "ENDED", "ERROR") if failures else (*TASK_COLUMNS, *(("ERROR",) if errors else ()))
     table = Table(title=title, caption="times in UTC" if tasks else None)
-    for column in columns:
-        wide = column in ("TASK ID", "STATE")
-        table.add_column(column, no_wrap=wide, overflow="fold", min_width=16 if column == "ERROR" else None)
+    for column in columns:  # ids and states whole; types, times and errors fold onto more lines
+        table.add_column(column, no_wrap=column in ("TASK ID", "STATE", "PRIO"), min_width=MIN_WIDTHS.get(column))
     for task in tasks:
         error = task.get("error") or {}
         cells = {
             "TASK ID": _cell(task.get("task_id")),
             "STATE": _cell(task.get("state")),
             "TYPE": _cell(task.get("task_type")),
-            "PRIORITY": _cell(task.get("priority")),
+            "PRIO": _cell(task.get("priority")),
             "CREATED": _moment(task.get("created_at")),
             "ENDED": _moment(task.get("ended_at")),
             "ERROR": _cell(error.get("message") if isinstance(error, dict) else error),

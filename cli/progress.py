@@ -65,7 +65,8 @@ def watch_until_ended(
 def _finish(what: str, answer: dict[str, Any], error: Any) -> None:
     state = answer.get("state")
     if state == "SUCCESS":
-        console.print(f"{what} SUCCESS")
+        if console.is_terminal:  # elsewhere the last progress line said it
+            console.print(f"{what} SUCCESS")
         return
     message = error.get("message") if isinstance(error, dict) else None
     raise DidNotSucceed(f"{what} ended {state}" + (f": {message}" if message else ""))
