@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False)
 
 TASK_COLUMNS = ("TASK ID", "STATE", "TYPE", "PRIO", "CREATED", "ENDED")
-MIN_WIDTHS = {"TYPE": 9, "CREATED": 8, "ENDED": 8, "ERROR": 12}
+MIN_WIDTHS = {"TYPE": 6, "ERROR": 10}
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
 """The depth columns of the queues table, in the order GET /api/queues names them."""
 
@@ -25,17 +27,30 @@ def _cell(value: Any) -> str:
 
 
 def _moment(iso: str | None) -> str:
-    """Shorten an ISO 8601 UTC time to 'MM-DD HH:MM:SS' (the API's times are UTC)."""
-    return f"{iso[5:10]} {iso[11:19]}" if iso and len(iso) >= 19 else _cell(iso)
+    """Shorten an ISO 8601 UTC time: 'HH:MM:SS' if it is today (UTC), else 'YYYY-MM-DD HH:MM'."""
+    if not iso or len(iso) < 19:
+        return _cell(iso)
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return iso[11:19] if iso.startswith(today) else f"{iso[:10]} {iso[11:16]}"
 
 
 def task_table(tasks: list[dict[str, Any]], title: str | None = None, failures: bool = False) -> Table:
     """Return the rows of GET /api/tasks as a table (times in UTC); `failures`: only id, type, end and error."""
     errors = failures or any(task.get("error") for task in tasks)
     columns = ("TASK ID", "TYPE", "ENDED", "ERROR") if failures else (*TASK_COLUMNS, *(("ERROR",) if errors else ()))
-    table = Table(title=title, caption="times in UTC" if tasks else None)
-    for column in columns:  # ids and states whole; types, times and errors fold onto more lines
-        table.add_column(column, no_wrap=column in ("TASK ID", "STATE", "PRIO"), min_width=MIN_WIDTHS.get(column))
+    table = Table(
+        title=title,
+        caption="times in UTC" if tasks else None,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    for column in columns:  # ids, states and times whole; types and errors fold onto more lines
+        table.add_column(
+            column, no_wrap=column not in ("TYPE", "ERROR"), overflow="fold", min_width=MIN_WIDTHS.get(column)
+        )
     for task in tasks:
         error = task.get("error") or {}
         cells = {
