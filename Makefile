@@ -77,4 +77,4 @@ test: lint  ## lint, then the whole test suite (unit + integration against the r
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache taskrelay.egg-info
