@@ -2,7 +2,7 @@
 
     CliError                 exit 1: the command cannot do what was asked
     ├── ApiRefused           exit 1: a 4xx/5xx answer, with the API's own message (unknown id, bad filter)
-    ├── ApiUnreachable       exit 2: nothing answers at TASKRELAY_URL
+    ├── ApiUnreachable       exit 2: nothing answers at TASKRELAY_URL, or what answers is not Taskrelay's API
     └── NotAuthorized        exit 2: no key, a wrong or revoked one (401), or one without the scope (403)
 
 Standard library only (urllib), so the command has nothing to install beyond click and rich.
@@ -10,6 +10,7 @@ Standard library only (urllib), so the command has nothing to install beyond cli
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -77,6 +78,10 @@ class Client:
         status, answer = self.send(method, path, body, query)
         if status >= 400:
             raise self._refusal(status, answer)
+        if not isinstance(answer, dict):
+            raise ApiUnreachable(
+                f"{self.url}{path} answered {status} without a JSON object: is TASKRELAY_URL the Taskrelay API?"
+            )
         return answer
 
     def send(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> tuple[int, Any]:
@@ -96,7 +101,7 @@ class Client:
                 return response.status, _decode(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, TLS, a garbled answer
             reason = getattr(exc, "reason", exc)
             raise ApiUnreachable(
                 f"cannot reach the Taskrelay API at {self.url} ({reason}); is it running, and is TASKRELAY_URL right?"
@@ -111,7 +116,9 @@ class Client:
             return NotAuthorized(f"the API at {self.url} refused the API key (401); {why}")
         if status == 403:
             scope = answer.get("scope_needed") if isinstance(answer, dict) else None
-            return NotAuthorized(f"the API key may not do this (403): it needs the {scope or 'a higher'} scope")
+            if scope:
+                return NotAuthorized(f"the API key may not do this (403): it needs the {scope} scope")
+            return NotAuthorized(f"{self.url} refused the request (403): {message or 'forbidden'}")
         return ApiRefused(status, f"{message or 'the API answered an error'} ({status})", answer)
 
 

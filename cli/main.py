@@ -19,6 +19,11 @@ class Taskrelay(click.Group):
         except CliError as exc:
             click.echo(f"taskrelay: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyError as exc:  # an answer without a field this command reads: another version of the API
+            click.echo(
+                f"taskrelay: the API's answer has no {exc}; is this command older or newer than the API?", err=True
+            )
+            ctx.exit(1)
 
 
 @click.group(cls=Taskrelay, context_settings={"help_option_names": ["-h", "--help"]})

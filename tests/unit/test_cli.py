@@ -285,3 +285,28 @@ def test_workflow_wait_reads_steps_done_and_names_the_failed_steps(stub):
     result = run(stub, "workflow", "status", "w1", "--wait", "--interval", "0")
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == "taskrelay: workflow w1 ended FAILURE: b: FAILURE"
+
+
+def test_something_that_is_not_taskrelay_is_one_sentence_and_exit_2(stub):
+    stub.answers[("GET", "/api/tasks/t1")] = (200, ["not", "an", "object"])
+    result = run(stub, "status", "t1")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"taskrelay: {stub.url}/api/tasks/t1 answered 200 without a JSON object: is TASKRELAY_URL the Taskrelay API?\n"
+    )
+
+
+def test_an_answer_missing_a_field_is_one_sentence_not_a_traceback(stub):
+    stub.answers[("POST", "/api/tasks")] = (202, {"status": "submitted"})
+    result = run(stub, "submit", "--type", "x")
+    assert result.exit_code == 1
+    assert (
+        result.output == "taskrelay: the API's answer has no 'task_id'; is this command older or newer than the API?\n"
+    )
+
+
+def test_a_403_from_a_gateway_gives_its_message(stub):
+    stub.answers[("GET", "/api/tasks/t1")] = (403, {"message": "Missing Authentication Token"})
+    result = run(stub, "status", "t1")
+    assert result.exit_code == 2
+    assert result.output == f"taskrelay: {stub.url} refused the request (403): Missing Authentication Token\n"
