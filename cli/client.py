@@ -65,7 +65,7 @@ class Client:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Client:
         """Read TASKRELAY_URL (default http://127.0.0.1:5000) and TASKRELAY_API_KEY."""
         url = (environ.get("TASKRELAY_URL") or DEFAULT_URL).rstrip("/")
-        return cls(url=url, api_key=environ.get("TASKRELAY_API_KEY") or None)
+        return cls(url=url, api_key=(environ.get("TASKRELAY_API_KEY") or "").strip() or None)
 
     def get(self, path: str, query: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, query=query)

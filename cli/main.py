@@ -27,6 +27,7 @@ class Taskrelay(click.Group):
 
 
 @click.group(cls=Taskrelay, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="taskrelay")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Taskrelay from the command line, over its HTTP API.

@@ -80,7 +80,9 @@ def _now() -> str:
 
 
 @click.command()
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option(
+    "--interval", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Seconds between refreshes."
+)
 @click.option("--count", type=click.IntRange(1), help="Stop after this many refreshes (default: until Ctrl-C).")
 @click.pass_obj
 def watch(client: Client, interval: float, count: int | None) -> None:

@@ -73,11 +73,17 @@ def submit_body(
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="One parameter; VALUE is JSON or text.")
 @click.option("--params", "params_json", metavar="JSON", help="The parameters as a JSON object.")
 @click.option("--priority", type=click.Choice(PRIORITIES), help="Default: normal.")
-@click.option("--delay", type=float, help="Run after this many seconds.")
+@click.option("--delay", type=click.FloatRange(min=0), help="Run after this many seconds.")
 @click.option("--max-retries", type=int, help="Retries after a failed attempt (default: the task type's).")
 @click.option("--file", "body_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A JSON body.")
 @click.option("--wait", is_flag=True, help="Show a progress bar until the task ends; exit 1 unless it succeeds.")
-@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between polls with --wait.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls with --wait.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the task id.")
 @click.pass_obj
 def submit(
@@ -107,7 +113,13 @@ def submit(
 @click.command()
 @click.argument("task_id")
 @click.option("--wait", is_flag=True, help="Show a progress bar until the task ends; exit 1 unless it succeeds.")
-@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between polls with --wait.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls with --wait.",
+)
 @click.pass_obj
 def status(client: Client, task_id: str, wait: bool, interval: float) -> None:
     """Show a task's state and status (GET /api/tasks/<id>)."""

@@ -12,7 +12,11 @@ from cli.progress import wait_for_workflow
 from cli.tasks import read_json_file
 
 INTERVAL = click.option(
-    "--interval", type=float, default=0.5, show_default=True, help="Seconds between polls with --wait."
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Seconds between polls with --wait.",
 )
 WAIT = click.option("--wait", is_flag=True, help="Show steps done/total until it ends; exit 1 unless it succeeds.")
 

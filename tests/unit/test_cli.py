@@ -223,6 +223,7 @@ def test_submit_flags_only(stub):
         (["submit", "--type", "x", "--params", "[1]"], "must be a JSON object"),
         (["list", "--state", "DONE"], "'DONE' is not one of"),
         (["list", "--limit", "0"], "0 is not in the range"),
+        (["watch", "--interval", "-1"], "-1.0 is not in the range"),
     ],
 )
 def test_bad_usage_is_clicks_exit_2_and_sends_nothing(stub, args, message):
