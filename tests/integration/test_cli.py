@@ -1,4 +1,5 @@
-"""The installed `taskrelay` command against a live API (gunicorn) and workers on the real Redis, and `watch` in tmux.
+"""The installed `taskrelay` command against a live API (gunicorn) and workers on the real Redis; in tmux, `watch`
+and `submit --wait` as a terminal shows them.
 
 GET /api/queues and POST /api/tasks/<id>/retry are not on this branch: those
 commands are tested against a stub in tests/unit/test_cli.py, and `watch` here
@@ -41,7 +42,7 @@ def taskrelay(
     )
 
 
-def test_tasks_from_submit_to_purge(redis_url, real_redis):
+def test_tasks_from_submit_to_purge(redis_url):
     with running_system(redis_url, workers=1) as system:
         url = system.base_url
         delayed = taskrelay(
