@@ -8,7 +8,7 @@ RUN apt-get update \
 WORKDIR /app
 ENV VENV=/opt/venv REQUIREMENTS=requirements.txt HOST=0.0.0.0 PYTHONUNBUFFERED=1
 COPY requirements.txt requirements-dev.txt Makefile ./
-RUN make install
+RUN make requirements
 
 COPY core ./core
 COPY app ./app

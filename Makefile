@@ -9,7 +9,7 @@ API_THREADS ?= 8
 DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
 
-.PHONY: run test api worker bridge scheduler dashboard key keys revoke-key bench install lint clean
+.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -18,7 +18,13 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r $(REQUIREMENTS)
 	@touch $@
 
-install: $(BIN)/.installed  ## create .venv and install the pinned requirements
+$(BIN)/taskrelay: pyproject.toml $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+requirements: $(BIN)/.installed  ## only the pinned requirements (the Docker image: no CLI)
+
+install: $(BIN)/.installed $(BIN)/taskrelay  ## create .venv, install the pinned requirements and the `taskrelay` command
 
 run: install  ## the whole system: embedded Redis (unless REDIS_URL is set), API and workers
 	$(BIN)/python -m infra.launcher
@@ -59,13 +65,16 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 	$(BIN)/python -m bench.ingress
 	$(BIN)/python -m bench.scale
 
+postman: install  ## regenerate postman/*.json from the OpenAPI spec the app serves (no network)
+	$(BIN)/python -m postman.generate
+
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core app jobs bridge infra bench examples tests handler.py
+	$(BIN)/mypy core app jobs bridge infra bench examples tests handler.py cli postman
 
 test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache taskrelay.egg-info

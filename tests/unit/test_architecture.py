@@ -1,7 +1,8 @@
 """The layering README's "How the code is laid out" promises, read from the source with ast.
 
 core/ is the ground floor; core/storage/ is the one module that knows RQ's Redis
-layout and private internals; pika lives in bridge/amqp/, Flask in app/.
+layout and private internals; pika lives in bridge/amqp/, Flask in app/. cli/
+speaks HTTP only, but for `taskrelay keys`, which wraps app.keys.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("app", "bridge", "core", "infra", "jobs")
+PRODUCT = ("app", "bridge", "cli", "core", "infra", "jobs")
 STORAGE = ROOT / "core" / "storage"
 
 RQ_PRIVATE_NAMES = {"_job_stack", "_execute", "_result", "_status", "_exc_info", "_dependency_ids", "_data"}
@@ -64,8 +65,9 @@ def offenders(folders: tuple[str, ...], forbidden: tuple[str, ...], allowed: tup
         (("app",), ("bridge", "jobs", "infra", "pika", "rq"), ("bridge.message", "bridge.amqp")),
         (("infra",), ("app", "bridge", "jobs", "flask", "pika", "rq"), ()),
         (("handler",), ("bridge", "jobs", "infra", "core", "pika", "rq"), ()),
+        (("cli",), ("app", "bridge", "jobs", "infra", "core", "flask", "pika", "rq", "redis"), ("app.keys",)),
     ],
-    ids=["core", "jobs", "bridge", "app", "infra", "handler"],
+    ids=["core", "jobs", "bridge", "app", "infra", "handler", "cli"],
 )
 def test_each_folder_imports_only_the_layers_below_it(folders, forbidden, allowed):
     assert offenders(folders, forbidden, allowed) == []

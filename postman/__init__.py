@@ -1,0 +1,1 @@
+"""The Postman collection and environment (committed JSON) and their generator, `python -m postman.generate`."""
