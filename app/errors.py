@@ -110,6 +110,26 @@ class TaskFinished(ApiError):
         return {"state": self.state}
 
 
+class TaskNotRetryable(TaskFinished):
+    """The task is not in a state a retry applies to (only FAILURE and REVOKED are), or is a workflow's step."""
+
+    code = "task_not_retryable"
+
+
+class QueueNotFound(ApiError):
+    """No task queue has that name; the message lists the known ones."""
+
+    status = 404
+    code = "not_found"
+
+
+class IngressNotConfigured(ApiError):
+    """The request is about the RabbitMQ ingress, and RABBITMQ_URL is not set."""
+
+    status = 409
+    code = "ingress_not_configured"
+
+
 class WorkflowNotFound(ApiError):
     """No workflow with that id was ever submitted, or its record has expired."""
 

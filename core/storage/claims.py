@@ -21,10 +21,12 @@ from rq.job import Job, JobStatus, _job_stack
 from rq.results import Result
 
 from core.storage.keys import JOB_PREFIX, WORKER_FIELD
+from core.storage.paused import PAUSED_KEY
 
 CLAIM = """
 local want = tonumber(ARGV[1])
 local job_prefix = ARGV[6]
+local paused_key = KEYS[#KEYS]
 local claimed = {}
 local function claim(slot, id)
   local job_key = job_prefix .. id
@@ -37,20 +39,28 @@ local function claim(slot, id)
     table.insert(claimed, id)
   end
 end
-if ARGV[7] then claim(tonumber(ARGV[7]), ARGV[8]) end  -- already popped (by RQ's blocking dequeue)
-for slot = 1, #KEYS / 2 do
+local function paused(slot) return redis.call('SISMEMBER', paused_key, ARGV[8 + slot]) == 1 end
+local adopt = tonumber(ARGV[7])
+if adopt > 0 then  -- already popped (by RQ's blocking dequeue)
+  if paused(adopt) then redis.call('LPUSH', KEYS[2 * adopt - 1], ARGV[8]) else claim(adopt, ARGV[8]) end
+end
+for slot = 1, (#KEYS - 1) / 2 do
   if #claimed >= 2 * want then break end
-  local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - #claimed / 2)
-  if ids then
-    for _, id in ipairs(ids) do claim(slot, id) end
+  if not paused(slot) then
+    local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - #claimed / 2)
+    if ids then
+      for _, id in ipairs(ids) do claim(slot, id) end
+    end
   end
 end
 return claimed
 """
-"""KEYS: (queue list, its started registry) per queue, highest priority first. ARGV: how many to claim, when
-the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's job key prefix,
-and optionally the (1-based) queue slot and id of a job popped already. Returns [slot, id, ...]. Job keys are
-built inside the script, so it needs a single Redis (not a cluster)."""
+"""KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set. ARGV: how
+many to claim, when the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's
+job key prefix, the (1-based) queue slot of a job popped already (0: none) and its id, then each slot's queue
+name. A paused queue is skipped, and a popped job of one goes back to the head of its queue unclaimed (see
+core/storage/paused.py). Returns [slot, id, ...]. Job keys are built inside the script, so it needs a single
+Redis (not a cluster)."""
 
 
 def claim_member(job_id: str, execution_id: str) -> str:
@@ -65,6 +75,8 @@ class Claimer:
         self.queues = list(queues)
         self._slots = {queue.name: slot for slot, queue in enumerate(self.queues, start=1)}
         self._keys = [key for queue in self.queues for key in (queue.key, queue.started_job_registry.key)]
+        self._keys.append(PAUSED_KEY)
+        self._names = [queue.name for queue in self.queues]
         self._script = connection.register_script(CLAIM)
 
     def claim(
@@ -76,10 +88,13 @@ class Claimer:
         stamp: str,
         adopt: tuple[str, str] | None = None,
     ) -> list[tuple[Queue, str]]:
-        """Claim jobs (first `adopt`, a (queue name, job id) popped already); return (queue, job id) pairs."""
+        """Claim jobs (first `adopt`, a (queue name, job id) popped already); return (queue, job id) pairs.
+
+        Paused queues are skipped; an `adopt`ed job of a paused queue is put back at the head of its queue.
+        """
         args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX]
-        if adopt is not None:
-            args += [self._slots[adopt[0]], adopt[1]]
+        args += [self._slots[adopt[0]], adopt[1]] if adopt is not None else [0, ""]
+        args += self._names
         flat = self._script(keys=self._keys, args=args)
         return [(self.queues[int(flat[i]) - 1], flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 
