@@ -99,7 +99,9 @@ def replay(url: str, topology: Topology) -> int:
     try:
         connection = pika.BlockingConnection(parameters(url))
         channel = connection.channel()
-        count = _waiting(channel, topology.dead_letter_queue) or 0
+        count = _waiting(channel, topology.dead_letter_queue)
+        if not count:  # None: no such queue (its channel is closed now)
+            return 0
         channel.confirm_delivery()
         for _ in range(count):
             method, properties, body = channel.basic_get(topology.dead_letter_queue, auto_ack=False)
