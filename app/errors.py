@@ -110,10 +110,18 @@ class TaskFinished(ApiError):
         return {"state": self.state}
 
 
-class TaskNotRetryable(TaskFinished):
+class TaskNotRetryable(ApiError):
     """The task is not in a state a retry applies to (only FAILURE and REVOKED are), or is a workflow's step."""
 
+    status = 409
     code = "task_not_retryable"
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+    def extra(self) -> dict[str, Any]:
+        return {"state": self.state}
 
 
 class QueueNotFound(ApiError):

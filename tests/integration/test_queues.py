@@ -92,3 +92,21 @@ def test_a_failed_and_a_revoked_task_run_again_with_the_same_id(redis_url, real_
         assert state(client, revoked) == "SUCCESS" and real_redis.get(f"runs:{revoked}") == b"1"
     finally:
         stop_worker(worker)
+
+
+@pytest.mark.parametrize("worker_class", ["batch", "simple"])
+def test_a_worker_with_every_task_queue_paused_waits_and_resumes(redis_url, client, worker_class):
+    # Only the schedules queue is left to block on (a single key, doubled: see core.storage.paused): the worker
+    # keeps blocking on it, takes nothing paused, and sees the resume.
+    for name in ("high_priority", "normal_priority", "low_priority"):
+        client.post(f"/api/queues/{name}/pause")
+    held = {priority: submit(client, "test_count", priority=priority) for priority in ("high", "normal", "low")}
+    worker = spawn_worker(redis_url, WORKER_CLASS=worker_class)
+    try:
+        wait_until(lambda: queue_row(client, "low_priority")["workers"] == 1, 30, "the worker to register")
+        client.post("/api/queues/low_priority/resume")
+        wait_until(lambda: state(client, held["low"]) == "SUCCESS", 10, "the resumed low task")
+        assert state(client, held["high"]) == "PENDING" and state(client, held["normal"]) == "PENDING"
+        assert worker.poll() is None
+    finally:
+        stop_worker(worker)
