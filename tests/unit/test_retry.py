@@ -88,3 +88,12 @@ def test_a_retry_is_audited(client, drain, caplog):
         retry(client, task_id)
     lines = [r.getMessage() for r in caplog.records if r.name == "taskrelay.audit"]
     assert lines == [f"retry task {task_id} by key 'bootstrap' ({lines[0].split('(')[1].split(')')[0]}): 202"]
+
+
+def test_a_task_still_in_the_ingress_is_pending_and_not_retried(client, fake_redis):
+    from core import accepted
+    from core.model import TaskRequest
+
+    accepted.remember(fake_redis, [TaskRequest("in-ingress-2", "test_count", "low", {}, "2026-12-03T00:00:00+00:00")])
+    answer = retry(client, "in-ingress-2")
+    assert answer.status_code == 409 and answer.json["state"] == "PENDING"
