@@ -167,3 +167,21 @@ def test_dead_letters_without_rabbitmq_say_the_ingress_is_not_configured(client,
 def test_a_bad_dead_letter_limit_is_a_400_naming_it(client):
     answer = client.get("/api/ingress/dead-letters?limit=-1")
     assert answer.status_code == 400 and answer.json["fields"][0]["field"] == "limit"
+
+
+def test_a_batch_worker_gives_back_no_claims_for_an_enqueue_on_a_paused_higher_queue(client, fake_redis):
+    from jobs.batch_worker import BatchWorker
+
+    submit(client, "test_count", priority="low")
+    worker = BatchWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER)
+    worker._claim_batch()
+    assert [queue.name for _, queue, _ in worker._batch] == ["low_priority"]
+    paused.pause(fake_redis, "high_priority")
+    worker._on_enqueued({"type": "message", "data": b"high_priority"})  # what the pubsub thread delivers
+    assert worker._outranked() is False and worker._announced == frozenset()  # the announcement is dropped
+    worker._on_enqueued({"type": "message", "data": b"high_priority"})
+    worker._on_enqueued({"type": "message", "data": b"normal_priority"})
+    assert worker._outranked() is True  # normal is not paused
+    paused.resume(fake_redis, "high_priority")
+    worker._announced = frozenset({"high_priority"})
+    assert worker._outranked() is True
