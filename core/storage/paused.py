@@ -13,6 +13,9 @@ hand, about 50 ms of work) and take nothing more from a paused queue:
 
 `PausableQueues` overrides RQ's private `_ordered_queues` (the list RQ's dequeue
 blocks on); tests/unit/test_storage.py pins that RQ reads it for every dequeue.
+A worker needs one queue that is never paused to block on: Taskrelay's workers
+always listen on taskrelay_schedules, which the API does not pause (with none
+left, RQ's BLPOP would get no key and the worker would stop).
 """
 
 from __future__ import annotations
