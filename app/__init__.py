@@ -112,7 +112,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         return response
 
     from app.api import api
+    from app.operations import operations
 
     app.register_api(api)
+    app.register_api(operations)
     dashboard.init_app(app, settings)
     return app

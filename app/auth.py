@@ -8,7 +8,8 @@ as the password of HTTP basic auth). Keys are looked up by their SHA-256 digest
 CACHE_TTL_S, so most requests cost no Redis round trip: a revoked key stops
 working within that many seconds. Its last-used time is written at most once
 per TOUCH_INTERVAL_S per process. Audited routes (purge, cancels, schedule
-deletes) log one line on `taskrelay.audit` naming the key's name, never the key.
+deletes, queue pauses, resumes and empties, retries, dead-letter replays) log
+one line on `taskrelay.audit` naming the key's name, never the key.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ SCOPE_NEEDED: dict[tuple[str, str], str] = {
     ("GET", "/api/schedules"): "read",
     ("DELETE", "/api/schedules/<schedule_id>"): "admin",
     ("GET", "/api/task-types"): "read",
+    ("GET", "/api/queues"): "read",
+    ("POST", "/api/queues/<name>/pause"): "admin",
+    ("POST", "/api/queues/<name>/resume"): "admin",
+    ("POST", "/api/queues/<name>/empty"): "admin",
+    ("POST", "/api/tasks/<task_id>/retry"): "admin",
+    ("GET", "/api/ingress/dead-letters"): "admin",
+    ("POST", "/api/ingress/dead-letters/replay"): "admin",
 }
 """(method, route) -> the scope it needs; an /api route missing here needs admin (and a test fails)."""
 DEFAULT_SCOPE = "admin"
@@ -59,6 +67,11 @@ AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks/<task_id>/cancel"): "cancel task {task_id}",
     ("POST", "/api/workflows/<workflow_id>/cancel"): "cancel workflow {workflow_id}",
     ("DELETE", "/api/schedules/<schedule_id>"): "delete schedule {schedule_id}",
+    ("POST", "/api/queues/<name>/pause"): "pause queue {name}",
+    ("POST", "/api/queues/<name>/resume"): "resume queue {name}",
+    ("POST", "/api/queues/<name>/empty"): "empty queue {name}",
+    ("POST", "/api/tasks/<task_id>/retry"): "retry task {task_id}",
+    ("POST", "/api/ingress/dead-letters/replay"): "replay the dead letters",
 }
 """Routes whose answers write an audit line once the key was let in: what was asked, by which key, the status.
 

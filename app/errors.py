@@ -110,6 +110,34 @@ class TaskFinished(ApiError):
         return {"state": self.state}
 
 
+class TaskNotRetryable(ApiError):
+    """The task is not in a state a retry applies to (only FAILURE and REVOKED are), or is a workflow's step."""
+
+    status = 409
+    code = "task_not_retryable"
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message)
+        self.state = state
+
+    def extra(self) -> dict[str, Any]:
+        return {"state": self.state}
+
+
+class QueueNotFound(ApiError):
+    """No task queue has that name; the message lists the known ones."""
+
+    status = 404
+    code = "not_found"
+
+
+class IngressNotConfigured(ApiError):
+    """The request is about the RabbitMQ ingress, and RABBITMQ_URL is not set."""
+
+    status = 409
+    code = "ingress_not_configured"
+
+
 class WorkflowNotFound(ApiError):
     """No workflow with that id was ever submitted, or its record has expired."""
 

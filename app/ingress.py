@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import asdict
+from typing import Any, Protocol
 
 import redis
 
+from app.errors import IngressNotConfigured
 from app.group_commit import GroupCommit
 from bridge.message import Outgoing, TaskEnvelope, WorkflowEnvelope
 from core import accepted
@@ -20,6 +22,8 @@ from core.storage.enqueue import enqueue_batch
 from core.workflow import Plan
 
 log = logging.getLogger("taskrelay.ingress")
+
+NOT_CONFIGURED = "the RabbitMQ ingress is not configured (RABBITMQ_URL is not set): there are no dead letters"
 
 
 class Ingress(Protocol):
@@ -37,6 +41,12 @@ class Ingress(Protocol):
 
     def purge(self) -> int:
         """Drop tasks still waiting in the ingress; return how many."""
+
+    def dead_letters(self, limit: int) -> dict[str, Any]:
+        """Return {"count", "messages": [{"task_id", "reason", "body"}]}: the first `limit` dead letters."""
+
+    def replay_dead_letters(self) -> int:
+        """Re-publish the dead letters to the ingress queue; return how many."""
 
     def close(self) -> None:
         """Release connections (the app is shutting down)."""
@@ -72,6 +82,12 @@ class DirectIngress:
 
     def purge(self) -> int:
         return 0
+
+    def dead_letters(self, limit: int) -> dict[str, Any]:
+        raise IngressNotConfigured(NOT_CONFIGURED)
+
+    def replay_dead_letters(self) -> int:
+        raise IngressNotConfigured(NOT_CONFIGURED)
 
     def close(self) -> None:
         pass
@@ -130,6 +146,17 @@ class RabbitIngress:
 
     def purge(self) -> int:
         return self.publisher.purge()
+
+    def dead_letters(self, limit: int) -> dict[str, Any]:
+        from bridge.amqp import dead_letters
+
+        count, letters = dead_letters.peek(self.publisher.url, self.publisher.topology, limit)
+        return {"count": count, "messages": [asdict(letter) for letter in letters]}
+
+    def replay_dead_letters(self) -> int:
+        from bridge.amqp import dead_letters
+
+        return dead_letters.replay(self.publisher.url, self.publisher.topology)
 
     def close(self) -> None:
         self.publisher.close()

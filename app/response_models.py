@@ -287,3 +287,77 @@ class Health(BaseModel):
     redis: str
     queues: dict[str, int] = Field(description="Tasks waiting on each queue, highest priority first")
     workers: int
+
+
+class QueueDepth(BaseModel):
+    """How many tasks a queue holds in each state (RQ's names; `started` includes a batch worker's claims)."""
+
+    queued: int
+    started: int
+    scheduled: int
+    deferred: int
+    finished: int
+    failed: int
+    canceled: int
+
+
+class QueueInfo(BaseModel):
+    """One task queue in GET /api/queues."""
+
+    name: str
+    paused: bool
+    depth: QueueDepth
+    workers: int = Field(description="Workers registered on this queue")
+    oldest_queued_age_s: float | None = Field(description="Seconds since the task at the head was queued, or null")
+    finished_last_minute: int
+
+
+class QueueList(BaseModel):
+    """GET /api/queues: every task queue, highest priority first."""
+
+    queues: list[QueueInfo]
+
+
+class QueuePaused(BaseModel):
+    """POST /api/queues/{name}/pause and /resume."""
+
+    queue: str
+    paused: bool
+
+
+class QueueEmptied(BaseModel):
+    """POST /api/queues/{name}/empty."""
+
+    queue: str
+    removed: int = Field(description="Queued tasks taken off the queue, the revoked workflow steps included")
+    workflow_steps_revoked: int
+
+
+class TaskRetried(BaseModel):
+    """POST /api/tasks/{id}/retry (202): queued again, with the same id."""
+
+    task_id: str
+    state: State
+    status: str
+    message: str
+
+
+class DeadLetter(BaseModel):
+    """One message the bridge dead-lettered."""
+
+    task_id: str | None = Field(description="Its message id (the task id), or the body's task_id")
+    reason: str | None = Field(description="Why the bridge refused it (the x-taskrelay-reason header)")
+    body: str = Field(description="The body as text, cut at 10,000 characters")
+
+
+class DeadLetterList(BaseModel):
+    """GET /api/ingress/dead-letters."""
+
+    count: int = Field(description="Every message in the dead-letter queue")
+    messages: list[DeadLetter]
+
+
+class DeadLettersReplayed(BaseModel):
+    """POST /api/ingress/dead-letters/replay."""
+
+    replayed: int

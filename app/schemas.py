@@ -95,6 +95,22 @@ class TaskPath(BaseModel):
     task_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
+class QueuePath(BaseModel):
+    """The queue's name in the URL: high_priority, normal_priority or low_priority (any other is a 404)."""
+
+    name: str = Field(max_length=200, pattern=ID_PATTERN)
+
+
+DEAD_LETTERS_MAX = 1000
+"""Most dead letters one GET returns."""
+
+
+class DeadLetterQuery(BaseModel):
+    """How many dead letters to return (the count is always of all of them)."""
+
+    limit: int = Field(10, ge=0, le=DEAD_LETTERS_MAX)
+
+
 class ListQuery(BaseModel):
     """Filters and paging for GET /api/tasks."""
 
@@ -338,6 +354,12 @@ IDEMPOTENT_SUBMIT: dict[int, type[BaseModel]] = {409: ErrorBody, 422: ErrorBody}
 
 class TaskFinishedError(ErrorBody):
     """409: the task already ended; `state` says how."""
+
+    state: State
+
+
+class TaskNotRetryableError(ErrorBody):
+    """409: the task is not FAILURE or REVOKED, or is a workflow's step; `state` says what it is."""
 
     state: State
 

@@ -51,7 +51,7 @@ from rq.worker import WorkerStatus
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_FAILURE_TTL_S
-from core.storage import cancel, claims, workflows
+from core.storage import cancel, claims, paused, workflows
 from core.storage.keys import ENQUEUED_CHANNEL
 from jobs.heartbeat import HeartbeatSimpleWorker
 from jobs.interrupt import CancellablePenalty, TaskRevoked, interrupt
@@ -97,7 +97,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._per_type_s: dict[str, float] = {}  # the same, per task type
         self._pending_since = 0.0
         self._rank = {queue.name: rank for rank, queue in enumerate(self.queues)}  # 0 = highest priority
-        self._announced: int | None = None  # best rank announced on ENQUEUED_CHANNEL since the last claim
+        self._announced: frozenset[str] = frozenset()  # queues announced on ENQUEUED_CHANNEL since the last claim
         self._wakeup = threading.Event()  # set by each announcement: an idle worker claims at once
 
     # Taking work
@@ -162,9 +162,19 @@ class BatchWorker(HeartbeatSimpleWorker):
         return self._per_type_s.get(job.description or "", float("inf"))
 
     def _outranked(self) -> bool:
-        """Whether a task was enqueued, since the last claim, in a queue above the batch's next one."""
-        announced = self._announced
-        return announced is not None and announced < self._rank[self._batch[0][1].name]
+        """Whether a task was enqueued, since the last claim, in an unpaused queue above the batch's next one.
+
+        An announcement only for paused queues is dropped: claiming again would take the same tasks back.
+        """
+        head = self._rank[self._batch[0][1].name]
+        above = {name for name in self._announced if self._rank[name] < head}
+        if not above:
+            return False
+        if above - paused.paused_names(self.connection):
+            return True
+        # Replaced, not mutated (the pubsub thread adds); one it adds in between waits for the next claim.
+        self._announced = self._announced - above
+        return False
 
     def subscribe(self) -> None:
         super().subscribe()
@@ -174,16 +184,16 @@ class BatchWorker(HeartbeatSimpleWorker):
     def _on_enqueued(self, message: dict[str, Any]) -> None:
         """Note a queue an enqueue was announced for (runs on RQ's pubsub thread)."""
         data = message.get("data")
-        rank = self._rank.get(data.decode() if isinstance(data, bytes) else str(data))
-        if rank is not None and (self._announced is None or rank < self._announced):
-            self._announced = rank
+        name = data.decode() if isinstance(data, bytes) else str(data)
+        if name in self._rank:
+            self._announced = self._announced | {name}  # a new set: _outranked may be reading the old one
         self._wakeup.set()
 
     def _claim_batch(self) -> None:
         execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
         expires = time.time() + self.get_heartbeat_ttl(None)
         # Cleared before the claim: an announcement after this point is for a job the claim may not see.
-        self._announced = None
+        self._announced = frozenset()
         want = self.claim_size()
         pairs = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()))
         if not pairs:

@@ -1,5 +1,6 @@
 """RQ's workers as Taskrelay runs them: a short running-task registration, so a killed worker's task is retried
-within seconds, and housekeeping in every maintenance pass (history bounded by count, lost workflow releases).
+within seconds, housekeeping in every maintenance pass (history bounded by count, lost workflow releases), and
+no task taken from a paused queue (core.storage.paused).
 
 `batch_worker.BatchWorker` builds on HeartbeatSimpleWorker; `worker.build_worker` picks among the three.
 """
@@ -20,6 +21,7 @@ from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_FINISHED
 from core.storage import retention, workflows
+from core.storage.paused import PausableQueues
 from jobs.interrupt import CancellablePenalty, interrupt
 
 log = logging.getLogger("taskrelay.worker")
@@ -82,13 +84,14 @@ class MapBookkeeping:
                 workflows.element_ended(self.connection, job)
 
 
-class HeartbeatWorker(MapBookkeeping, Housekeeping, ShortHeartbeat, Worker):
-    """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration."""
+class HeartbeatWorker(PausableQueues, MapBookkeeping, Housekeeping, ShortHeartbeat, Worker):
+    """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration; skips paused queues."""
 
 
-class HeartbeatSimpleWorker(MapBookkeeping, Housekeeping, ShortHeartbeat, SimpleWorker):
+class HeartbeatSimpleWorker(PausableQueues, MapBookkeeping, Housekeeping, ShortHeartbeat, SimpleWorker):
     """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread,
-    and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked)."""
+    and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked); it skips
+    paused queues (core.storage.paused)."""
 
     death_penalty_class = CancellablePenalty
 

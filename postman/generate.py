@@ -93,13 +93,14 @@ RECIPES = (
     Recipe("get", "/api/workflows", "List workflows", key="workflows", area="Workflows"),
     Recipe("post", "/api/workflows/{workflow_id}/cancel", "Cancel the workflow", key="state", area="Workflows"),
     Recipe("post", "/api/tasks/{task_id}/cancel", "Cancel the task", key="state", area="Tasks"),
-    # POST /api/tasks/{task_id}/retry, GET /api/queues and the queue actions are built on another branch: these
-    # recipes join the collection once the spec serves those paths. The task is REVOKED here, so a retry is 202.
+    # The task is REVOKED here, so a retry is 202. Dead letters answer 409 without the RabbitMQ ingress.
     Recipe("post", "/api/tasks/{task_id}/retry", "Retry the canceled task", status=(202,), key="task_id", area="Tasks"),
     Recipe("get", "/api/queues", "List queues", key="queues", area="Queues"),
-    Recipe("post", "/api/queues/{name}/pause", "Pause normal_priority", status=(200, 202), area="Queues"),
-    Recipe("post", "/api/queues/{name}/resume", "Resume normal_priority", status=(200, 202), area="Queues"),
-    Recipe("post", "/api/queues/{name}/empty", "Empty normal_priority", status=(200, 202), area="Queues"),
+    Recipe("post", "/api/queues/{name}/pause", "Pause normal_priority", key="paused", area="Queues"),
+    Recipe("post", "/api/queues/{name}/resume", "Resume normal_priority", key="paused", area="Queues"),
+    Recipe("post", "/api/queues/{name}/empty", "Empty normal_priority", key="removed", area="Queues"),
+    Recipe("get", "/api/ingress/dead-letters", "List dead letters", status=(200, 409), area="Queues"),
+    Recipe("post", "/api/ingress/dead-letters/replay", "Replay dead letters", status=(200, 409), area="Queues"),
     Recipe(
         "post",
         "/api/schedules",

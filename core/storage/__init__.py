@@ -11,6 +11,10 @@ the RQ version, so an upgrade fails there first. Modules:
     records  reading and deleting jobs without building RQ Job objects (status, lists, purge)
     claims   the batch worker's claim script and its shortcuts through RQ's job internals
     apikeys  Taskrelay's API keys: SHA-256 digests with name, scopes, created and last-used times
+    paused   the paused queues (a Redis set) and the worker mixin that skips them
+    overview each queue's depth by state, workers, oldest queued age and last minute's finished count
+    emptying take every queued job off a queue at once
+    requeue  a failed, stopped or canceled job queued again with the same id (retry)
 
 Why still rq 2.12, not 3.0: see the README's "Versions".
 """

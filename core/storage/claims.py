@@ -21,10 +21,12 @@ from rq.job import Job, JobStatus, _job_stack
 from rq.results import Result
 
 from core.storage.keys import JOB_PREFIX, WORKER_FIELD
+from core.storage.paused import PAUSED_KEY
 
 CLAIM = """
 local want = tonumber(ARGV[1])
 local job_prefix = ARGV[6]
+local paused_key = KEYS[#KEYS]
 local claimed = {}
 local function claim(slot, id)
   local job_key = job_prefix .. id
@@ -37,19 +39,22 @@ local function claim(slot, id)
     table.insert(claimed, id)
   end
 end
-for slot = 1, #KEYS / 2 do
+local function paused(slot) return redis.call('SISMEMBER', paused_key, ARGV[6 + slot]) == 1 end
+for slot = 1, (#KEYS - 1) / 2 do
   if #claimed >= 2 * want then break end
-  local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - #claimed / 2)
-  if ids then
-    for _, id in ipairs(ids) do claim(slot, id) end
+  if not paused(slot) then
+    local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - #claimed / 2)
+    if ids then
+      for _, id in ipairs(ids) do claim(slot, id) end
+    end
   end
 end
 return claimed
 """
-"""KEYS: (queue list, its started registry) per queue, highest priority first. ARGV: how many to claim, when
-the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's job key prefix.
-Returns [slot, id, ...]. Job keys are
-built inside the script, so it needs a single Redis (not a cluster)."""
+"""KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set. ARGV: how
+many to claim, when the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's
+job key prefix, then each slot's queue name. A paused queue is skipped (see core/storage/paused.py). Returns
+[slot, id, ...]. Job keys are built inside the script, so it needs a single Redis (not a cluster)."""
 
 
 def claim_member(job_id: str, execution_id: str) -> str:
@@ -63,6 +68,8 @@ class Claimer:
     def __init__(self, connection: redis.Redis, queues: Sequence[Queue]) -> None:
         self.queues = list(queues)
         self._keys = [key for queue in self.queues for key in (queue.key, queue.started_job_registry.key)]
+        self._keys.append(PAUSED_KEY)
+        self._names = [queue.name for queue in self.queues]
         self._script = connection.register_script(CLAIM)
 
     def claim(
@@ -73,8 +80,8 @@ class Claimer:
         worker_name: str,
         stamp: str,
     ) -> list[tuple[Queue, str]]:
-        """Claim jobs; return (queue, job id) pairs."""
-        args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX]
+        """Claim jobs from the queues that are not paused; return (queue, job id) pairs."""
+        args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX, *self._names]
         flat = self._script(keys=self._keys, args=args)
         return [(self.queues[int(flat[i]) - 1], flat[i + 1].decode()) for i in range(0, len(flat), 2)]
 

@@ -16,7 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("app", "bridge", "cli", "core", "infra", "jobs")
 STORAGE = ROOT / "core" / "storage"
 
-RQ_PRIVATE_NAMES = {"_job_stack", "_execute", "_result", "_status", "_exc_info", "_dependency_ids", "_data"}
+RQ_PRIVATE_NAMES = {
+    "_job_stack",
+    "_execute",
+    "_result",
+    "_status",
+    "_exc_info",
+    "_dependency_ids",
+    "_data",
+    "_ordered_queues",
+}
 """RQ 2.12 internals: only core/storage/ may touch them (tests/unit/test_storage.py pins them)."""
 
 

@@ -28,6 +28,13 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("delete", "/api/schedules/{schedule_id}"): {200, 400, 404, 503},
     ("get", "/api/task-types"): {200, 400},
     ("get", "/api/health"): {200, 400, 503},
+    ("get", "/api/queues"): {200, 400, 503},
+    ("post", "/api/queues/{name}/pause"): {200, 400, *BODY, 404, 503},
+    ("post", "/api/queues/{name}/resume"): {200, 400, *BODY, 404, 503},
+    ("post", "/api/queues/{name}/empty"): {200, 400, *BODY, 404, 503},
+    ("post", "/api/tasks/{task_id}/retry"): {202, 400, *BODY, 404, 409, 503},
+    ("get", "/api/ingress/dead-letters"): {200, 400, 409, 503},
+    ("post", "/api/ingress/dead-letters/replay"): {200, 400, *BODY, 409, 503},
 }
 """Every operation and the statuses it can answer today (before API keys and rate limits)."""
 KEYED = {401, 403, 429}
@@ -223,3 +230,24 @@ def test_the_spec_says_filters_take_any_case_as_the_api_does(spec, client, path,
     assert client.get(f"{path}?{name}={value}").status_code == 200
     assert not validator.is_valid("bogus")
     assert client.get(f"{path}?{name}=bogus").status_code == 400
+
+
+def test_queue_retry_and_dead_letter_bodies_match_the_spec(spec, client, drain):
+    submit(client, priority="low")
+    assert_conforms(spec, "get", "/api/queues", client.get("/api/queues"))
+    for action in ("pause", "resume", "empty"):
+        path = f"/api/queues/{{name}}/{action}"
+        assert_conforms(spec, "post", path, client.post(f"/api/queues/low_priority/{action}"))
+        assert assert_conforms(spec, "post", path, client.post(f"/api/queues/urgent/{action}"))["error"] == "not_found"
+    failing = submit(client, task_type="test_bad_input")
+    path = "/api/tasks/{task_id}/retry"
+    assert assert_conforms(spec, "post", path, client.post(f"/api/tasks/{failing}/retry"))["state"] == "PENDING"
+    drain()
+    assert_conforms(spec, "post", path, client.post(f"/api/tasks/{failing}/retry"))
+    assert assert_conforms(spec, "post", path, client.post(f"/api/tasks/{failing}/retry"))["state"] == "RETRY"
+    assert_conforms(spec, "post", path, client.post("/api/tasks/never-submitted/retry"))
+    assert_conforms(spec, "get", "/api/ingress/dead-letters", client.get("/api/ingress/dead-letters"))
+    replay = client.post("/api/ingress/dead-letters/replay")
+    assert (
+        assert_conforms(spec, "post", "/api/ingress/dead-letters/replay", replay)["error"] == "ingress_not_configured"
+    )

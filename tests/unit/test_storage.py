@@ -112,3 +112,36 @@ def test_the_release_script_enqueues_what_rqs_enqueue_dependents_does():
     assert _outcome(ours) == _outcome(theirs)
     assert _outcome(ours)["statuses"]["a"] == b"queued"
     assert ours.hget(keys.job_key("a"), "enqueued_at")
+
+
+def test_rqs_dequeue_blocks_on_the_worker_queue_list_paused_queues_leave(fake_redis):
+    # core.storage.paused overrides RQ's private _ordered_queues: RQ must set it once and read it on every
+    # dequeue; and a single key would switch RQ to BLMOVE through its intermediate queue (hence the doubling).
+    import inspect
+
+    from rq.worker import BaseWorker
+
+    from core.storage import paused
+    from core.storage.queues import worker_queues
+    from jobs.heartbeat import HeartbeatSimpleWorker
+
+    assert "self._ordered_queues = self.queues[:]" in inspect.getsource(BaseWorker.__init__)
+    assert "self._ordered_queues," in inspect.getsource(BaseWorker.dequeue_job_and_maintain_ttl)
+    assert "len(queue_keys) == 1" in inspect.getsource(Queue.dequeue_any)
+    worker = HeartbeatSimpleWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER)
+    for name in ("high_priority", "normal_priority"):
+        paused.pause(fake_redis, name)
+    assert [q.name for q in worker._ordered_queues] == ["taskrelay_schedules", "low_priority"]
+    paused.pause(fake_redis, "low_priority")
+    assert [q.name for q in worker._ordered_queues] == ["taskrelay_schedules"] * 2
+
+
+def test_workers_register_per_queue_where_the_overview_counts_them(fake_redis):
+    from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+    from core.storage.queues import worker_queues
+    from jobs.heartbeat import HeartbeatSimpleWorker
+
+    worker = HeartbeatSimpleWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER)
+    worker.register_birth()
+    assert fake_redis.smembers(WORKERS_BY_QUEUE_KEY % "low_priority") == {worker.key.encode()}
