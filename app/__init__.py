@@ -17,7 +17,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import auth, dashboard, errors, idempotency, ingress, ratelimit
+from app import auth, dashboard, errors, health, idempotency, ingress, metrics, ratelimit
 from app.ingress import Ingress
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
@@ -112,5 +112,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     from app.api import api
 
     app.register_api(api)
+    app.register_api(health.blueprint)
+    app.register_api(metrics.blueprint)
     dashboard.init_app(app, settings)
     return app
