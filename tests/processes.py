@@ -159,8 +159,8 @@ def running_system(redis_url: str, workers: int = 2, env: dict[str, str] | None 
             _stop(process)
 
 
-def spawn_api(redis_url: str, port: int, workers: int = 1, **extra: str) -> subprocess.Popen:
-    """Start gunicorn with `workers` processes on 127.0.0.1:`port` (TEST_API_KEY is admin); stop it with stop_worker."""
+def spawn_api(redis_url: str, port: int, **extra: str) -> subprocess.Popen:
+    """Start gunicorn (one process) on 127.0.0.1:`port` (TEST_API_KEY is admin); stop it with stop_worker."""
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -170,5 +170,5 @@ def spawn_api(redis_url: str, port: int, workers: int = 1, **extra: str) -> subp
         "PYTHONPATH": str(ROOT),
         **extra,
     }
-    api = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    api = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     return _spawn([*api, "--threads", "4", "--log-level", "warning", "app:create_app()"], env)
