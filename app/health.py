@@ -30,7 +30,7 @@ class NotReady(errors.ServiceUnavailable):
     code = "not_ready"
 
     def __init__(self, service: str, reason: str) -> None:
-        super().__init__(f"{service} is not answering ({reason}); try again in {RETRY_AFTER_S} s")
+        super().__init__(f"not ready: {reason}; try again in {RETRY_AFTER_S} s")
         self.service = service
 
     def extra(self) -> dict[str, Any]:

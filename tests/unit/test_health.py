@@ -42,7 +42,7 @@ def test_with_redis_down_healthz_is_200_and_readyz_503_names_redis(settings):
     assert answer.headers["Retry-After"] == "5"
     body = answer.json
     assert body["status"] == "error" and body["error"] == "not_ready" and body["down"] == "redis"
-    assert body["message"].startswith("redis is not answering")
+    assert body["message"].startswith("not ready: Redis is not answering")
 
 
 def test_with_rabbitmq_down_readyz_503_names_rabbitmq(settings, fake_redis):
