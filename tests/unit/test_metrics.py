@@ -234,3 +234,23 @@ def test_a_tally_gathers_one_command_per_field_and_rewrites_on_a_retried_transac
     assert len(pipe.command_stack) == 6
     tally.clear()
     assert not tally
+
+
+def test_a_submit_whose_enqueue_fails_is_not_counted(client, fake_redis, monkeypatch):
+    import redis
+    from redis.client import Pipeline
+
+    real_execute = Pipeline.execute
+
+    def lost(self, *args, **kwargs):
+        if self.transaction:  # the enqueue's MULTI/EXEC, which carries the count
+            raise redis.ConnectionError("connection lost")
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", lost)
+    answer = client.post("/api/tasks", json={"task_type": "test_echo", "parameters": {}})
+    assert answer.status_code == 503
+    monkeypatch.setattr(Pipeline, "execute", real_execute)
+    assert not fake_redis.exists(metrics.SUBMITTED_KEY)
+    submit(client, "test_echo", {})
+    assert value(scrape(client), "taskrelay_tasks_submitted_total", task_type="test_echo", priority="normal") == 1
