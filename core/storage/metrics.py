@@ -130,10 +130,21 @@ def record(connection: redis.Redis, tally: Tally) -> None:
         pipe.execute()
 
 
+TAKE_BACK = (
+    "for i = 1, #ARGV, 2 do "
+    "if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then "
+    "redis.call('HDEL', KEYS[1], ARGV[i]) end "
+    "end"
+)
+"""Decrement fields of hash KEYS[1] (ARGV: field, amount, ...), dropping those back at zero: a refusal leaves no
+trace."""
+
+
 def forget_submitted(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:
-    """Take back the submitted counts of `requests`, refused by the ingress after they were counted."""
-    for (key, name), n in Tally.of_submitted(requests).counts.items():
-        pipe.hincrby(key, name, -n)
+    """Take back the submitted counts of `requests`, refused by the ingress after they were counted (one command)."""
+    args = [part for (_, name), n in Tally.of_submitted(requests).counts.items() for part in (name, n)]
+    if args:
+        pipe.eval(TAKE_BACK, 1, SUBMITTED_KEY, *args)
 
 
 @dataclass
