@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from app import auth, dashboard, errors, health, idempotency, ingress, metrics, ratelimit
 from app.ingress import Ingress
+from app.schemas import SECURITY_SCHEMES, ErrorBody
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect
 from core.settings import Settings
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         info=Info(title="Taskrelay", version=__version__, description="Task API on RQ (Celery-compatible contract)"),
         validation_error_status=400,
         validation_error_callback=_validation_failed,
-        security_schemes={},  # an empty map, not flask-openapi3's default null, which validators refuse
+        security_schemes=SECURITY_SCHEMES,
+        validation_error_model=ErrorBody,
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -171,6 +171,11 @@ class ServiceUnavailable(ApiError):
 
     status = 503
     code = "service_unavailable"
+    retry_after_s = 1
+    """What `Retry-After` tells the client, in seconds: outages this API rides out are short (a reconnect)."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class HttpError(ApiError):

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from app.errors import InvalidRequest
-from app.schemas import ListQuery
+from app.schemas import MAX_OFFSET, ListQuery
 from app.states import LIST_TYPES, STATES, state_of
 from app.tasks import accepted_summary, summarize_fields
 from core import accepted, registry
@@ -128,7 +128,7 @@ def _parse_cursor(cursor: str) -> tuple[int, int]:
             "cursor is not one this API gave out; pass next_cursor from the previous page unchanged",
             [{"field": "cursor", "message": "malformed cursor"}],
         ) from None
-    if place_index < 0 or position < 0:
+    if not (0 <= place_index <= MAX_OFFSET and 0 <= position <= MAX_OFFSET):
         raise InvalidRequest("cursor is out of range", [{"field": "cursor", "message": "out of range"}])
     return place_index, position
 

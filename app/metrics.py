@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from app import workflows
 from app.errors import WorkflowNotFound
 from app.ingress import Ingress
+from app.schemas import API_KEY, documented
 from core.connection import redis_errors
 from core.errors import IngressUnavailable
 from core.storage import metrics
@@ -145,7 +146,13 @@ def render(connection: redis.Redis, ingress: Ingress | None, accept: str = "") -
     return encode(registry), content_type
 
 
-@blueprint.get("/metrics", tags=[metrics_tag])
+EXPOSITION = {
+    "description": "Prometheus's text format 0.0.4 (OpenMetrics 1.0 when the Accept header asks for it)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+
+
+@blueprint.get("/metrics", tags=[metrics_tag], responses=documented({200: dict(EXPOSITION)}, 503), security=API_KEY)
 def scrape() -> Any:
     """Prometheus metrics: counters, runtime histogram, queue lengths, workers, bridge lag, workflows."""
     state = current_app.extensions["taskrelay"]

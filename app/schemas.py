@@ -1,11 +1,17 @@
-"""Request and response models of the HTTP API (pydantic v2, rendered into the OpenAPI spec)."""
+"""Request models and the error body of the HTTP API (pydantic v2, rendered into the OpenAPI spec).
+
+The success bodies are described in app/response_models.py; `documented()` puts both on each route.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
+from flask_openapi3.types import ResponseDict, SecuritySchemesDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.states import LIST_TYPES, STATES
@@ -13,9 +19,15 @@ from core.workflow import MAX_MAP_ITEMS, MAX_STEPS
 
 MAX_DELAY_S = 366 * 24 * 3600
 """Longest accepted delay_seconds: one year, in seconds."""
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""What a task, workflow or schedule id in a URL may hold: RQ refuses other job ids (and reads `a:b` as `a`)."""
 MAX_RETRIES_LIMIT = 25
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_OFFSET = 1_000_000_000
+"""Largest `offset` (and cursor position) a list takes; Redis refuses ranges past 64-bit integers."""
+ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+"""How a run_at must start: a date and a time (pydantic alone also takes "0" or a bare date)."""
 
 Priority = Enum("Priority", {p: p for p in ("high", "normal", "low")}, type=str)  # type: ignore[misc]
 State = Enum("State", {s: s for s in STATES}, type=str)  # type: ignore[misc]
@@ -25,19 +37,50 @@ WorkflowState = Enum(  # type: ignore[misc]
 ListType = Enum("ListType", {t: t for t in LIST_TYPES}, type=str)  # type: ignore[misc]
 
 
+def any_case(words: type[Enum]) -> Callable[[dict[str, Any]], None]:
+    """Return a json_schema_extra saying a query filter takes `words` in any case (its validator folds the case)."""
+    letters = ("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in w.value) for w in words)
+    any_case_schema = {"type": "string", "pattern": f"^({'|'.join(letters)})$"}
+
+    def widen(schema: dict[str, Any]) -> None:
+        schema["anyOf"] = [*schema["anyOf"][:-1], any_case_schema, *schema["anyOf"][-1:]]  # before the null
+
+    return widen
+
+
 class SubmitTask(BaseModel):
     """A task to run: which type, how urgent, its parameters, and optionally when."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid",
+        openapi_extra={
+            "examples": {
+                "high": {"value": {"task_type": "data_processing", "priority": "high", "parameters": {"data": "x y"}}}
+            }
+        },
+    )
 
     task_type: str = Field(description="A registered task type, e.g. data_processing", min_length=1, max_length=200)
     priority: Priority = Field(default=Priority.normal, description="high, normal or low")  # type: ignore[attr-defined]
     parameters: dict[str, Any] = Field(default_factory=dict, description="Task-specific parameters (a JSON object)")
     run_at: datetime | None = Field(default=None, description="Run no earlier than this ISO 8601 time (UTC if naive)")
-    delay_seconds: float | None = Field(default=None, ge=0, le=MAX_DELAY_S, description="Run after this many seconds")
-    max_retries: int | None = Field(
-        default=None, ge=0, le=MAX_RETRIES_LIMIT, description="Retries after a failed attempt (default: per task type)"
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, strict=True, description="Run after this many seconds"
     )
+    max_retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_RETRIES_LIMIT,
+        strict=True,
+        description="Retries after a failed attempt (default: per task type)",
+    )
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, str) and ISO_TIME.match(value)):
+            raise ValueError("must be an ISO 8601 date and time, e.g. 2026-12-03T17:00:00Z")
+        return value
 
     @model_validator(mode="after")
     def _one_schedule(self) -> SubmitTask:
@@ -46,19 +89,10 @@ class SubmitTask(BaseModel):
         return self
 
 
-class TaskSubmitted(BaseModel):
-    """The answer to a submission (202)."""
-
-    task_id: str
-    status: str = "submitted"
-    message: str
-    queue: str
-
-
 class TaskPath(BaseModel):
     """The task id in the URL."""
 
-    task_id: str = Field(max_length=200)
+    task_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
 class ListQuery(BaseModel):
@@ -66,12 +100,20 @@ class ListQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    state: State | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE, RETRY or REVOKED")
-    type: ListType | None = Field(default=None, description="active, reserved, scheduled or completed")
+    state: State | None = Field(
+        default=None,
+        description="PENDING, STARTED, SUCCESS, FAILURE, RETRY or REVOKED",
+        json_schema_extra=any_case(State),
+    )
+    type: ListType | None = Field(
+        default=None, description="active, reserved, scheduled or completed", json_schema_extra=any_case(ListType)
+    )
     task_type: str | None = Field(default=None, description="Only tasks of this registered type")
-    priority: Priority | None = Field(default=None, description="Only tasks of this priority")
+    priority: Priority | None = Field(
+        default=None, description="Only tasks of this priority", json_schema_extra=any_case(Priority)
+    )
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(default=0, ge=0, description="Skip this many matching tasks")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Skip this many matching tasks")
     cursor: str | None = Field(default=None, description="next_cursor of the previous page (faster than offset)")
 
     @field_validator("state", mode="before")
@@ -88,15 +130,35 @@ class ListQuery(BaseModel):
 class CreateSchedule(BaseModel):
     """A periodic task: what to run, and every `interval_seconds` or on a `cron` expression."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid",
+        openapi_extra={
+            "examples": {
+                "interval": {
+                    "value": {"task_type": "data_processing", "parameters": {"data": [1, 2]}, "interval_seconds": 300}
+                },
+                "cron": {
+                    "value": {
+                        "task_type": "email_sending",
+                        "parameters": {"to": "ops@example.com", "subject": "daily", "body": "hi"},
+                        "cron": "0 6 * * *",
+                    }
+                },
+            }
+        },
+    )
 
     task_type: str = Field(min_length=1, max_length=200, description="A registered task type")
     priority: Priority = Field(default=Priority.normal)  # type: ignore[attr-defined]
     parameters: dict[str, Any] = Field(default_factory=dict)
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
-    interval_seconds: int | None = Field(default=None, ge=1, le=MAX_DELAY_S, description="Run every N seconds")
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, strict=True)
+    interval_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_DELAY_S, strict=True, description="Run every N seconds"
+    )
     cron: str | None = Field(default=None, max_length=200, description="Cron expression (UTC), e.g. '*/5 * * * *'")
-    repeat: int | None = Field(default=None, ge=1, description="Stop after this many runs (default: forever)")
+    repeat: int | None = Field(
+        default=None, ge=1, strict=True, description="Stop after this many runs (default: forever)"
+    )
 
     @model_validator(mode="after")
     def _one_timing(self) -> CreateSchedule:
@@ -108,7 +170,7 @@ class CreateSchedule(BaseModel):
 class SchedulePath(BaseModel):
     """The schedule id in the URL."""
 
-    schedule_id: str = Field(max_length=200)
+    schedule_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
@@ -157,7 +219,7 @@ class WorkflowStep(BaseModel):
         'reference to such a parent gives {"error": {"type", "message"}} in place of its result',
     )
     priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
-    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT)
+    max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, strict=True)
     map: MapSpec | None = Field(
         default=None,
         description=f"Run this step once per element of a list (at most {MAX_MAP_ITEMS:,}); in its parameters "
@@ -181,7 +243,31 @@ class OnFailureStep(BaseModel):
 class SubmitWorkflow(BaseModel):
     """A DAG of steps (at most 2,000) run in dependency order."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid",
+        openapi_extra={
+            "examples": {
+                "chain": {
+                    "value": {
+                        "name": "report",
+                        "steps": [
+                            {
+                                "id": "stats",
+                                "task_type": "data_processing",
+                                "parameters": {"data": [{"v": 3}, {"v": 4}]},
+                            },
+                            {
+                                "id": "totals",
+                                "task_type": "data_processing",
+                                "depends_on": ["stats"],
+                                "parameters": {"data": [{"$from": "stats", "path": "/result"}]},
+                            },
+                        ],
+                    }
+                }
+            }
+        },
+    )
 
     name: str | None = Field(default=None, max_length=200)
     priority: Priority = Field(default=Priority.normal, description="The steps' default priority")  # type: ignore[attr-defined]
@@ -192,7 +278,7 @@ class SubmitWorkflow(BaseModel):
 class WorkflowPath(BaseModel):
     """The workflow id in the URL."""
 
-    workflow_id: str = Field(max_length=200)
+    workflow_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
 class WorkflowListQuery(BaseModel):
@@ -201,10 +287,128 @@ class WorkflowListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(default=0, ge=0)
-    state: WorkflowState | None = Field(default=None, description="PENDING, STARTED, SUCCESS, FAILURE or REVOKED")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    state: WorkflowState | None = Field(
+        default=None,
+        description="PENDING, STARTED, SUCCESS, FAILURE or REVOKED",
+        json_schema_extra=any_case(WorkflowState),
+    )
 
     @field_validator("state", mode="before")
     @classmethod
     def _upper_state(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+
+class FieldError(BaseModel):
+    """One offending field of a refused request, with what is allowed when that is a short list."""
+
+    field: str = Field(description="The field: `priority`, `parameters.data`, `steps[2].depends_on`, `body`...")
+    message: str
+    allowed: list[str] | str | None = Field(default=None, description="The accepted values, when they are few")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (app/errors.py render): a code, a sentence a person can act on, the offending fields."""
+
+    status: Literal["error"]
+    error: str = Field(description="A code: validation_error, not_found, service_unavailable...")
+    message: str
+    fields: list[FieldError]
+
+
+class IdempotencyHeader(BaseModel):
+    """The optional Idempotency-Key of a submit (app/idempotency.py)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    idempotency_key: str | None = Field(
+        default=None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Send the same key again with the same body to get the first answer again, submitted once "
+        "(Idempotent-Replayed: true); another body with it: 422; while the first is running: 409",
+    )
+
+
+IDEMPOTENT_SUBMIT: dict[int, type[BaseModel]] = {409: ErrorBody, 422: ErrorBody}
+"""What a submit with an Idempotency-Key may also answer: still in flight (409), reused for another body (422)."""
+
+
+class TaskFinishedError(ErrorBody):
+    """409: the task already ended; `state` says how."""
+
+    state: State
+
+
+class Unauthorized(ErrorBody):
+    """401: no API key, or an unknown one."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Unauthorized: no API key, or an unknown one",
+            "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+        }
+    )
+
+
+class Unavailable(ErrorBody):
+    """503: Redis (or RabbitMQ) is not answering; nothing was accepted. Retry after `Retry-After` seconds."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Service Unavailable: Redis or RabbitMQ is not answering; nothing was accepted",
+            "headers": {
+                "Retry-After": {"required": True, "description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        }
+    )
+
+
+class RateLimited(ErrorBody):
+    """429: this key sent more requests than its rate limit allows."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Too Many Requests: over this key's rate limit",
+            "headers": {
+                "Retry-After": {"required": True, "description": "Seconds to wait", "schema": {"type": "integer"}}
+            },
+        }
+    )
+
+
+SECURITY_SCHEMES: SecuritySchemesDict = {
+    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "Bearer": {"type": "http", "scheme": "bearer"},
+}
+"""How a client presents its API key: `X-API-Key: <key>` or `Authorization: Bearer <key>`."""
+API_KEY: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+"""The `security=` of every operation that needs a key: either scheme will do."""
+_ERROR_MODELS: dict[int, type[BaseModel]] = {
+    401: Unauthorized,
+    409: TaskFinishedError,
+    429: RateLimited,
+    503: Unavailable,
+}
+URI_TOO_LONG = {
+    "description": "URI Too Long: the request line is over the HTTP server's limit (gunicorn: 4,094 bytes); "
+    "the server answers it before the API does, so the body is not the API's JSON"
+}
+
+
+def documented(
+    success: ResponseDict, *errors: int, keyed: bool = True, models: dict[int, type[BaseModel]] | None = None
+) -> ResponseDict:
+    """Return the `responses=` of one operation: its success models, 400, `errors`, 414 and, if `keyed`, 401/403/429.
+
+    400 is always declared: flask-openapi3 would otherwise add its own (a bare
+    array) in its place. Every error status but 414 has ErrorBody's shape
+    (`models` picks another ErrorBody subclass for a status).
+    """
+    statuses = [400, *errors, *((401, 403, 429) if keyed else ())]
+    chosen = {**_ERROR_MODELS, **(models or {})}
+    answers: ResponseDict = {**success, **{status: chosen.get(status, ErrorBody) for status in statuses}}
+    answers[414] = dict(URI_TOO_LONG)  # a copy: flask-openapi3 writes into it
+    return dict(sorted(answers.items(), key=lambda item: int(item[0])))

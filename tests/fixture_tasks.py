@@ -75,3 +75,10 @@ def fail_if(params: dict[str, Any]) -> dict[str, Any]:
     if params.get("fail"):
         raise TaskInputError(f"element {params.get('value')!r} was told to fail")
     return {"value": params.get("value")}
+
+
+@task("test_slow", max_retries=1, timeout_s=1)
+def slow(params: dict[str, Any]) -> dict[str, Any]:
+    """Sleep `sleep_s` seconds: past the 1 s timeout, its worker must stop it (timeout tests)."""
+    time.sleep(float(params.get("sleep_s", 0)))
+    return {"slept": params.get("sleep_s", 0)}

@@ -38,4 +38,5 @@ def test_redis_down_is_503_and_nothing_accepted(settings):
     assert response.status_code == 503
     assert response.json["error"] == "service_unavailable"
     assert "Redis" in response.json["message"]
+    assert response.headers["Retry-After"] == "1"
     assert client.get("/api/tasks").status_code == 503

@@ -123,3 +123,14 @@ def test_an_event_without_a_key_is_refused(lambda_app):
     status, headers, body = call(anonymous)
     assert status == 401 and body["error"] == "unauthorized"
     assert headers["WWW-Authenticate"] == 'Bearer realm="taskrelay"'
+
+
+def test_an_idempotency_key_replays_through_the_handler(lambda_app, fake_redis):
+    keyed = event("post_task.json")
+    keyed["headers"]["Idempotency-Key"] = "lambda-retry-1"
+    keyed["multiValueHeaders"]["Idempotency-Key"] = ["lambda-retry-1"]
+    first_status, _, first = call(keyed)
+    again_status, again_headers, again = call(keyed)
+    assert first_status == again_status == 202
+    assert again_headers["Idempotent-Replayed"] == "true" and again["task_id"] == first["task_id"]
+    assert fake_redis.llen("rq:queue:high_priority") + fake_redis.llen("rq:queue:normal_priority") == 1

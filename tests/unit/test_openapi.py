@@ -1,0 +1,245 @@
+"""The served OpenAPI spec: it validates, declares every status each operation answers, and the bodies match it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate
+
+from app import create_app, tasks
+from tests.helpers import submit
+from tests.processes import free_port
+
+BODY = {413, 415}
+EXPECTED: dict[tuple[str, str], set[int]] = {
+    ("post", "/api/tasks"): {202, 400, *BODY, 409, 422, 503},
+    ("get", "/api/tasks"): {200, 400, 503},
+    ("get", "/api/tasks/{task_id}"): {200, 400, 404, 503},
+    ("post", "/api/tasks/{task_id}/cancel"): {200, 202, 400, *BODY, 404, 409, 503},
+    ("post", "/api/tasks/purge"): {200, 400, *BODY, 503},
+    ("post", "/api/workflows"): {202, 400, *BODY, 409, 422, 503},
+    ("get", "/api/workflows"): {200, 400, 503},
+    ("get", "/api/workflows/{workflow_id}"): {200, 400, 404, 503},
+    ("post", "/api/workflows/{workflow_id}/cancel"): {200, 400, *BODY, 404, 503},
+    ("post", "/api/schedules"): {201, 400, *BODY, 503},
+    ("get", "/api/schedules"): {200, 400, 503},
+    ("delete", "/api/schedules/{schedule_id}"): {200, 400, 404, 503},
+    ("get", "/api/task-types"): {200, 400},
+    ("get", "/api/health"): {200, 400, 503},
+    ("get", "/healthz"): {200, 400},
+    ("get", "/readyz"): {200, 400, 503},
+    ("get", "/metrics"): {200, 400, 503},
+}
+"""Every operation and the statuses it can answer today (before API keys and rate limits)."""
+KEYED = {401, 403, 429}
+"""What every operation but the health checks will also answer once API keys and rate limits are on."""
+OPEN = {"/api/health", "/healthz", "/readyz"}
+"""The paths that need no key (app/auth.py OPEN_ROUTES)."""
+# And every operation declares 414: gunicorn refuses a request line over 4,094 bytes before the app sees it.
+
+
+@pytest.fixture
+def spec(client) -> dict[str, Any]:
+    return client.get("/openapi/openapi.json").json
+
+
+def _operations(spec: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(method, path): op for path, item in spec["paths"].items() for method, op in item.items()}
+
+
+def assert_conforms(spec: dict[str, Any], method: str, path: str, response: Any) -> Any:
+    """Check `response` (a Flask test response) against the schema `spec` declares for its status; return its JSON."""
+    declared = spec["paths"][path][method]["responses"]
+    assert str(response.status_code) in declared, f"{method} {path} answered undeclared {response.status_code}"
+    assert response.mimetype == "application/json"
+    schema = declared[str(response.status_code)]["content"]["application/json"]["schema"]
+    OAS31Validator({**schema, "components": spec["components"]}).validate(response.json)
+    return response.json
+
+
+def test_the_spec_is_valid_openapi(spec):
+    validate(spec)
+    assert spec["openapi"].startswith("3.1")
+
+
+def test_every_operation_declares_every_status_it_answers(spec):
+    operations = _operations(spec)
+    assert set(operations) == set(EXPECTED)
+    for key, statuses in EXPECTED.items():
+        keyed = KEYED if key[1] not in OPEN else set()
+        assert {int(s) for s in operations[key]["responses"]} == statuses | keyed | {414}, key
+
+
+def test_every_error_status_declares_the_apis_error_body(spec):
+    schemas = spec["components"]["schemas"]
+    for key, op in _operations(spec).items():
+        for status, response in op["responses"].items():
+            if int(status) < 400 or status == "414":  # 414: gunicorn's answer, before the app
+                continue
+            name = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+            assert {"status", "error", "message", "fields"} <= set(schemas[name]["required"]), (key, status)
+            assert schemas[name]["properties"]["status"]["const"] == "error"
+    op = spec["paths"]["/api/tasks"]["post"]["responses"]
+    assert "WWW-Authenticate" in op["401"]["headers"]
+    assert "Retry-After" in op["429"]["headers"]
+    assert "ValidationErrorModel" not in schemas  # flask-openapi3's own 400 body is not ours
+
+
+def test_keys_are_declared_for_every_operation_but_health(spec):
+    assert spec["components"]["securitySchemes"] == {
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "Bearer": {"type": "http", "scheme": "bearer"},
+    }
+    for (method, path), op in _operations(spec).items():
+        if path in OPEN:
+            assert not op.get("security")
+        else:
+            assert op["security"] == [{"ApiKey": []}, {"Bearer": []}], (method, path)
+
+
+def test_task_bodies_match_the_spec(spec, client, drain):
+    task_id = submit(client)
+    failing = submit(client, task_type="test_bad_input")
+    assert_conforms(spec, "post", "/api/tasks", client.post("/api/tasks", json={"task_type": "data_processing"}))
+    assert_conforms(spec, "get", "/api/tasks/{task_id}", client.get(f"/api/tasks/{task_id}"))
+    assert_conforms(spec, "get", "/api/tasks", client.get("/api/tasks"))
+    drain()
+    done = assert_conforms(spec, "get", "/api/tasks/{task_id}", client.get(f"/api/tasks/{task_id}"))
+    assert done["state"] == "SUCCESS"
+    failed = assert_conforms(spec, "get", "/api/tasks/{task_id}", client.get(f"/api/tasks/{failing}"))
+    assert failed["status"]["error"]["message"]
+    listed = assert_conforms(spec, "get", "/api/tasks", client.get("/api/tasks?type=completed"))
+    assert listed["total"] == 2
+    assert_conforms(spec, "get", "/api/tasks/{task_id}", client.get("/api/tasks/never-submitted"))
+    assert_conforms(spec, "post", "/api/tasks/{task_id}/cancel", client.post(f"/api/tasks/{task_id}/cancel"))
+    waiting = submit(client, delay_seconds=3600)
+    canceled = assert_conforms(spec, "post", "/api/tasks/{task_id}/cancel", client.post(f"/api/tasks/{waiting}/cancel"))
+    assert canceled["state"] == "REVOKED"
+    assert_conforms(spec, "post", "/api/tasks/purge", client.post("/api/tasks/purge"))
+
+
+def test_a_task_still_in_the_ingress_matches_the_spec(spec):
+    record = {"task_type": "data_processing", "priority": "high", "queue": "high_priority", "submitted_at": "x"}
+    schema = spec["paths"]["/api/tasks/{task_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    OAS31Validator({**schema["schema"], "components": spec["components"]}).validate(tasks.accepted_status("t", record))
+    entry = spec["paths"]["/api/tasks"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    page = {"tasks": [tasks.accepted_summary("t", record)], "total": 1, "total_exact": True, "limit": 1, "offset": 0}
+    page |= {"filters": dict.fromkeys(("state", "type", "task_type", "priority")), "next_cursor": None}
+    page["available_filters"] = {"states": [], "types": [], "task_types": [], "priorities": []}
+    OAS31Validator({**entry, "components": spec["components"]}).validate(page)
+
+
+def test_workflow_bodies_match_the_spec(spec, client, drain):
+    steps = [
+        {"id": "a", "task_type": "test_echo", "parameters": {"x": 1}},
+        {"id": "b", "task_type": "test_echo", "depends_on": ["a"], "parameters": {"y": {"$from": "a", "path": ""}}},
+    ]
+    body = {"name": "w", "steps": steps, "on_failure": {"task_type": "test_echo"}}
+    submitted = assert_conforms(spec, "post", "/api/workflows", client.post("/api/workflows", json=body))
+    workflow_id = submitted["workflow_id"]
+    assert_conforms(spec, "get", "/api/workflows/{workflow_id}", client.get(f"/api/workflows/{workflow_id}"))
+    drain()
+    done = assert_conforms(spec, "get", "/api/workflows/{workflow_id}", client.get(f"/api/workflows/{workflow_id}"))
+    assert done["state"] == "SUCCESS"
+    assert_conforms(spec, "get", "/api/workflows", client.get("/api/workflows"))
+    assert_conforms(spec, "get", "/api/workflows", client.get("/api/workflows?state=success"))
+    again = client.post("/api/workflows", json=body).json["workflow_id"]
+    path = "/api/workflows/{workflow_id}/cancel"
+    assert assert_conforms(spec, "post", path, client.post(f"/api/workflows/{again}/cancel"))["state"] == "REVOKED"
+    assert_conforms(spec, "post", path, client.post("/api/workflows/nope/cancel"))
+    assert_conforms(spec, "get", "/api/workflows/{workflow_id}", client.get("/api/workflows/nope"))
+    bad = {"steps": [{"id": "a", "task_type": "test_echo", "depends_on": ["a"]}]}
+    assert_conforms(spec, "post", "/api/workflows", client.post("/api/workflows", json=bad))
+
+
+def test_schedule_and_operations_bodies_match_the_spec(spec, client):
+    body = {"task_type": "data_processing", "parameters": {"data": [1]}, "interval_seconds": 60}
+    created = assert_conforms(spec, "post", "/api/schedules", client.post("/api/schedules", json=body))
+    cron = {"task_type": "data_processing", "parameters": {"data": [1]}, "cron": "0 6 * * *", "repeat": 2}
+    assert_conforms(spec, "post", "/api/schedules", client.post("/api/schedules", json=cron))
+    assert assert_conforms(spec, "get", "/api/schedules", client.get("/api/schedules"))["total"] == 2
+    path = "/api/schedules/{schedule_id}"
+    assert_conforms(spec, "delete", path, client.delete(f"/api/schedules/{created['schedule_id']}"))
+    assert_conforms(spec, "delete", path, client.delete(f"/api/schedules/{created['schedule_id']}"))
+    assert_conforms(spec, "get", "/api/task-types", client.get("/api/task-types"))
+    assert_conforms(spec, "get", "/api/health", client.get("/api/health"))
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status"),
+    [
+        ({"json": {"task_type": "nope"}}, 400),
+        ({"data": "{not json", "content_type": "application/json"}, 400),
+        ({"data": "task_type=x", "content_type": "application/x-www-form-urlencoded"}, 415),
+        ({"json": {"task_type": "x", "parameters": {"blob": "x" * (1 << 21)}}}, 413),
+    ],
+)
+def test_refused_submissions_match_the_spec(spec, client, request_kwargs, status):
+    response = client.post("/api/tasks", **request_kwargs)
+    assert response.status_code == status
+    assert_conforms(spec, "post", "/api/tasks", response)
+
+
+def test_a_canceled_finished_task_is_a_409_that_matches_the_spec(spec, client, drain):
+    task_id = submit(client)
+    drain()
+    response = client.post(f"/api/tasks/{task_id}/cancel")
+    assert response.status_code == 409
+    assert assert_conforms(spec, "post", "/api/tasks/{task_id}/cancel", response)["state"] == "SUCCESS"
+
+
+def test_redis_down_is_a_503_that_matches_the_spec(spec, settings):
+    from core.connection import connect
+
+    client = create_app(settings, connect(f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    for path in ("/api/health", "/api/tasks", "/api/schedules", "/api/workflows"):
+        response = client.get(path)
+        assert response.status_code == 503, path
+        assert_conforms(spec, "get", path, response)
+
+
+def test_every_request_example_in_the_spec_is_accepted(spec, client):
+    tried = 0
+    for (method, path), op in _operations(spec).items():
+        if "requestBody" not in op:
+            continue
+        for example in op["requestBody"]["content"]["application/json"].get("examples", {}).values():
+            response = getattr(client, method)(path, json=example["value"])
+            assert response.status_code in (201, 202), (path, response.json)
+            tried += 1
+    assert tried == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/api/tasks", "state", "sUcCeSs"),
+        ("/api/tasks", "type", "Completed"),
+        ("/api/tasks", "priority", "HIGH"),
+        ("/api/workflows", "state", "revoked"),
+    ],
+)
+def test_the_spec_says_filters_take_any_case_as_the_api_does(spec, client, path, name, value):
+    (parameter,) = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+    validator = OAS31Validator({**parameter["schema"], "components": spec["components"]})
+    assert validator.is_valid(value)
+    assert client.get(f"{path}?{name}={value}").status_code == 200
+    assert not validator.is_valid("bogus")
+    assert client.get(f"{path}?{name}=bogus").status_code == 400
+
+
+def test_probe_and_metrics_answers_match_the_spec(spec, client, settings):
+    from core.connection import connect
+
+    assert_conforms(spec, "get", "/healthz", client.get("/healthz"))
+    assert_conforms(spec, "get", "/readyz", client.get("/readyz"))
+    down = create_app(settings, connect(f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    answer = down.get("/readyz")
+    assert assert_conforms(spec, "get", "/readyz", answer)["down"] == "redis"
+    assert "Retry-After" in spec["paths"]["/readyz"]["get"]["responses"]["503"]["headers"]
+    assert_conforms(spec, "get", "/metrics", down.get("/metrics"))  # 503 in the error shape
+    scraped = client.get("/metrics")
+    assert scraped.status_code == 200 and scraped.mimetype == "text/plain"
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
