@@ -254,3 +254,27 @@ def test_a_submit_whose_enqueue_fails_is_not_counted(client, fake_redis, monkeyp
     assert not fake_redis.exists(metrics.SUBMITTED_KEY)
     submit(client, "test_echo", {})
     assert value(scrape(client), "taskrelay_tasks_submitted_total", task_type="test_echo", priority="normal") == 1
+
+
+def test_a_cancel_of_a_waiting_task_counts_it_as_revoked(client, drain):
+    queued = submit(client, "test_echo", {})
+    delayed = submit(client, "test_echo", {}, priority="low", delay_seconds=600)
+    for task_id in (queued, delayed):
+        assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 200
+    assert client.post(f"/api/tasks/{queued}/cancel").status_code == 409  # counted once, not per request
+    drain()
+    samples = scrape(client)
+    finished = "taskrelay_tasks_finished_total"
+    assert value(samples, finished, task_type="test_echo", queue="normal_priority", state="REVOKED") == 1
+    assert value(samples, finished, task_type="test_echo", queue="low_priority", state="REVOKED") == 1
+    assert value(samples, finished, task_type="test_echo", queue="normal_priority", state="SUCCESS") is None
+
+
+def test_a_cancel_of_a_task_still_in_the_rabbitmq_ingress_counts_it_as_revoked(rabbit_app):
+    client = rabbit_app.test_client()
+    task_id = submit(client, "test_echo", {}, priority="high")
+    assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 200
+    samples = scrape(client)
+    finished = "taskrelay_tasks_finished_total"
+    assert value(samples, finished, task_type="test_echo", queue="high_priority", state="REVOKED") == 1
+    assert value(samples, "taskrelay_tasks_submitted_total", task_type="test_echo", priority="high") == 1
