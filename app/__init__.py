@@ -17,7 +17,7 @@ from flask import Response, g, request
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 
-from app import auth, dashboard, errors, idempotency, ingress, ratelimit
+from app import auth, dashboard, errors, health, idempotency, ingress, metrics, ratelimit
 from app.ingress import Ingress
 from app.schemas import SECURITY_SCHEMES, ErrorBody
 from core import logs, registry
@@ -116,5 +116,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     app.register_api(api)
     app.register_api(operations)
+    app.register_api(health.blueprint)
+    app.register_api(metrics.blueprint)
     dashboard.init_app(app, settings)
     return app

@@ -1,4 +1,4 @@
-"""Who may do what: every /api and /dashboard request presents an API key whose scope covers the route.
+"""Who may do what: every /api, /metrics and /dashboard request presents an API key whose scope covers the route.
 
 One table, SCOPE_NEEDED, says which scope each route needs; the `before_request`
 hook here checks it, so the views know nothing of keys. A key is sent as
@@ -33,8 +33,10 @@ CACHE_TTL_S = 5.0
 """How long a verified key is trusted without asking Redis again, in seconds: a revocation's delay."""
 TOUCH_INTERVAL_S = 60.0
 """Least time between two writes of one key's last-used time by one process, in seconds."""
-OPEN_ROUTES = {("GET", "/api/health")}
+OPEN_ROUTES = {("GET", "/api/health"), ("GET", "/healthz"), ("GET", "/readyz")}
 """Answered without a key: load balancers and Kubernetes probes send none."""
+METRICS_ROUTE = ("GET", "/metrics")
+"""Needs a read key (SCOPE_NEEDED), or is open with METRICS_PUBLIC=true: Prometheus scrapes it."""
 SCOPE_NEEDED: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks"): "submit",
     ("GET", "/api/tasks"): "read",
@@ -56,6 +58,7 @@ SCOPE_NEEDED: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks/<task_id>/retry"): "admin",
     ("GET", "/api/ingress/dead-letters"): "admin",
     ("POST", "/api/ingress/dead-letters/replay"): "admin",
+    METRICS_ROUTE: "read",
 }
 """(method, route) -> the scope it needs; an /api route missing here needs admin (and a test fails)."""
 DEFAULT_SCOPE = "admin"
@@ -146,12 +149,12 @@ def presented_key(basic: bool = False) -> str | None:
     return None
 
 
-def scope_needed(method: str, rule: str | None) -> str | None:
-    """Return the scope `method` on `rule` needs, or None for an open route."""
+def scope_needed(method: str, rule: str | None, metrics_public: bool = False) -> str | None:
+    """Return the scope `method` on `rule` needs, or None for an open route (/metrics too with `metrics_public`)."""
     method = "GET" if method == "HEAD" else method
     if rule is None or method == "OPTIONS":
         return "read"  # an unknown path or method: any valid key learns it is a 404 or 405
-    if (method, rule) in OPEN_ROUTES:
+    if (method, rule) in OPEN_ROUTES or (metrics_public and (method, rule) == METRICS_ROUTE):
         return None
     return SCOPE_NEEDED.get((method, rule), DEFAULT_SCOPE)
 
@@ -181,21 +184,25 @@ def ensure_a_key_exists(connection: redis.Redis, settings: Settings) -> None:
     raise refusal
 
 
+GUARDED_PATHS = {METRICS_ROUTE[1]}
+"""Paths outside /api that the key check covers like /api's."""
+
+
 def _guarded_path(path: str) -> str | None:
-    if path == "/api" or path.startswith("/api/"):
+    if path == "/api" or path.startswith("/api/") or path in GUARDED_PATHS:
         return "api"
     if path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/"):
         return "dashboard"
     return None
 
 
-def _check(verifier: Verifier, dashboard_login: Callable[[], bool]) -> Response | None:
+def _check(verifier: Verifier, dashboard_login: Callable[[], bool], metrics_public: bool) -> Response | None:
     area = _guarded_path(request.path)
     g.api_key = g.actor = None
     if area is None:
         return None
     rule = request.url_rule.rule if request.url_rule is not None else None
-    needed = DASHBOARD_SCOPE if area == "dashboard" else scope_needed(request.method, rule)
+    needed = DASHBOARD_SCOPE if area == "dashboard" else scope_needed(request.method, rule, metrics_public)
     if needed is None:
         return None
     key = presented_key(basic=area == "dashboard")
@@ -246,6 +253,6 @@ def init_app(app: Flask, connection: redis.Redis, settings: Settings, dashboard_
     ensure_a_key_exists(connection, settings)
     if settings.auth:
         verifier = Verifier(connection, settings.bootstrap_key)
-        app.before_request(lambda: _check(verifier, dashboard_login))
+        app.before_request(lambda: _check(verifier, dashboard_login, settings.metrics_public))
     app.after_request(lambda response: _audit(response, settings.auth))
     app.after_request(_harden)

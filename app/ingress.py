@@ -17,7 +17,7 @@ from core.connection import redis_errors
 from core.errors import BackendUnavailable, IngressUnavailable, StorageError
 from core.model import TaskRequest
 from core.settings import Settings
-from core.storage import workflows
+from core.storage import metrics, workflows
 from core.storage.enqueue import enqueue_batch
 from core.workflow import Plan
 
@@ -48,6 +48,9 @@ class Ingress(Protocol):
     def replay_dead_letters(self) -> int:
         """Re-publish the dead letters to the ingress queue; return how many."""
 
+    def message_counts(self) -> dict[str, int]:
+        """Return the messages waiting in the ingress queues by name ({} without RabbitMQ); IngressUnavailable."""
+
     def close(self) -> None:
         """Release connections (the app is shutting down)."""
 
@@ -72,8 +75,9 @@ class DirectIngress:
         self.commits.submit(request)
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        counted = metrics.Tally.of_submitted(requests)  # in the enqueue's own transaction: no round trip of its own
         with redis_errors():
-            enqueue_batch(self.connection, self.settings, requests)
+            enqueue_batch(self.connection, self.settings, requests, also=counted.write)
         return [None] * len(requests)
 
     def submit_workflow(self, plan: Plan) -> None:
@@ -88,6 +92,9 @@ class DirectIngress:
 
     def replay_dead_letters(self) -> int:
         raise IngressNotConfigured(NOT_CONFIGURED)
+
+    def message_counts(self) -> dict[str, int]:
+        return {}
 
     def close(self) -> None:
         pass
@@ -119,20 +126,30 @@ class RabbitIngress:
         self.commits.submit(request)
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        counted = metrics.Tally.of_submitted(requests)  # counted at accept time (the bridge counts nothing)
         recorded = self._try(
-            lambda: accepted.remember(self.connection, requests), "record", [r.task_id for r in requests]
+            lambda: accepted.remember(self.connection, requests, also=counted.write),
+            "record",
+            [r.task_id for r in requests],
         )
         try:
             messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id) for r in requests]
             refusals = self.publisher.publish_many(messages)
         except Exception:
             if recorded:
-                self._try(lambda: accepted.forget(self.connection, requests), "unrecord", [r.task_id for r in requests])
+                self._try(lambda: self._unrecord(requests), "unrecord", [r.task_id for r in requests])
             raise
         refused = [r for r, why in zip(requests, refusals, strict=True) if why is not None]
         if refused and recorded:
-            self._try(lambda: accepted.forget(self.connection, refused), "unrecord", [r.task_id for r in refused])
+            self._try(lambda: self._unrecord(refused), "unrecord", [r.task_id for r in refused])
         return [None if why is None else IngressUnavailable(why) for why in refusals]
+
+    def _unrecord(self, requests: list[TaskRequest]) -> None:
+        """Forget the accepted records of `requests`, which were not published, and take back their counts."""
+        pipe = self.connection.pipeline(transaction=False)
+        accepted.forget(pipe, requests)
+        metrics.forget_submitted(pipe, requests)
+        pipe.execute()
 
     def submit_workflow(self, plan: Plan) -> None:
         """Record the workflow as accepted (best effort, as for a task), then publish it as one message."""
@@ -157,6 +174,9 @@ class RabbitIngress:
         from bridge.amqp import dead_letters
 
         return dead_letters.replay(self.publisher.url, self.publisher.topology)
+
+    def message_counts(self) -> dict[str, int]:
+        return self.publisher.message_counts()
 
     def close(self) -> None:
         self.publisher.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -37,8 +38,12 @@ def zset_key(queue_name: str) -> str:
 ALL_ZSET_KEYS = tuple(zset_key(QUEUE_NAMES[p]) for p in PRIORITIES)
 
 
-def remember(connection: redis.Redis, requests: list[TaskRequest]) -> None:
+def remember(
+    connection: redis.Redis, requests: list[TaskRequest], also: Callable[[Pipeline], object] | None = None
+) -> None:
     """Record `requests` as accepted and on their way: one round trip, one HSET and a ZADD per queue.
+
+    `also` may add commands to the same round trip (the API counts the tasks submitted there).
 
     The caller publishes only after this returned, so the record is in Redis
     before the bridge can see the message (and forget the record), however
@@ -63,6 +68,8 @@ def remember(connection: redis.Redis, requests: list[TaskRequest]) -> None:
     pipe.hset(RECORDS_KEY, mapping=records)
     for queue, members in by_queue.items():
         pipe.zadd(zset_key(queue), members)
+    if also is not None:
+        also(pipe)
     pipe.execute()
 
 

@@ -186,6 +186,8 @@ class Settings:
     """TASKRELAY_AUTH=on|off: whether the API asks for an API key (app/auth.py)."""
     bootstrap_key: str = field(default="", repr=False)
     """TASKRELAY_BOOTSTRAP_KEY: a key granted admin at start, stored hashed under the name "bootstrap" (secret)."""
+    metrics_public: bool = False
+    """METRICS_PUBLIC: serve GET /metrics without a key (else it needs a read key; app/auth.py)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -238,6 +240,7 @@ class Settings:
             workers=_positive(env, "WORKERS", DEFAULT_WORKERS),
             auth=_choice(env, "TASKRELAY_AUTH", AUTH_MODES, "on") == "on",
             bootstrap_key=_key(env, "TASKRELAY_BOOTSTRAP_KEY"),
+            metrics_public=_bool(env, "METRICS_PUBLIC", False),
         )
 
 

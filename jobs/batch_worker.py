@@ -51,7 +51,7 @@ from rq.worker import WorkerStatus
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_FAILURE_TTL_S
-from core.storage import cancel, claims, paused, workflows
+from core.storage import cancel, claims, metrics, paused, workflows
 from core.storage.keys import ENQUEUED_CHANNEL
 from jobs.heartbeat import HeartbeatSimpleWorker
 from jobs.interrupt import CancellablePenalty, TaskRevoked, interrupt
@@ -87,6 +87,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._claims: dict[str, tuple[str, str]] = {}  # job id -> (started registry key, registry member)
         self._pending: Any = None
         self._pending_count = 0
+        self._tally = metrics.Tally()  # the pending successes' counts, written with them
         self._claim_lock = threading.Lock()
         self._claimer = claims.Claimer(self.connection, self.queues)
         self._last_beat = 0.0
@@ -258,7 +259,8 @@ class BatchWorker(HeartbeatSimpleWorker):
             self._flush()
             self._fail(job, queue, member)
             return
-        self._observe(job, time.monotonic() - started)
+        runtime_s = time.monotonic() - started
+        self._observe(job, runtime_s)
         job.ended_at = now()
         self._finish_claim(job)
         if self._pending is None:
@@ -267,6 +269,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         claims.record_success(self._pending, job, return_value, self.name, result_ttl, member, queue)
         self._pending_count += 1
+        self._tally.finished(metrics.task_type_of(job), queue.name, "SUCCESS", runtime_s)
         if job.meta.get("workflow_id"):  # release what waits on it, in the same round trip, after its success
             workflows.release_on(self._pending, job)
         if not self._batch or self._pending_age() >= FLUSH_AFTER_S:
@@ -298,12 +301,17 @@ class BatchWorker(HeartbeatSimpleWorker):
         self.increment_successful_job_count(pipeline=pipe)
         if count > 1:
             pipe.hincrby(self.key, "successful_job_count", count - 1)
+        self._tally.write(pipe)
+        self._tally.clear()
         pipe.execute()
 
     def _record_canceled(self, job: Job, queue: Queue, member: str, when: str) -> None:
         """Write the end of a canceled claimed job: REVOKED, never retried, no failure notification."""
         pipe = self.connection.pipeline(transaction=False)
         cancel.record_canceled(pipe, job, queue, member, job.failure_ttl or DEFAULT_FAILURE_TTL_S)
+        revoked = metrics.Tally()
+        revoked.finished(metrics.task_type_of(job), queue.name, "REVOKED")
+        revoked.write(pipe)
         pipe.execute()
         self.log.info("task %s canceled %s", job.id, when)
 

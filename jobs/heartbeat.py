@@ -20,7 +20,7 @@ from rq.job import Job, JobStatus
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_FINISHED
-from core.storage import retention, workflows
+from core.storage import metrics, retention, workflows
 from core.storage.paused import PausableQueues
 from jobs.interrupt import CancellablePenalty, interrupt
 
@@ -84,11 +84,28 @@ class MapBookkeeping:
                 workflows.element_ended(self.connection, job)
 
 
-class HeartbeatWorker(PausableQueues, MapBookkeeping, Housekeeping, ShortHeartbeat, Worker):
+class SuccessCounting:
+    """Count each success (taskrelay_tasks_finished_total and the runtime histogram) once RQ wrote it: one round
+    trip of its own for the simple and fork workers (the batch worker counts in its success pipeline and never
+    comes here). Failures are counted by jobs.runner.on_failure, for every worker class."""
+
+    connection: Any
+
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
+        super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
+        tally = metrics.Tally()
+        tally.finished(metrics.task_type_of(job), queue.name, "SUCCESS", metrics.runtime_of(job))
+        with suppress(BackendUnavailable, StorageError), redis_errors():
+            metrics.record(self.connection, tally)
+
+
+class HeartbeatWorker(PausableQueues, SuccessCounting, MapBookkeeping, Housekeeping, ShortHeartbeat, Worker):
     """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration; skips paused queues."""
 
 
-class HeartbeatSimpleWorker(PausableQueues, MapBookkeeping, Housekeeping, ShortHeartbeat, SimpleWorker):
+class HeartbeatSimpleWorker(
+    PausableQueues, SuccessCounting, MapBookkeeping, Housekeeping, ShortHeartbeat, SimpleWorker
+):
     """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread,
     and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked); it skips
     paused queues (core.storage.paused)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +20,10 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from core import registry, workflow
-from core.errors import TaskInputError, UnknownTaskType
+from core.connection import redis_errors
+from core.errors import BackendUnavailable, StorageError, TaskInputError, UnknownTaskType
 from core.settings import get_settings
-from core.storage import maps, workflows
+from core.storage import maps, metrics, workflows
 from jobs import notify
 from jobs.interrupt import TaskRevoked
 
@@ -126,6 +128,17 @@ def describe_error(exc_type: type[BaseException] | None, exc_value: BaseExceptio
     }
 
 
+def _count(connection: Any, job: Job, outcome: str) -> None:
+    """Count a failed attempt: a retry, or a task that ended (FAILURE, REVOKED); one round trip, best effort."""
+    tally = metrics.Tally()
+    if outcome == "RETRY":
+        tally.retried(metrics.task_type_of(job))
+    else:
+        tally.finished(metrics.task_type_of(job), job.origin, outcome)
+    with suppress(BackendUnavailable, StorageError), redis_errors():
+        metrics.record(connection, tally)
+
+
 def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
     """Record a failed attempt; stop retrying for bad input; notify when the failure is final."""
     if isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError) and not job.meta.get("attempts"):
@@ -137,6 +150,7 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
     if isinstance(exc_type, type) and issubclass(exc_type, TaskRevoked):
         job.retries_left = 0  # canceled: never retried, no failure recorded or notified
         log.info("task canceled while it ran", extra=_context(job, ""))
+        _count(connection, job, "REVOKED")
         return
     error = describe_error(exc_type, exc_value)
     error["attempt"] = job.meta.get("attempts", 0)
@@ -149,6 +163,7 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
     job.meta["errors"] = errors
     job.save_meta()
     final = not job.should_retry
+    _count(connection, job, "FAILURE" if final else "RETRY")
     context = {
         **_context(job, job.meta.get("task_type", job.description or "")),
         "error": f"{error['type']}: {error['message']}",

@@ -51,6 +51,9 @@ class Recipe:
 RECIPES = (
     Recipe("get", "/api/health", "Health", key="status", area="Operations"),
     Recipe("get", "/api/task-types", "List task types", key="task_types", area="Operations"),
+    Recipe("get", "/healthz", "Liveness", key="status", area="Operations"),
+    Recipe("get", "/readyz", "Readiness", key="redis", area="Operations"),
+    Recipe("get", "/metrics", "Prometheus metrics (text)", area="Operations"),
     Recipe(
         "post",
         "/api/tasks",

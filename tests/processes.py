@@ -157,3 +157,18 @@ def running_system(redis_url: str, workers: int = 2, env: dict[str, str] | None 
     finally:
         for process in system.processes:
             _stop(process)
+
+
+def spawn_api(redis_url: str, port: int, **extra: str) -> subprocess.Popen:
+    """Start gunicorn (one process) on 127.0.0.1:`port` (TEST_API_KEY is admin); stop it with stop_worker."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "TASKRELAY_BOOTSTRAP_KEY": TEST_API_KEY,
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+    api = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+    return _spawn([*api, "--threads", "4", "--log-level", "warning", "app:create_app()"], env)

@@ -235,6 +235,20 @@ class Publisher:
         with self._lock:
             return self._call(purge, "purge")
 
+    def message_counts(self) -> dict[str, int]:
+        """Return how many messages are ready in the ingress queue and its dead-letter queue, by queue name.
+
+        Passive declares on the publishing connection (no connection of its own); raises IngressUnavailable.
+        Unacked messages (a bridge's prefetched batch) are not counted: RabbitMQ reports only ready ones.
+        """
+
+        def count(link: _Link) -> dict[str, int]:
+            queues = (self.topology.queue, self.topology.dead_letter_queue)
+            return {q: int(link.call("queue_declare", queue=q, passive=True).method.message_count) for q in queues}
+
+        with self._lock:
+            return self._call(count, "count messages")
+
     def close(self) -> None:
         """Close the connection, if open."""
         with self._lock:

@@ -20,6 +20,7 @@ from rq.utils import utcformat
 from core import accepted, registry
 from core.model import TaskRequest
 from core.settings import Settings
+from core.storage import metrics
 from core.storage.enqueue import job_hash
 from core.storage.keys import job_key
 from core.storage.places import places_of
@@ -35,12 +36,13 @@ if status == 'queued' or status == 'scheduled' or status == 'deferred' then
   redis.call('HSET', KEYS[1], 'status', 'canceled', 'ended_at', ARGV[3])
   redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
   redis.call('EXPIRE', KEYS[1], ARGV[4])
-  return 'done'
+  return {'done', redis.call('HGET', KEYS[1], 'description') or ''}
 end
 return status
 """
 """KEYS: job hash, queue list, scheduled, deferred and canceled registries. ARGV: job id, the canceled entry's
-expiry (Unix time), the end stamp, FAILURE_TTL_S. Returns 'done', or the status it found ('missing')."""
+expiry (Unix time), the end stamp, FAILURE_TTL_S. Returns ['done', its task type], or the status it found
+('missing')."""
 
 
 def cancel_waiting(connection: redis.Redis, queue: Queue, job_id: str, failure_ttl_s: int) -> str:
@@ -52,9 +54,15 @@ def cancel_waiting(connection: redis.Redis, queue: Queue, job_id: str, failure_t
     places = places_of(queue)
     keys = [job_key(job_id), places["queued"].key, places["scheduled"].key, places["deferred"].key]
     keys.append(places["canceled"].key)
-    return _status_script(
-        connection, CANCEL_WAITING, keys, [job_id, time.time() + failure_ttl_s, _stamp(), failure_ttl_s]
+    outcome: Any = connection.eval(
+        CANCEL_WAITING, len(keys), *keys, job_id, time.time() + failure_ttl_s, _stamp(), failure_ttl_s
     )
+    if isinstance(outcome, list):  # canceled: count it as REVOKED (a round trip of its own; cancels are rare)
+        revoked = metrics.Tally()
+        revoked.finished(_text(outcome[1]) or "unknown", queue.name, "REVOKED")
+        metrics.record(connection, revoked)
+        return "done"
+    return _text(outcome)
 
 
 SETTLE_STOPPED = """
@@ -81,7 +89,11 @@ def settle_stopped(connection: redis.Redis, queue: Queue, job_id: str, failure_t
 def _status_script(connection: redis.Redis, script: str, keys: list[str], args: list[Any]) -> str:
     """Run one of the scripts above; return the status word it answers."""
     outcome: Any = connection.eval(script, len(keys), *keys, *args)
-    return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    return _text(outcome)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _stamp() -> str:
@@ -113,6 +125,9 @@ def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, r
             pipe.hset(key, mapping=mapping)
             _into_canceled(pipe, queue, task_id, settings.failure_ttl_s)
             accepted.forget(pipe, [request])
+            revoked = metrics.Tally()
+            revoked.finished(request.task_type, queue.name, "REVOKED")
+            revoked.write(pipe)
             pipe.execute()
         except redis.WatchError:
             return False

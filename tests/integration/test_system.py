@@ -144,7 +144,8 @@ def test_purge_stops_a_running_task(redis_url, real_redis):
         assert running["state"] == "STARTED"
         for task_id in (held, queued):
             assert http("GET", f"{system.base_url}/api/tasks/{task_id}")[0] == 404
-        kept = (b"rq:worker", b"rq:workers", b"rq:queues", b"taskrelay:apikeys")  # a purge keeps the API keys
+        # A purge keeps the API keys and the metrics counters.
+        kept = (b"rq:worker", b"rq:workers", b"rq:queues", b"taskrelay:apikeys", b"taskrelay:metrics:")
         task_keys = [k for k in real_redis.keys("*") if not k.startswith(kept)]
         assert [k for k in task_keys if b"rq:scheduler" not in k and b"rq:clean" not in k] == []
         # The worker survived the stop and keeps working.

@@ -117,7 +117,25 @@ def test_compose_runs_the_api_and_dashboard_with_auth_on_and_a_required_bootstra
         environment = services[name]["environment"]
         assert environment["TASKRELAY_AUTH"] == "on", name
         assert environment["TASKRELAY_BOOTSTRAP_KEY"].startswith("${TASKRELAY_BOOTSTRAP_KEY:?"), name
-        assert "/api/health" in " ".join(services[name]["healthcheck"]["test"])  # the one route open without a key
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])  # open without a key
     example = (ROOT / ".env.example").read_text()
     assert re.search(r"^TASKRELAY_AUTH=on$", example, re.MULTILINE)
     assert re.search(r"^TASKRELAY_BOOTSTRAP_KEY=$", example, re.MULTILINE)  # no shared default key to forget
+
+
+def test_healthchecks_ask_the_readiness_route_the_app_serves():
+    from app import auth
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name, port in (("api", 5000), ("dashboard", 9181)):
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in probe, name
+        assert services[name]["healthcheck"]["interval"] and services[name]["healthcheck"]["retries"], name
+    template = yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=_CloudFormationLoader)
+    check = template["Resources"]["ApiReadinessCheck"]
+    assert check["Type"] == "AWS::Route53::HealthCheck"
+    config = check["Properties"]["HealthCheckConfig"]
+    assert config["Type"] == "HTTPS" and config["ResourcePath"] == "/Prod/readyz"
+    stage = template["Resources"]["Api"]["Properties"]["StageName"]
+    assert config["ResourcePath"].startswith(f"/{stage}/")
+    assert ("GET", "/readyz") in auth.OPEN_ROUTES and ("GET", "/healthz") in auth.OPEN_ROUTES  # probes send no key

@@ -118,8 +118,9 @@ def test_purge_removes_every_task_key_and_nothing_else(client, drain, fake_redis
     leftovers = [k.decode() for k in fake_redis.keys("*")]
     ours = [k for k in leftovers if k.startswith(("rq:job:", "rq:results:", "rq:execution", "taskrelay:"))]
     ours += [k for k in leftovers if "_priority" in k]
-    assert [k for k in ours if not k.startswith("taskrelay:apikeys")] == []
+    assert [k for k in ours if not k.startswith(("taskrelay:apikeys", "taskrelay:metrics:"))] == []
     assert fake_redis.hlen("taskrelay:apikeys") == 1  # a purge drops tasks, never the API keys
+    assert fake_redis.exists("taskrelay:metrics:finished")  # nor the counters, which only ever go up
     assert fake_redis.get("someone:else") == b"keep"
     assert fake_redis.lrange("rq:queue:other_app", 0, -1) == [b"their-job"]
     assert client.get("/api/tasks").json["total"] == 0

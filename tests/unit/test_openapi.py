@@ -35,10 +35,15 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("post", "/api/tasks/{task_id}/retry"): {202, 400, *BODY, 404, 409, 503},
     ("get", "/api/ingress/dead-letters"): {200, 400, 409, 503},
     ("post", "/api/ingress/dead-letters/replay"): {200, 400, *BODY, 409, 503},
+    ("get", "/healthz"): {200, 400},
+    ("get", "/readyz"): {200, 400, 503},
+    ("get", "/metrics"): {200, 400, 503},
 }
 """Every operation and the statuses it can answer today (before API keys and rate limits)."""
 KEYED = {401, 403, 429}
-"""What every operation but the health check will also answer once API keys and rate limits are on."""
+"""What every operation but the health checks will also answer once API keys and rate limits are on."""
+OPEN = {"/api/health", "/healthz", "/readyz"}
+"""The paths that need no key (app/auth.py OPEN_ROUTES)."""
 # And every operation declares 414: gunicorn refuses a request line over 4,094 bytes before the app sees it.
 
 
@@ -70,7 +75,7 @@ def test_every_operation_declares_every_status_it_answers(spec):
     operations = _operations(spec)
     assert set(operations) == set(EXPECTED)
     for key, statuses in EXPECTED.items():
-        keyed = KEYED if key[1] != "/api/health" else set()
+        keyed = KEYED if key[1] not in OPEN else set()
         assert {int(s) for s in operations[key]["responses"]} == statuses | keyed | {414}, key
 
 
@@ -95,7 +100,7 @@ def test_keys_are_declared_for_every_operation_but_health(spec):
         "Bearer": {"type": "http", "scheme": "bearer"},
     }
     for (method, path), op in _operations(spec).items():
-        if path == "/api/health":
+        if path in OPEN:
             assert not op.get("security")
         else:
             assert op["security"] == [{"ApiKey": []}, {"Bearer": []}], (method, path)
@@ -251,3 +256,18 @@ def test_queue_retry_and_dead_letter_bodies_match_the_spec(spec, client, drain):
     assert (
         assert_conforms(spec, "post", "/api/ingress/dead-letters/replay", replay)["error"] == "ingress_not_configured"
     )
+
+
+def test_probe_and_metrics_answers_match_the_spec(spec, client, settings):
+    from core.connection import connect
+
+    assert_conforms(spec, "get", "/healthz", client.get("/healthz"))
+    assert_conforms(spec, "get", "/readyz", client.get("/readyz"))
+    down = create_app(settings, connect(f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    answer = down.get("/readyz")
+    assert assert_conforms(spec, "get", "/readyz", answer)["down"] == "redis"
+    assert "Retry-After" in spec["paths"]["/readyz"]["get"]["responses"]["503"]["headers"]
+    assert_conforms(spec, "get", "/metrics", down.get("/metrics"))  # 503 in the error shape
+    scraped = client.get("/metrics")
+    assert scraped.status_code == 200 and scraped.mimetype == "text/plain"
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
