@@ -29,6 +29,7 @@ from rq.utils import utcformat
 from core import registry
 from core.model import TaskRequest
 from core.settings import Settings
+from core.storage import metrics
 from core.storage.enqueue import RUNNER, announce, job_hash, job_options
 from core.storage.keys import DEFERRED_PREFIX, ENQUEUED_CHANNEL, QUEUES_KEY, job_key, queue_key, waiting_key
 from core.storage.places import places_of
@@ -137,6 +138,9 @@ def spawn(
                 job.save(pipeline=pipe)
                 job.register_dependency(pipeline=pipe)
                 pipe.set(waiting_key(job.id), 1, ex=ttl)
+            metrics.Tally.of_submitted([TaskRequest("", spec.name, entry["priority"], {}, "")] * len(parameters)).write(
+                pipe
+            )
             if queued:
                 pipe.sadd(QUEUES_KEY, queue.key)
                 pipe.rpush(queue.key, *queued)

@@ -25,7 +25,7 @@ from core import registry
 from core.accepted import PENDING_TTL_S
 from core.model import TaskRequest
 from core.settings import Settings
-from core.storage import maps
+from core.storage import maps, metrics
 from core.storage.cancel import cancel_waiting
 from core.storage.dependents import release
 from core.storage.enqueue import RUNNER, announce, enqueue_batch, job_options
@@ -100,6 +100,7 @@ def _write(pipe: Pipeline, connection: redis.Redis, settings: Settings, plan: Pl
     pipe.zadd(WORKFLOWS_KEY, {plan.workflow_id: time.time()}, nx=True)
     if revoked:
         return
+    metrics.Tally.of_submitted([step.request for step in plan.steps]).write(pipe)  # each step once, whatever path
     pushed: set[str] = set()
     for step in plan.steps:
         if step.is_map:

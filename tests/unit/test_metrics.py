@@ -278,3 +278,24 @@ def test_a_cancel_of_a_task_still_in_the_rabbitmq_ingress_counts_it_as_revoked(r
     finished = "taskrelay_tasks_finished_total"
     assert value(samples, finished, task_type="test_echo", queue="high_priority", state="REVOKED") == 1
     assert value(samples, "taskrelay_tasks_submitted_total", task_type="test_echo", priority="high") == 1
+
+
+def test_workflow_steps_and_map_elements_count_as_submitted_once(client, drain):
+    steps = [
+        {"id": "source", "task_type": "test_echo", "parameters": {"rows": [1, 2, 3]}},
+        {
+            "id": "each",
+            "task_type": "test_sum",
+            "parameters": {"values": [{"$item": ""}]},
+            "depends_on": ["source"],
+            "map": {"$from": "source", "path": "/echo/rows"},
+        },
+    ]
+    answer = client.post("/api/workflows", json={"steps": steps}, headers={"Idempotency-Key": "once"})
+    client.post("/api/workflows", json={"steps": steps}, headers={"Idempotency-Key": "once"})  # a replay
+    assert answer.status_code == 202
+    drain()
+    samples = scrape(client)
+    assert value(samples, "taskrelay_tasks_submitted_total", task_type="test_echo", priority="normal") == 1
+    # the map step itself, then its three elements
+    assert value(samples, "taskrelay_tasks_submitted_total", task_type="test_sum", priority="normal") == 4
