@@ -85,3 +85,23 @@ def test_workflows_smoke(bench_dbs, rabbitmq_url):
     assert "| chain of 5 passing results |" in output and "Accepting one 50-step workflow" in output
     rows = json.loads((ROOT / "bench" / "results" / "workflows-smoke.json").read_text())["rows"]
     assert set(rows) == {"chain", "fan-in", "map", "many"}
+
+
+def test_durability_smoke(bench_dbs, rabbitmq_url):
+    output = run_bench(bench_dbs, "bench.durability", "--smoke")
+    assert "| appendfsync always |" in output and "| off |" in output
+
+
+def test_chaos_smoke(bench_dbs, rabbitmq_url):
+    """The whole chaos schedule at a small scale: its own Redis and RabbitMQ node, every kill; nothing lost."""
+    if shutil.which("rabbitmq-server") is None or shutil.which("redis-server") is None:
+        message = "bench.chaos starts its own redis-server and rabbitmq-server node; they are not installed"
+        if IN_CI:
+            pytest.fail(f"CI=true and {message}")
+        pytest.skip(message)
+    output = run_bench(bench_dbs, "bench.chaos", "--smoke")
+    data = json.loads((ROOT / "bench" / "results" / "chaos-smoke.json").read_text())
+    assert data["lost"] == 0, data["lost_detail"]
+    assert data["accepted"] == data["tasks_submitted"] and data["workflows_finished"] == data["workflows_accepted"]
+    assert data["503_without_retry_after"] == 0
+    assert "Redis restarted (SIGKILL)" in output and "RabbitMQ restarted" in output
