@@ -69,15 +69,16 @@ def task_table(tasks: list[dict[str, Any]], title: str | None = None, failures: 
 def queue_table(queues: list[dict[str, Any]]) -> Table:
     """Return GET /api/queues's `queues` as a table: depth by state, workers, oldest age, finished last minute."""
     table = Table(title="Queues")
-    for column in ("QUEUE", "PAUSED", *(s.upper() for s in QUEUE_STATES), "WORKERS", "OLDEST (s)", "DONE/MIN"):
-        table.add_column(column, justify="left" if column in ("QUEUE", "PAUSED") else "right")
+    table.add_column("QUEUE", no_wrap=True, min_width=len("normal_priority"))
+    for column in (*(s.upper() for s in QUEUE_STATES), "PAUSED", "WORKERS", "OLDEST (s)", "DONE/MIN"):
+        table.add_column(column, justify="left" if column == "PAUSED" else "right")
     for queue in queues:
         depth = queue.get("depth") or {}
         oldest = queue.get("oldest_queued_age_s")
         table.add_row(
             _cell(queue.get("name")),
-            "yes" if queue.get("paused") else "no",
             *(_cell(depth.get(state, 0)) for state in QUEUE_STATES),
+            "yes" if queue.get("paused") else "no",
             _cell(queue.get("workers")),
             "" if oldest is None else f"{oldest:.1f}",
             _cell(queue.get("finished_last_minute")),

@@ -110,8 +110,8 @@ def test_queues_shows_each_queue_from_the_agreed_shape(stub):
     assert result.exit_code == 0, result.output
     high = next(line for line in result.output.splitlines() if "high_priority" in line)
     low = next(line for line in result.output.splitlines() if "low_priority" in line)
-    assert [cell.strip() for cell in high.split("│")[2:11]] == ["no", "3", "1", "0", "2", "4", "2", "12.5", "40"]
-    assert [cell.strip() for cell in low.split("│")[2:11]] == ["yes", "7", "0", "0", "0", "0", "2", "", "0"]
+    assert [cell.strip() for cell in high.split("│")[2:11]] == ["3", "1", "0", "2", "4", "no", "2", "12.5", "40"]
+    assert [cell.strip() for cell in low.split("│")[2:11]] == ["7", "0", "0", "0", "0", "yes", "2", "", "0"]
     assert stub.seen[0]["key"] == KEY
 
 
