@@ -9,7 +9,7 @@ API_THREADS ?= 8
 DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
 
-.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench install lint clean
+.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -63,7 +63,11 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.workflows
 	$(BIN)/python -m bench.ingress
+	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.scale
+
+chaos: install  ## the whole system under load while workers, the bridge, an API worker, RabbitMQ and Redis are killed (own servers)
+	$(BIN)/python -m bench.chaos
 
 postman: install  ## regenerate postman/*.json from the OpenAPI spec the app serves (no network)
 	$(BIN)/python -m postman.generate
