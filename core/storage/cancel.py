@@ -25,6 +25,7 @@ from core.storage.enqueue import job_hash
 from core.storage.keys import job_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue
+from core.storage.records import write_once
 
 CANCEL_WAITING = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -116,22 +117,16 @@ def cancel_accepted(connection: redis.Redis, settings: Settings, task_id: str, r
     mapping = job_hash(settings, registry.get(request.task_type), request, queue.name, datetime.now(UTC))
     mapping.update(status=JobStatus.CANCELED.value, ended_at=_stamp())
     key = job_key(task_id)
-    with connection.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(key)
-            if pipe.exists(key):
-                return False
-            pipe.multi()
-            pipe.hset(key, mapping=mapping)
-            _into_canceled(pipe, queue, task_id, settings.failure_ttl_s)
-            accepted.forget(pipe, [request])
-            revoked = metrics.Tally()
-            revoked.finished(request.task_type, queue.name, "REVOKED")
-            revoked.write(pipe)
-            pipe.execute()
-        except redis.WatchError:
-            return False
-    return True
+
+    def write(pipe: Pipeline) -> None:
+        pipe.hset(key, mapping=mapping)
+        _into_canceled(pipe, queue, task_id, settings.failure_ttl_s)
+        accepted.forget(pipe, [request])
+        revoked = metrics.Tally()
+        revoked.finished(request.task_type, queue.name, "REVOKED")
+        revoked.write(pipe)
+
+    return write_once(connection, key, write)
 
 
 def record_canceled(pipe: Pipeline, job: Job, queue: Queue, member: str, failure_ttl_s: int) -> None:

@@ -34,7 +34,7 @@ from core.storage.enqueue import RUNNER, announce, job_hash, job_options
 from core.storage.keys import DEFERRED_PREFIX, ENQUEUED_CHANNEL, QUEUES_KEY, job_key, queue_key, waiting_key
 from core.storage.places import places_of
 from core.storage.queues import SERIALIZER, get_queue
-from core.storage.records import latest_results, read_fields
+from core.storage.records import latest_results, read_fields, write_once
 from core.workflow import StepJob
 
 SPAWNER = "jobs.mapping.spawn"
@@ -105,49 +105,44 @@ def spawn(
     queue = get_queue(connection, entry["priority"])
     lanes = entry.get("max_concurrency") or len(parameters)
     now = datetime.now(UTC)
-    with connection.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(key)
-            if pipe.exists(key):
-                return False
-            pipe.multi()
-            pipe.hset(key, mapping={"total": len(parameters)})
-            pipe.expire(key, ttl)
-            queued = []
-            for index, params in enumerate(parameters):
-                request = TaskRequest(
-                    task_id=element_id(collector_id, index),
-                    task_type=spec.name,
-                    priority=entry["priority"],
-                    parameters=params,
-                    submitted_at=now.isoformat(),
-                    max_retries=entry.get("max_retries"),
-                )
-                element = {"workflow_id": meta["workflow_id"], "step_id": meta["step_id"], "map_of": collector_id}
-                element["map_index"] = index
-                if index < lanes:
-                    pipe.hset(
-                        job_key(request.task_id), mapping=job_hash(settings, spec, request, queue.name, now, element)
-                    )
-                    queued.append(request.task_id)
-                    continue
-                options = job_options(settings, spec, request, element)
-                previous = Dependency(jobs=[element_id(collector_id, index - lanes)], allow_failure=True)
-                args = (spec.name, request.parameters)
-                job = queue.create_job(RUNNER, args=args, depends_on=previous, status=JobStatus.DEFERRED, **options)
-                job.save(pipeline=pipe)
-                job.register_dependency(pipeline=pipe)
-                pipe.set(waiting_key(job.id), 1, ex=ttl)
-            metrics.Tally.of_submitted([TaskRequest("", spec.name, entry["priority"], {}, "")] * len(parameters)).write(
-                pipe
+
+    def write(pipe: Pipeline) -> None:
+        pipe.hset(key, mapping={"total": len(parameters)})
+        pipe.expire(key, ttl)
+        queued = []
+        for index, params in enumerate(parameters):
+            request = TaskRequest(
+                task_id=element_id(collector_id, index),
+                task_type=spec.name,
+                priority=entry["priority"],
+                parameters=params,
+                submitted_at=now.isoformat(),
+                max_retries=entry.get("max_retries"),
             )
-            if queued:
-                pipe.sadd(QUEUES_KEY, queue.key)
-                pipe.rpush(queue.key, *queued)
-                announce(pipe, [entry["priority"]])
-            pipe.execute()
-        except redis.WatchError:
-            return False  # a concurrent run of this spawner wrote them
+            element = {"workflow_id": meta["workflow_id"], "step_id": meta["step_id"], "map_of": collector_id}
+            element["map_index"] = index
+            if index < lanes:
+                mapping = job_hash(settings, spec, request, queue.name, now, element)
+                pipe.hset(job_key(request.task_id), mapping=mapping)
+                queued.append(request.task_id)
+                continue
+            options = job_options(settings, spec, request, element)
+            previous = Dependency(jobs=[element_id(collector_id, index - lanes)], allow_failure=True)
+            args = (spec.name, request.parameters)
+            job = queue.create_job(RUNNER, args=args, depends_on=previous, status=JobStatus.DEFERRED, **options)
+            job.save(pipeline=pipe)
+            job.register_dependency(pipeline=pipe)
+            pipe.set(waiting_key(job.id), 1, ex=ttl)
+        counted = metrics.Tally()
+        counted.submitted(spec.name, entry["priority"], len(parameters))
+        counted.write(pipe)
+        if queued:
+            pipe.sadd(QUEUES_KEY, queue.key)
+            pipe.rpush(queue.key, *queued)
+            announce(pipe, [entry["priority"]])
+
+    if not write_once(connection, key, write):
+        return False  # an earlier (or concurrent) run of this spawner wrote them
     if not parameters:
         release_if_done(connection, collector_id)
     return True

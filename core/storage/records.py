@@ -38,6 +38,24 @@ def read_fields(connection: redis.Redis, job_ids: Sequence[str], fields: Sequenc
     return pipe.execute()
 
 
+def write_once(connection: redis.Redis, key: str, write: Callable[[Pipeline], object]) -> bool:
+    """Run `write`'s commands in one MULTI/EXEC only if `key` does not exist; return whether they ran.
+
+    `key` is WATCHed, so of two callers racing to create it only one writes (the other gets False).
+    """
+    with connection.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(key)
+            if pipe.exists(key):
+                return False
+            pipe.multi()
+            write(pipe)
+            pipe.execute()
+            return True
+        except redis.WatchError:
+            return False
+
+
 def latest_results(connection: redis.Redis, job_ids: Sequence[str]) -> list[Any]:
     """Return each job's latest return value from RQ's results stream (None where it has none), in one round trip.
 
