@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pika
@@ -361,35 +361,13 @@ def test_bridge_killed_twice_mid_stream_loses_and_duplicates_nothing(
     redis_url, rabbitmq_url, ingress_queue, real_redis
 ):
     total = 3000
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "RABBITMQ_URL": rabbitmq_url,
-        "INGRESS_QUEUE": ingress_queue,
-        "BRIDGE_BATCH_SIZE": "100",
-        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
     publish_raw(rabbitmq_url, ingress_queue, [envelope(f"t-{n}") for n in range(total)])
 
     def jobs_in_redis() -> int:
         return int(real_redis.llen("rq:queue:normal_priority"))
 
-    for kill_after in (800, 1800):
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
-        try:
-            wait_until(lambda: jobs_in_redis() >= kill_after, timeout=60, what=f"{kill_after} jobs")  # noqa: B023
-        finally:
-            bridge.send_signal(signal.SIGKILL)
-            bridge.wait()
-    bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
-    try:
-        wait_until(lambda: jobs_in_redis() >= total, timeout=60, what="all jobs")
-        time.sleep(0.5)  # let any late redelivery land, so a duplicate would show
-    finally:
-        bridge.send_signal(signal.SIGTERM)
-        assert bridge.wait(timeout=20) == 0
+    env = bridge_env(redis_url, rabbitmq_url, ingress_queue, batch_size=100)
+    run_killing_the_bridge(env, jobs_in_redis, kills_at=(800, 1800), done=lambda: jobs_in_redis() >= total)
     ids = [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)]
     assert len(ids) == total
     assert len(set(ids)) == total
@@ -493,34 +471,14 @@ def test_a_redelivered_workflow_creates_no_second_step(redis_url, rabbitmq_url, 
 @pytest.mark.slow
 def test_bridge_killed_mid_stream_of_workflows_duplicates_no_step(redis_url, rabbitmq_url, ingress_queue, real_redis):
     total = 300
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_url,
-        "RABBITMQ_URL": rabbitmq_url,
-        "INGRESS_QUEUE": ingress_queue,
-        "BRIDGE_BATCH_SIZE": "20",
-        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
     publish_raw(rabbitmq_url, ingress_queue, [workflow_message(f"w{n}") for n in range(total)])
 
     def created() -> int:
         return len(real_redis.keys("taskrelay:workflow:*"))
 
-    for kill_after in (80, 180):
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
-        try:
-            wait_until(lambda: created() >= kill_after, timeout=60, what=f"{kill_after} workflows")  # noqa: B023
-        finally:
-            bridge.send_signal(signal.SIGKILL)
-            bridge.wait()
-    bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
-    try:
-        wait_until(lambda: ingress_depth(rabbitmq_url, ingress_queue) == 0 and created() == total, timeout=60)
-    finally:
-        bridge.send_signal(signal.SIGTERM)
-        assert bridge.wait(timeout=20) == 0
+    env = bridge_env(redis_url, rabbitmq_url, ingress_queue, batch_size=20)
+    done = lambda: ingress_depth(rabbitmq_url, ingress_queue) == 0 and created() == total  # noqa: E731
+    run_killing_the_bridge(env, created, kills_at=(80, 180), done=done)
     roots = [i.decode() for i in real_redis.lrange("rq:queue:normal_priority", 0, -1)]
     assert sorted(roots) == sorted(f"w{n}-a" for n in range(total))
     assert real_redis.zcard("rq:deferred:normal_priority") == 2 * total
@@ -539,3 +497,38 @@ def test_an_idempotent_replay_publishes_nothing(redis_url, rabbitmq_url, ingress
     replayed = client.post("/api/workflows", json=CHAIN, headers={"Idempotency-Key": "flow-once"})
     assert replayed.json["workflow_id"] == workflow.json["workflow_id"]
     assert ingress_depth(rabbitmq_url, ingress_queue) == 2
+
+
+def bridge_env(redis_url: str, rabbitmq_url: str, queue: str, batch_size: int) -> dict[str, str]:
+    """The environment of a `python -m bridge` process on this test's Redis db and ingress queue."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "INGRESS_QUEUE": queue,
+        "BRIDGE_BATCH_SIZE": str(batch_size),
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def run_killing_the_bridge(
+    env: dict[str, str], progress: Callable[[], int], kills_at: tuple[int, ...], done: Callable[[], bool]
+) -> None:
+    """Run bridge processes, SIGKILLing each once `progress()` reaches the next of `kills_at`; then run one until
+    `done()`, give a late redelivery time to show (a duplicate would), and stop it with SIGTERM."""
+    for kill_after in kills_at:
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
+        try:
+            wait_until(lambda: progress() >= kill_after, timeout=60, what=f"{kill_after} written")  # noqa: B023
+        finally:
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait()
+    bridge = subprocess.Popen([sys.executable, "-m", "bridge"], cwd=ROOT, env=env)
+    try:
+        wait_until(done, timeout=60, what="everything written")
+        time.sleep(0.5)  # let any late redelivery land, so a duplicate would show
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        assert bridge.wait(timeout=20) == 0
