@@ -8,6 +8,7 @@ API_WORKERS ?= 2
 API_THREADS ?= 8
 DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
+SCREENSHOTS_REDIS_URL ?= redis://127.0.0.1:6379/12
 
 .PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos screenshots install lint clean
 
@@ -72,8 +73,8 @@ chaos: install  ## the whole system under load while workers, the bridge, an API
 postman: install  ## regenerate postman/*.json from the OpenAPI spec the app serves (no network)
 	$(BIN)/python -m postman.generate
 
-screenshots: install  ## docs/*.png: rq-dashboard with jobs in it and the Swagger UI, by headless Chromium (a real API on Redis db 12, flushed)
-	$(BIN)/python -m infra.screenshots
+screenshots: install  ## docs/*.png: rq-dashboard with jobs in it and the Swagger UI, by headless Chromium (a real API on $(SCREENSHOTS_REDIS_URL), flushed before and after)
+	$(BIN)/python -m infra.screenshots --redis-url '$(SCREENSHOTS_REDIS_URL)'
 
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """Capture rq-dashboard with jobs in it and the Swagger UI into docs/ (`make screenshots`).
 
-Runs a real API (gunicorn) on SCREENSHOTS_REDIS_URL (the local Redis's db 12,
-flushed before and after: never point it at data you keep), submits tasks of
+Runs a real API (gunicorn) on --redis-url (the local Redis's db 12 unless
+told otherwise, flushed before and after: never point it at data you keep), submits tasks of
 every priority and one that fails, lets a burst worker finish them, submits
 more that stay queued, and drives headless Chromium (infra/browser.py) over
 the pages. The admin key is made up for the run and never written down.
@@ -9,6 +9,7 @@ the pages. The admin key is made up for the run and never written down.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -30,7 +31,8 @@ from infra import browser
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "docs"
-REDIS_URL = os.environ.get("SCREENSHOTS_REDIS_URL", "redis://127.0.0.1:6379/12")
+REDIS_URL = "redis://127.0.0.1:6379/12"
+"""Where the run's tasks go unless --redis-url says otherwise: flushed before and after."""
 START_TIMEOUT_S = 30.0
 """How long the API and the burst worker each get, in seconds."""
 
@@ -100,13 +102,16 @@ def submit(base_url: str, key: str, tasks: list[tuple[str, str]]) -> None:
         _call("POST", f"{base_url}/api/tasks", key, body)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Fill the API with tasks, capture each page of PAGES into docs/, clean the Redis db up."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", default=REDIS_URL, help=f"a Redis db it may flush (default {REDIS_URL})")
+    redis_url = parser.parse_args(argv).redis_url
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     key = "tr_" + secrets.token_urlsafe(32)
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "TASKRELAY_BOOTSTRAP_KEY": key, "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "REDIS_URL": redis_url, "TASKRELAY_BOOTSTRAP_KEY": key, "LOG_LEVEL": "WARNING"}
     env["PYTHONPATH"] = str(ROOT)
-    connection = redis.Redis.from_url(REDIS_URL)
+    connection = redis.Redis.from_url(redis_url)
     connection.flushdb()
     try:
         with running_api(env) as base_url:
