@@ -16,6 +16,7 @@ from pathlib import Path
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 """Executable names tried in order on PATH."""
+MISSING = f"no Chromium on PATH (tried {', '.join(CANDIDATES)}); apt-get install chromium"
 RENDER_BUDGET_MS = 5000
 """Virtual time the page's JavaScript gets before the capture, in milliseconds."""
 RUN_TIMEOUT_S = 60.0
@@ -50,7 +51,7 @@ def find_chromium() -> str | None:
 def _run(action: list[str], url: str, window: tuple[int, int] = WINDOW) -> str:
     executable = find_chromium()
     if executable is None:
-        raise BrowserError(f"no Chromium on PATH (tried {', '.join(CANDIDATES)}); apt-get install chromium")
+        raise BrowserError(MISSING)
     with tempfile.TemporaryDirectory(prefix="taskrelay-chromium-") as profile:
         argv = [
             executable,

@@ -54,11 +54,11 @@ def queue_table(url: str) -> dict[str, dict[str, int]]:
 
 @pytest.fixture
 def chromium() -> None:
+    """Skip (fail in CI) unless a Chromium is on PATH."""
     if browser.find_chromium() is None:
-        message = f"no Chromium on PATH (tried {', '.join(browser.CANDIDATES)}); apt-get install chromium"
         if IN_CI:
-            pytest.fail(f"CI=true and {message}")
-        pytest.skip(message)
+            pytest.fail(f"CI=true and {browser.MISSING}")
+        pytest.skip(browser.MISSING)
 
 
 def test_queue_names_and_counts_render_in_the_browser(chromium, redis_url):
