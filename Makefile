@@ -8,8 +8,9 @@ API_WORKERS ?= 2
 API_THREADS ?= 8
 DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
+SCREENSHOTS_REDIS_URL ?= redis://127.0.0.1:6379/12
 
-.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos install lint clean
+.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos screenshots install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -71,6 +72,9 @@ chaos: install  ## the whole system under load while workers, the bridge, an API
 
 postman: install  ## regenerate postman/*.json from the OpenAPI spec the app serves (no network)
 	$(BIN)/python -m postman.generate
+
+screenshots: install  ## docs/*.png: rq-dashboard with jobs in it and the Swagger UI, by headless Chromium (a real API on $(SCREENSHOTS_REDIS_URL), flushed before and after)
+	$(BIN)/python -m infra.screenshots --redis-url '$(SCREENSHOTS_REDIS_URL)'
 
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
