@@ -110,7 +110,8 @@ def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     try:
         wait_until(lambda: running(client, held), 30, "the held task to run")
         worker.send_signal(signal.SIGTERM)  # warm shutdown: finish the running task, then stop
-        time.sleep(0.3)
+        # RQ writes the request on the worker's key once it took it while busy: only then is the task released.
+        wait_until(lambda: any(real_redis.hget(k, "shutdown_requested_date") for k in real_redis.keys("rq:worker:*")))
         real_redis.set("go", "1")
         assert worker.wait(timeout=30) == 0
     finally:
