@@ -98,6 +98,9 @@ def spawn_worker(redis_url: str, **extra: str) -> subprocess.Popen:
         "PYTHONPATH": str(ROOT),
         **extra,
     }
+    code = env.pop("TASKRELAY_TEST_WORKER_CODE", None)  # a test's patch, run in the worker before it starts
+    if code is not None:
+        return _spawn([sys.executable, "-c", f"{code}\nfrom jobs.worker import main\nraise SystemExit(main())"], env)
     return _spawn([sys.executable, "-m", "jobs.worker"], env)
 
 

@@ -26,6 +26,10 @@ def running(client, task_id: str) -> bool:
     return status["state"] == "STARTED" and status["status"]["progress"] is not None
 
 
+WIDE_CLAIMS = "import jobs.batch_worker as b; b.CLAIM_BUDGET_S = 30.0"
+"""Run by the worker process before it starts (tests/processes.py spawn_worker): claims of up to BATCH_SIZE."""
+
+
 def warm_up(client) -> None:
     """Queue two fast high tasks ahead: a fresh worker claims one job, times it, then claims the rest together."""
     for _ in range(2):
@@ -79,7 +83,9 @@ def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real
     body = {"task_type": "test_hold", "parameters": {"release_key": "go", "max_s": 60}, "max_retries": 1}
     held = client.post("/api/tasks", json=body).json["task_id"]  # it did start: retried like any lost task
     queued = [submit(client, "test_count") for _ in range(10)]  # claimed with it, never started
-    first = spawn_worker(redis_url)
+    # A claim holds about CLAIM_BUDGET_S (50 ms) of observed work: on a loaded machine the warm-up tasks can time
+    # slow enough that eleven do not fit. This worker gets a budget they always fit in.
+    first = spawn_worker(redis_url, TASKRELAY_TEST_WORKER_CODE=WIDE_CLAIMS)
     second = None
     try:
         wait_until(lambda: running(client, held), 30, "the held task to run")
