@@ -136,6 +136,13 @@ class Verifier:
             log.warning("could not record key %s as used: %s", record.id, exc)
 
 
+def caller_scope() -> str:
+    """Whose request this is, for what is counted or kept per key (rate limits, Idempotency-Key): the API key's
+    id once the check identified the caller, else one shared scope (auth off, or an open route)."""
+    api_key = g.get("api_key")
+    return str(getattr(api_key, "id", None) or "anonymous")
+
+
 def presented_key(basic: bool = False) -> str | None:
     """Return the key the request carries (Bearer, X-API-Key, or with `basic` the basic-auth password)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")

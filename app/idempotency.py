@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 
 from app import errors
+from app.auth import caller_scope
 from core.connection import redis_errors
 from core.storage import idempotency
 
@@ -24,12 +25,6 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 ROUTES = {("POST", "/api/tasks"), ("POST", "/api/workflows")}
-
-
-def _scope() -> str:
-    """Whose key this is: the API key's id once auth identified the caller, else one shared scope."""
-    api_key = g.get("api_key")
-    return str(getattr(api_key, "id", None) or "anonymous")
 
 
 def fingerprint(path: str, raw: bytes) -> str:
@@ -51,7 +46,7 @@ def _before() -> Any:
     state = current_app.extensions["taskrelay"]
     content = fingerprint(request.path, request.get_data(cache=True))
     with redis_errors():
-        seen = idempotency.begin(state.connection, _scope(), key, content)
+        seen = idempotency.begin(state.connection, caller_scope(), key, content)
     if seen.state == "mismatch":
         message = f"this {HEADER} was already used with a different request body; use a new key for a new request"
         return errors.render(errors.IdempotencyMismatch(message, [{"field": HEADER, "message": message}]))
@@ -78,9 +73,9 @@ def _after(response: Response) -> Response:
             if 200 <= response.status_code < 300:
                 body = response.get_json(silent=True)
                 ttl = state.settings.idempotency_ttl_s
-                idempotency.finish(state.connection, _scope(), key, content, response.status_code, body, ttl)
+                idempotency.finish(state.connection, caller_scope(), key, content, response.status_code, body, ttl)
             else:
-                idempotency.abandon(state.connection, _scope(), key)
+                idempotency.abandon(state.connection, caller_scope(), key)
     except Exception:  # the answer stands; the key's record expires on its own (IN_FLIGHT_TTL_S)
         current_app.logger.warning("could not store the answer for an %s", HEADER)
     return response

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, request
 
 from app import errors
+from app.auth import caller_scope
 from core.connection import redis_errors
 from core.errors import ConfigError
 from core.storage import ratelimit
@@ -78,7 +79,7 @@ def _check() -> Any:
     if limiter is None or not request.path.startswith("/api/") or request.path == "/api/health":
         return None
     api_key = g.get("api_key")
-    scope = str(getattr(api_key, "id", None) or "anonymous")
+    scope = caller_scope()
     with redis_errors():
         wait = limiter.allow(current_app.extensions["taskrelay"].connection, scope, time.time())
     if wait is None:
