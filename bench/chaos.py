@@ -50,6 +50,7 @@ from bench.procs import BENCH_API_KEY, ROOT, child_env, descendants, stop_all, w
 from bench.proxy import TcpProxy
 from bench.tasks import CHAOS_RUNS_KEY
 from core.storage.keys import JOB_PREFIX, job_key
+from infra.processes import free_port
 
 RESULTS = ROOT / "bench" / "results"
 OBSERVER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DBS', '13,14').split(',')[0]}"
@@ -58,14 +59,6 @@ KILLED_WHILE_RUNNING = "its worker was killed while it ran (an abandoned attempt
 RAN_AGAIN_UNRECORDED = (
     "ran again with no failed attempt recorded (its worker was killed after running it, before writing its end)"
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _listening(port: int) -> bool:

@@ -37,6 +37,7 @@ import redis
 from bench.load import LoadResult, load
 from bench.procs import BENCH_API_KEY, descendants, peak_rss_mb
 from core.storage import keys
+from infra.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -45,14 +46,6 @@ RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672
 REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 BENCH_DBS = [int(db) for db in os.environ.get("BENCH_REDIS_DBS", "13,14").split(",")]
 """The two Redis databases the benchmarks may flush and fill (BENCH_REDIS_DBS=13,14)."""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 API_WORKERS, API_THREADS = 2, 8
