@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq import Callback, Queue, Retry
+from rq.defaults import CALLBACK_TIMEOUT
 from rq.job import Job, JobStatus
 from rq.utils import utcformat
 
@@ -63,8 +64,7 @@ def job_options(
             "task_type": spec.name,
             "priority": request.priority,
             "max_retries": retries,
-            "attempts": 0,
-            "errors": [],
+            "attempts": 0,  # "errors" appears with the first failed attempt (readers default it to [])
             "submitted_at": request.submitted_at,
             **({"schedule_id": request.schedule_id} if request.schedule_id else {}),
             **(meta or {}),
@@ -168,26 +168,25 @@ def job_hash(
     now: datetime,
     meta: dict[str, Any] | None = None,
 ) -> dict:
-    """Return the Redis hash of a queued job exactly as `Job.to_dict()` writes it, without building a Job.
+    """Return the Redis hash of a queued job as `Job.to_dict()` writes it, without building a Job and without
+    its empty fields.
 
     Building RQ Job objects is most of the bridge's cost per task; this writes
-    the same fields (tests/unit/test_enqueue_batch.py compares the two field by
-    field, so an RQ upgrade that changes its job hash fails that test).
+    the same non-empty fields (tests/unit/test_enqueue_batch.py compares the two
+    field by field, so an RQ upgrade that changes its job hash fails that test).
+    RQ restores a missing field as empty (and a missing callback timeout as its
+    default); leaving out the seven empty ones and a default callback timeout
+    saves ~130 bytes of Redis per task.
     """
     options = job_options(settings, spec, request, meta)
     stamp = utcformat(now)
     mapping: dict[str, Any] = {
         "created_at": stamp,
         "data": zlib.compress(SERIALIZER.dumps((RUNNER, None, (spec.name, request.parameters), {}))),
-        "success_callback_name": "",
         "failure_callback_name": FAILURE_CALLBACK,
-        "stopped_callback_name": "",
-        "started_at": "",
-        "ended_at": "",
-        "last_heartbeat": "",
-        "worker_name": "",
-        "group_id": "",
     }
+    if options["on_failure"].timeout != CALLBACK_TIMEOUT:  # RQ restores a missing one as CALLBACK_TIMEOUT
+        mapping["failure_callback_timeout"] = options["on_failure"].timeout
     retry = options["retry"]
     if retry is not None:
         mapping["retries_left"] = retry.max
@@ -197,7 +196,6 @@ def job_hash(
         description=spec.name,
         enqueued_at=stamp,
         timeout=spec.timeout_s,
-        failure_callback_timeout=options["on_failure"].timeout,
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.failure_ttl_s,
         status=JobStatus.QUEUED.value,
@@ -211,9 +209,12 @@ EXISTS_EACH = "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.c
 
 
 def _missing(connection: redis.Redis, requests: list[TaskRequest]) -> list[TaskRequest]:
-    """Return the requests whose job hash does not exist (one round trip)."""
+    """Return the requests whose job hash does not exist: one command when none does (a first delivery),
+    then one round trip to tell which (a redelivery)."""
     if not requests:
         return []
     keys = [job_key(request.task_id) for request in requests]
+    if not connection.exists(*keys):
+        return requests
     found: Any = connection.eval(EXISTS_EACH, len(keys), *keys)
     return [r for r, exists in zip(requests, found, strict=True) if not exists]
