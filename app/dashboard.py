@@ -17,7 +17,7 @@ import rq_dashboard.web
 from flask import Flask, Response, request
 
 from core.settings import Settings
-from core.storage.queues import SERIALIZER, JSONWorker
+from core.storage.queues import SERIALIZER, JSONJob, JSONWorker
 
 URL_PREFIX = "/dashboard"
 
@@ -40,6 +40,7 @@ def init_app(app: Flask, settings: Settings) -> bool:
         return False
     rq_dashboard.web.config.serializer = SERIALIZER
     rq_dashboard.web.Worker = JSONWorker
+    rq_dashboard.web.Job = JSONJob  # JSON always, and a success's return value where the batch worker writes it
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
     rq_dashboard.web.setup_rq_connection(app)

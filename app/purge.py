@@ -26,7 +26,7 @@ from app.ingress import Ingress
 from core import accepted
 from core.connection import redis_errors
 from core.storage import workflows
-from core.storage.places import Place, ask_to_stop, places_of
+from core.storage.places import Place, ask_to_stop_all, places_of
 from core.storage.queues import all_queues
 from core.storage.records import delete_jobs, worker_names
 
@@ -39,11 +39,13 @@ PURGE_STOP_WAIT_S = 5.0
 def _stop_running(connection: redis.Redis, started: list[Place]) -> int:
     """Ask each worker to stop the task it runs; return how many were asked."""
     job_ids = [job_id for place in started for job_id in place.read(connection, 0, -1)]
-    asked = 0
+    by_worker: dict[str, list[str]] = {}
     for job_id, worker_name in zip(job_ids, worker_names(connection, job_ids), strict=True):
         if worker_name:
-            ask_to_stop(connection, worker_name, job_id)
-            asked += 1
+            by_worker.setdefault(worker_name, []).append(job_id)
+    for worker_name, ids in by_worker.items():
+        ask_to_stop_all(connection, worker_name, ids)  # a batch worker's claims all at once: none starts between
+    asked = sum(len(ids) for ids in by_worker.values())
     deadline = time.monotonic() + PURGE_STOP_WAIT_S
     while job_ids and time.monotonic() < deadline:
         pipe = connection.pipeline(transaction=False)

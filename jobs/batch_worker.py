@@ -51,8 +51,9 @@ from rq.worker import WorkerStatus
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_FAILURE_TTL_S
-from core.storage import cancel, claims, metrics, paused, workflows
+from core.storage import cancel, claims, metrics, paused, places, workflows
 from core.storage.keys import ENQUEUED_CHANNEL
+from jobs import runner
 from jobs.heartbeat import HeartbeatSimpleWorker
 from jobs.interrupt import CancellablePenalty, TaskRevoked, interrupt
 
@@ -85,8 +86,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         super().__init__(*args, **kwargs)
         self._batch: deque[tuple[Job, Queue, str]] = deque()
         self._claims: dict[str, tuple[str, str]] = {}  # job id -> (started registry key, registry member)
-        self._pending: Any = None
-        self._pending_count = 0
+        self._pending: claims.Outcomes | None = None
         self._tally = metrics.Tally()  # the pending successes' counts, written with them
         self._claim_lock = threading.Lock()
         self._claimer = claims.Claimer(self.connection, self.queues)
@@ -196,18 +196,15 @@ class BatchWorker(HeartbeatSimpleWorker):
         # Cleared before the claim: an announcement after this point is for a job the claim may not see.
         self._announced = frozenset()
         want = self.claim_size()
-        pairs = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()))
-        if not pairs:
+        claimed = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()))
+        if not claimed:
             return
         # Busy for the whole batch: RQ's warm shutdown then waits for the running task instead of interrupting it.
         self.set_state(WorkerStatus.BUSY)
-        jobs = Job.fetch_many([job_id for _, job_id in pairs], connection=self.connection, serializer=self.serializer)
         with self._claim_lock:
-            for (queue, job_id), job in zip(pairs, jobs, strict=True):
+            for queue, job_id, fields in claimed:
+                job = claims.claimed_job(self.connection, job_id, fields, self.name)
                 member = claims.claim_member(job_id, execution_id)
-                if job is None:  # deleted (purged) between enqueue and claim
-                    self.connection.zrem(queue.started_job_registry.key, member)
-                    continue
                 self._claims[job_id] = (queue.started_job_registry.key, member)
                 self._batch.append((job, queue, member))
 
@@ -218,6 +215,14 @@ class BatchWorker(HeartbeatSimpleWorker):
         # dropped unrun; the running one is interrupted the way its timeout would be, by SIGALRM.
         payload = parse_payload(message)
         job_id = payload.get("job_id")
+        if payload.get("command") == places.STOP_JOBS:  # a purge: drop them all before the running one ends
+            named = set(payload.get("job_ids") or ())
+            with self._claim_lock:
+                self._revoked |= {claimed for claimed in named & self._claims.keys() if claimed != self._running}
+                running = self._running if self._running in named else None
+            if running is not None:
+                interrupt(running)
+            return
         if payload.get("command") == "stop-job" and job_id in self._claims:
             with self._claim_lock:
                 if self._running != job_id:
@@ -239,8 +244,13 @@ class BatchWorker(HeartbeatSimpleWorker):
             self._revoked.discard(job.id)
             self._record_canceled(job, queue, member, "before it started")
             return
-        if self._pending is not None and self._pending_age() + self._expected_s(job) >= FLUSH_AFTER_S:
-            self._flush()  # this task would keep the finished ones unwritten too long
+        runner.begin_attempt(job)
+        if self._pending_age() + self._expected_s(job) >= FLUSH_AFTER_S:
+            # This task may run long: write its attempt first (a kill then counts it, as RQ's own workers do),
+            # with the finished ones it would otherwise keep unwritten too long. A short task's attempt is
+            # written with its outcome, so a kill within FLUSH_AFTER_S requeues it as never started.
+            self._outcomes().pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))
+            self._flush()
         job.started_at = now()
         timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
         started = time.monotonic()
@@ -263,15 +273,12 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._observe(job, runtime_s)
         job.ended_at = now()
         self._finish_claim(job)
-        if self._pending is None:
-            self._pending = self.connection.pipeline(transaction=False)
-            self._pending_since = time.monotonic()
         result_ttl = job.get_result_ttl(self.default_result_ttl)
-        claims.record_success(self._pending, job, return_value, self.name, result_ttl, member, queue)
-        self._pending_count += 1
+        outcomes = self._outcomes()
+        outcomes.success(job, return_value, result_ttl, member, queue)
         self._tally.finished(metrics.task_type_of(job), queue.name, "SUCCESS", runtime_s)
         if job.meta.get("workflow_id"):  # release what waits on it, in the same round trip, after its success
-            workflows.release_on(self._pending, job)
+            workflows.release_on(outcomes.pipe, job)
         if not self._batch or self._pending_age() >= FLUSH_AFTER_S:
             self._flush()
 
@@ -290,20 +297,25 @@ class BatchWorker(HeartbeatSimpleWorker):
             if not self._batch:
                 self.set_state(WorkerStatus.IDLE)
 
+    def _outcomes(self) -> claims.Outcomes:
+        """Return the unwritten outcomes, starting a new batch of them (and its age) if there is none."""
+        if self._pending is None:
+            self._pending = claims.Outcomes(self.connection)
+            self._pending_since = time.monotonic()
+        return self._pending
+
     def _pending_age(self) -> float:
         return time.monotonic() - self._pending_since if self._pending is not None else 0.0
 
     def _flush(self) -> None:
         if self._pending is None:
             return
-        pipe, count = self._pending, self._pending_count
-        self._pending, self._pending_count = None, 0
-        self.increment_successful_job_count(pipeline=pipe)
-        if count > 1:
-            pipe.hincrby(self.key, "successful_job_count", count - 1)
-        self._tally.write(pipe)
+        outcomes, self._pending = self._pending, None
+        if outcomes.count:
+            outcomes.pipe.hincrby(self.key, "successful_job_count", outcomes.count)
+        self._tally.write(outcomes.pipe)
         self._tally.clear()
-        pipe.execute()
+        outcomes.write()
 
     def _record_canceled(self, job: Job, queue: Queue, member: str, when: str) -> None:
         """Write the end of a canceled claimed job: REVOKED, never retried, no failure notification."""

@@ -57,14 +57,24 @@ def _context(job: Job | None, task_type: str) -> dict[str, Any]:
     }
 
 
+ATTEMPT_BEGUN = "_taskrelay_attempt_begun"
+"""Set on a Job whose worker counted this attempt itself (begin_attempt) and writes its meta with the outcome."""
+
+
+def begin_attempt(job: Job) -> None:
+    """Count one more attempt of `job` in its meta, in memory; the caller writes it (the batch worker does)."""
+    job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+    job.meta.pop("progress", None)  # an earlier attempt's
+    setattr(job, ATTEMPT_BEGUN, True)
+
+
 def run(task_type: str, parameters: dict[str, Any]) -> Any:
     """Run one attempt of task `task_type` with `parameters`; return its JSON-able result."""
     ensure_registry()
     job = get_current_job()
-    if job is not None:
-        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
-        job.meta["progress"] = None
-        job.save_meta()
+    if job is not None and not getattr(job, ATTEMPT_BEGUN, False):
+        begin_attempt(job)
+        job.save_meta()  # RQ's own workers: the attempt is counted before the task runs
     context = _context(job, task_type)
     spec = registry.get(task_type)
     log.info("task started", extra=context)

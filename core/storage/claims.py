@@ -17,44 +17,53 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq import Queue
+from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.job import Job, JobStatus, _job_stack
-from rq.results import Result
+from rq.utils import current_timestamp, utcformat
 
-from core.storage.keys import JOB_PREFIX, WORKER_FIELD
+from core.storage.keys import JOB_PREFIX, RESULT_FIELD, WORKER_FIELD, finished_key
 from core.storage.paused import PAUSED_KEY
+from core.storage.queues import JSONJob
 
 CLAIM = """
 local want = tonumber(ARGV[1])
 local job_prefix = ARGV[6]
 local paused_key = KEYS[#KEYS]
 local claimed = {}
-local function claim(slot, id)
+local count = 0
+local function claim(slot, id, started)
   local job_key = job_prefix .. id
-  local ttl = redis.call('TTL', job_key)  -- -2: gone (purged); >= 0: must not expire while it runs
-  if ttl ~= -2 then
-    if ttl >= 0 then redis.call('PERSIST', job_key) end
-    redis.call('ZADD', KEYS[2 * slot], ARGV[2], id .. ':' .. ARGV[3])
-    redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'last_heartbeat', ARGV[5])
-    table.insert(claimed, slot)
-    table.insert(claimed, id)
+  local hash = redis.call('HGETALL', job_key)  -- empty: gone (purged) since it was queued
+  if #hash > 0 then
+    if redis.call('TTL', job_key) >= 0 then redis.call('PERSIST', job_key) end  -- must not expire while it runs
+    redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'started_at', ARGV[5])
+    table.insert(started, ARGV[2])
+    table.insert(started, id .. ':' .. ARGV[3])
+    table.insert(claimed, {slot, id, hash})
   end
+  count = count + 1
 end
 local function paused(slot) return redis.call('SISMEMBER', paused_key, ARGV[6 + slot]) == 1 end
 for slot = 1, (#KEYS - 1) / 2 do
-  if #claimed >= 2 * want then break end
+  if count >= want then break end
   if not paused(slot) then
-    local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - #claimed / 2)
+    local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - count)
     if ids then
-      for _, id in ipairs(ids) do claim(slot, id) end
+      local started = {}  -- score, member, ...: one ZADD into the started registry for the queue's claims
+      for _, id in ipairs(ids) do claim(slot, id, started) end
+      if #started > 0 then redis.call('ZADD', KEYS[2 * slot], unpack(started)) end
     end
   end
 end
 return claimed
 """
 """KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set. ARGV: how
-many to claim, when the claims lapse (Unix time), the execution id, the worker's name, the heartbeat stamp, RQ's
+many to claim, when the claims lapse (Unix time), the execution id, the worker's name, the claim's time (RQ's
+format: `started_at` until the worker writes when the job really started), RQ's
 job key prefix, then each slot's queue name. A paused queue is skipped (see core/storage/paused.py). Returns
-[slot, id, ...]. Job keys are built inside the script, so it needs a single Redis (not a cluster)."""
+[[slot, id, [field, value, ...]], ...] with each job hash as it was before the claim (so the worker needs no
+second round trip to read the jobs); a popped id whose hash is gone is dropped. Job keys are built inside the
+script, so it needs a single Redis (not a cluster)."""
 
 
 def claim_member(job_id: str, execution_id: str) -> str:
@@ -79,11 +88,14 @@ class Claimer:
         execution_id: str,
         worker_name: str,
         stamp: str,
-    ) -> list[tuple[Queue, str]]:
-        """Claim jobs from the queues that are not paused; return (queue, job id) pairs."""
+    ) -> list[tuple[Queue, str, dict[bytes, bytes]]]:
+        """Claim jobs from the queues that are not paused; return (queue, job id, job hash before the claim)."""
         args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX, *self._names]
-        flat = self._script(keys=self._keys, args=args)
-        return [(self.queues[int(flat[i]) - 1], flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+        claimed = []
+        for slot, job_id, flat in self._script(keys=self._keys, args=args):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            claimed.append((self.queues[int(slot) - 1], job_id.decode(), fields))
+        return claimed
 
 
 def perform_claimed(job: Job) -> Any:
@@ -95,27 +107,73 @@ def perform_claimed(job: Job) -> Any:
         _job_stack.pop()
 
 
-def record_success(
-    pipe: Pipeline, job: Job, return_value: Any, worker_name: str, result_ttl: int, member: str, queue: Queue
-) -> None:
-    """Queue on `pipe` what RQ's handle_job_success writes, in fewer commands: one HSET, no dependents' keys.
+def claimed_job(connection: redis.Redis, job_id: str, fields: dict[bytes, bytes], worker_name: str) -> JSONJob:
+    """Return the RQ job a claim read (its hash as it was before the claim), marked started by `worker_name`."""
+    job = JSONJob(job_id, connection=connection)
+    job.restore(fields)
+    job._status = JobStatus.STARTED
+    job.worker_name = worker_name
+    return job
 
-    Same data as RQ (status, timestamps, result stream, finished registry,
-    expiry); what it skips is RQ's separate status HSET and the EXPIREs of
-    dependents/dependencies keys, which Taskrelay jobs never have.
+
+def registry_score(ttl: int) -> float | str:
+    """Return the score RQ's registries give an entry kept for `ttl` seconds (BaseRegistry.add: -1 is forever)."""
+    if ttl < 0:
+        return "+inf" if ttl == -1 else ttl
+    return current_timestamp() + ttl
+
+
+class Outcomes:
+    """Successes waiting to be written together, as RQ's handle_job_success records them but in one MULTI/EXEC.
+
+    Each success costs two commands: one HSET of only what changed since the
+    claim (status, times, meta, and the return value in RESULT_FIELD, where
+    JSONJob.latest_result finds it) and the job's EXPIRE. The whole batch then
+    shares one ZADD per finished registry and one ZREM per started registry.
+    RQ would also write a one-entry results stream (~0.9 KB of Redis per task)
+    and rewrite every field of the hash. Other commands may be queued on
+    `pipe` (they run in order, before the registries move); a kill before
+    EXEC writes none of it, so the batch re-runs whole rather than half
+    recorded.
     """
-    job._status = JobStatus.FINISHED
-    job.save(pipeline=pipe, include_meta=False, include_result=False)
-    Result.create(
-        job, Result.Type.SUCCESSFUL, ttl=result_ttl, return_value=return_value, worker_name=worker_name, pipeline=pipe
-    )
-    if result_ttl != 0:
-        job.finished_job_registry.add(job, result_ttl, pipe)
-    if result_ttl > 0:
-        pipe.expire(job.key, result_ttl)
-    elif result_ttl == 0:
-        pipe.delete(job.key)
-    pipe.zrem(queue.started_job_registry.key, member)
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.pipe: Pipeline = connection.pipeline(transaction=True)
+        self.count = 0
+        self._finished: dict[str, dict[str, float | str]] = {}  # finished registry key -> {job id: score}
+        self._ended: dict[str, list[str]] = {}  # started registry key -> claim members
+
+    def success(self, job: Job, return_value: Any, result_ttl: int, member: str, queue: Queue) -> None:
+        """Queue `job`'s success with `return_value`, kept for `result_ttl` seconds (RQ's meaning of 0 and -1)."""
+        job._status = JobStatus.FINISHED
+        try:
+            encoded = job.serializer.dumps(return_value)
+        except Exception:  # RQ stores the same marker for a value its serializer refuses
+            encoded = UNSERIALIZABLE_RETURN_VALUE_PAYLOAD.encode()
+        if result_ttl == 0:
+            self.pipe.delete(job.key)
+        else:
+            fields: dict[Any, str | bytes] = {
+                "status": JobStatus.FINISHED.value,
+                "started_at": utcformat(job.started_at) if job.started_at else "",
+                "ended_at": utcformat(job.ended_at) if job.ended_at else "",
+                "meta": job.serializer.dumps(job.meta),
+                RESULT_FIELD: encoded,
+            }
+            self.pipe.hset(job.key, mapping=fields)
+            self._finished.setdefault(finished_key(queue.name), {})[job.id] = registry_score(result_ttl)
+            if result_ttl > 0:
+                self.pipe.expire(job.key, result_ttl)
+        self._ended.setdefault(queue.started_job_registry.key, []).append(member)
+        self.count += 1
+
+    def write(self) -> None:
+        """Send everything queued, and the batch's registry moves, in one round trip."""
+        for key, scores in self._finished.items():
+            self.pipe.zadd(key, scores)
+        for key, members in self._ended.items():
+            self.pipe.zrem(key, *members)
+        self.pipe.execute()
 
 
 def renew(pipe: Pipeline, claims: Sequence[tuple[str, str]], expires: float) -> None:

@@ -36,6 +36,9 @@ ORIGIN_FIELD = "origin"
 """The job hash field naming the queue the job belongs to."""
 WORKER_FIELD = "worker_name"
 """The job hash field naming the worker that runs (or ran) it."""
+RESULT_FIELD = "result"
+"""The job hash field RQ 2.12 still restores into `Job._result`: where the batch worker writes a success's return
+value (serialized), instead of RQ's one-entry results stream (~0.9 KB per task); JSONJob.latest_result reads it."""
 
 
 def job_key(job_id: str) -> str:

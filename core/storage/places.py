@@ -57,6 +57,25 @@ def places_of(queue: Queue) -> dict[str, Place]:
     return {place.kind: place for place in places}
 
 
+STOP_JOBS = "stop-jobs"
+"""Taskrelay's command naming several jobs to stop at once (RQ's own workers ignore a command they do not know)."""
+
+
 def ask_to_stop(connection: redis.Redis, worker_name: str, job_id: str) -> None:
     """Send `worker_name` RQ's stop-job command for `job_id` (batch workers also drop it from their claim)."""
     send_command(connection, worker_name, "stop-job", job_id=job_id)
+
+
+def ask_to_stop_all(connection: redis.Redis, worker_name: str, job_ids: list[str]) -> None:
+    """Ask `worker_name` to stop every one of `job_ids`, in one round trip.
+
+    First one STOP_JOBS command naming them all: a batch worker drops its unstarted claims among them before it
+    interrupts the running one, so none of them starts in between (stop-jobs one by one would race its next
+    task). Then RQ's stop-job for each, which RQ's own workers act on (a batch worker finds them done).
+    """
+    pipe = connection.pipeline(transaction=False)
+    if len(job_ids) > 1:
+        send_command(pipe, worker_name, STOP_JOBS, job_ids=job_ids)
+    for job_id in job_ids:
+        send_command(pipe, worker_name, "stop-job", job_id=job_id)
+    pipe.execute()

@@ -11,21 +11,57 @@ from typing import Any
 
 import redis
 from rq import Queue, Worker
-from rq.job import Job
+from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+from rq.job import Job, JobStatus
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from core.model import PRIORITIES, QUEUE_NAMES, SCHEDULES_QUEUE
-from core.storage.keys import WORKERS_KEY
+from core.storage.keys import RESULT_FIELD, WORKERS_KEY
 
 SERIALIZER = JSONSerializer
 
 
 class JSONJob(Job):
-    """An RQ Job that always uses the JSON serializer (rq-scheduler 0.14 has no serializer option: `-j` takes this)."""
+    """An RQ Job that always uses the JSON serializer and finds a success's return value in its own hash.
+
+    rq-scheduler 0.14 has no serializer option (`-j` takes this class). The
+    batch worker writes a success's return value into the job hash
+    (RESULT_FIELD) instead of RQ's results stream: latest_result() returns it
+    as an RQ Result, so return_value(), rq-dashboard and the API read it as
+    they read RQ's own. A job that RQ's own workers finished has a stream,
+    read as RQ reads it.
+    """
+
+    _stored_result: bytes | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["serializer"] = SERIALIZER
         super().__init__(*args, **kwargs)
+
+    def restore(self, raw_data: Any) -> Any:
+        super().restore(raw_data)
+        self._stored_result = raw_data.get(RESULT_FIELD.encode(), raw_data.get(RESULT_FIELD))
+        self._cached_result = None
+
+    def latest_result(self, timeout: int = 0) -> Result | None:
+        if self._stored_result is None or self._status != JobStatus.FINISHED:
+            return super().latest_result(timeout)
+        try:
+            value = self.serializer.loads(self._stored_result)
+        except Exception:  # RQ's restore reads such a value the same way
+            value = UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+        ended = self.ended_at or self.created_at
+        return Result(
+            self.id,
+            Result.Type.SUCCESSFUL,
+            self.connection,
+            id=f"{int(ended.timestamp() * 1000)}-0",  # a Result without an id is falsy
+            created_at=ended,
+            return_value=value,
+            worker_name=self.worker_name or "",
+            serializer=self.serializer,
+        )
 
 
 class JSONWorker(Worker):

@@ -15,17 +15,17 @@ from redis.client import Pipeline
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from core.storage.keys import WORKER_FIELD, executions_key, job_key, job_keys, result_key
-from core.storage.queues import SERIALIZER
+from core.storage.keys import RESULT_FIELD, WORKER_FIELD, executions_key, job_key, job_keys, result_key
+from core.storage.queues import SERIALIZER, JSONJob
 
 DELETE_CHUNK = 1000
 """Jobs deleted per pipelined round trip."""
 
 
 def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
-    """Return the RQ job `job_id` (JSON-serialized), or None when it does not exist."""
+    """Return the RQ job `job_id` (JSON-serialized, reading results as JSONJob does), or None when it does not exist."""
     try:
-        return Job.fetch(job_id, connection=connection, serializer=SERIALIZER)
+        return JSONJob.fetch(job_id, connection=connection)
     except NoSuchJobError:
         return None
 
@@ -57,16 +57,22 @@ def write_once(connection: redis.Redis, key: str, write: Callable[[Pipeline], ob
 
 
 def latest_results(connection: redis.Redis, job_ids: Sequence[str]) -> list[Any]:
-    """Return each job's latest return value from RQ's results stream (None where it has none), in one round trip.
+    """Return each job's latest return value (None where it has none), in one round trip.
 
-    The stream entry's `return_value` is RQ's own encoding (base64 of the serializer's bytes,
-    rq.results.Result.serialize); tests/unit/test_storage.py compares this with Job.return_value().
+    A success the batch worker recorded is in the job hash (RESULT_FIELD, see JSONJob); one RQ's own workers
+    recorded is in RQ's results stream, whose `return_value` is RQ's own encoding (base64 of the serializer's
+    bytes, rq.results.Result.serialize). tests/unit/test_storage.py compares both with Job.return_value().
     """
     pipe = connection.pipeline(transaction=False)
     for job_id in job_ids:
+        pipe.hmget(job_key(job_id), "status", RESULT_FIELD)
         pipe.xrevrange(result_key(job_id), count=1)
+    replies = pipe.execute()
     values: list[Any] = []
-    for entries in pipe.execute():
+    for (status, stored), entries in zip(replies[::2], replies[1::2], strict=True):
+        if stored is not None and status == b"finished":
+            values.append(SERIALIZER.loads(stored))
+            continue
         encoded = entries[0][1].get(b"return_value") if entries else None
         values.append(SERIALIZER.loads(b64decode(encoded)) if encoded is not None else None)
     return values

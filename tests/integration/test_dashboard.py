@@ -71,3 +71,26 @@ def test_dashboard_views_answer_for_json_jobs(redis_url, real_redis):
         real_redis.set("go", "1")
         worker.terminate()
         worker.wait(timeout=20)
+
+
+def test_a_result_the_batch_worker_wrote_shows_in_the_dashboard_and_the_api(redis_url, real_redis):
+    # The batch worker keeps a success's return value in the job hash, not in RQ's results stream.
+    from core.storage.queues import SERIALIZER, worker_queues
+    from jobs.batch_worker import BatchWorker
+
+    settings = keyed_settings({"REDIS_URL": redis_url, "DASHBOARD_USERNAME": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+    client = create_app(settings, real_redis).test_client()
+    task_id = client.post("/api/tasks", json={"task_type": "data_processing", "parameters": {"data": [3, 4]}}).json[
+        "task_id"
+    ]
+    BatchWorker(worker_queues(real_redis), connection=real_redis, serializer=SERIALIZER).work(
+        burst=True, logging_level="WARNING"
+    )
+    status = client.get(f"/api/tasks/{task_id}").json
+    assert status["state"] == "SUCCESS"
+    assert status["status"]["result"]
+    job = client.get(f"/dashboard/0/data/job/{task_id}.json", headers=AUTH)
+    assert job.status_code == 200
+    assert job.json["status"] == "finished"
+    assert job.json["result"] == status["status"]["result"]
+    assert not real_redis.exists(f"rq:results:{task_id}")

@@ -108,7 +108,7 @@ def test_the_claim_script_skips_paused_queues(client, fake_redis):
     paused.pause(fake_redis, "normal_priority")
     claimer = claims.Claimer(fake_redis, all_queues(fake_redis))
     got = claimer.claim(10, 0.0, "exec-1", "w1", "stamp")
-    assert [(queue.name, job_id) for queue, job_id in got] == [("low_priority", low)]
+    assert [(queue.name, job_id) for queue, job_id, _fields in got] == [("low_priority", low)]
     assert fake_redis.lrange(keys.queue_key("normal_priority"), 0, -1) == [normal.encode()]
 
 

@@ -145,3 +145,92 @@ def test_workers_register_per_queue_where_the_overview_counts_them(fake_redis):
     worker = HeartbeatSimpleWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER)
     worker.register_birth()
     assert fake_redis.smembers(WORKERS_BY_QUEUE_KEY % "low_priority") == {worker.key.encode()}
+
+
+def _claimed(connection, job_id: str = "pin-ok") -> tuple[Queue, Job, str]:
+    """Enqueue one JSON job as the bridge does and claim it as the batch worker does."""
+    queue = Queue("normal_priority", connection=connection, serializer=SERIALIZER)
+    queue.enqueue("jobs.runner.run", "x", {}, job_id=job_id, result_ttl=60)
+    stamp = "2026-01-01T00:00:00.000000Z"
+    [(got_queue, got_id, fields)] = claims.Claimer(connection, [queue]).claim(5, 9e9, "exec-1", "w1", stamp)
+    assert (got_queue.name, got_id) == (queue.name, job_id)
+    return queue, claims.claimed_job(connection, job_id, fields, "w1"), claims.claim_member(job_id, "exec-1")
+
+
+def test_a_batch_success_reads_back_as_rqs_own(fake_redis):
+    # RQ 2.12 restores the RESULT_FIELD of a job hash into Job._result; JSONJob, rq-dashboard (which it replaces
+    # there) and the API read it as RQ's latest Result; the registries end where RQ's handle_job_success puts them.
+    from datetime import UTC, datetime
+
+    from core.storage.records import latest_results
+
+    queue, job, member = _claimed(fake_redis)
+    job.started_at = job.ended_at = datetime.now(UTC)
+    outcomes = claims.Outcomes(fake_redis)
+    outcomes.success(job, {"answer": 42}, 60, member, queue)
+    outcomes.write()
+
+    assert Job.fetch("pin-ok", connection=fake_redis, serializer=SERIALIZER)._result == {"answer": 42}
+    read = JSONJob.fetch("pin-ok", connection=fake_redis)
+    assert read.get_status() == JobStatus.FINISHED
+    assert read.return_value() == {"answer": 42}
+    assert read.latest_result().type == Result.Type.SUCCESSFUL
+    assert latest_results(fake_redis, ["pin-ok"]) == [{"answer": 42}]
+    assert queue.finished_job_registry.get_job_ids() == ["pin-ok"]
+    assert fake_redis.zcard(queue.started_job_registry.key) == 0
+    assert 0 < fake_redis.ttl(keys.job_key("pin-ok")) <= 60
+    assert not fake_redis.exists(keys.result_key("pin-ok"))  # no results stream: that is the ~0.9 KB saved
+
+
+def test_a_success_rqs_own_worker_wrote_reads_back_from_its_stream(fake_redis):
+    from rq import SimpleWorker
+
+    from core.storage.records import latest_results
+
+    queue = Queue("normal_priority", connection=fake_redis, serializer=SERIALIZER)
+    queue.enqueue("builtins.abs", -7, job_id="pin-rq")
+    SimpleWorker([queue], connection=fake_redis, serializer=SERIALIZER).work(burst=True)
+    assert fake_redis.exists(keys.result_key("pin-rq"))
+    assert JSONJob.fetch("pin-rq", connection=fake_redis).return_value() == 7
+    assert latest_results(fake_redis, ["pin-rq"]) == [7]
+
+
+def test_registry_scores_are_rqs(fake_redis):
+    from rq.registry import FinishedJobRegistry
+
+    registry = FinishedJobRegistry("pin_queue", connection=fake_redis, serializer=SERIALIZER)
+    for ttl in (60, -1):
+        job = Job.create("jobs.runner.run", id=f"pin-{ttl}", connection=fake_redis, serializer=SERIALIZER)
+        registry.add(job, ttl)
+        ours = claims.registry_score(ttl)
+        assert fake_redis.zscore(registry.key, job.id) == (float(ours) if ours != "+inf" else float("inf"))
+
+
+def test_the_claim_reads_each_job_once_and_skips_purged_ones(fake_redis):
+    queue = Queue("normal_priority", connection=fake_redis, serializer=SERIALIZER)
+    for job_id in ("c-1", "c-2", "c-3"):
+        queue.enqueue("jobs.runner.run", "x", {}, job_id=job_id)
+    fake_redis.delete(keys.job_key("c-2"))  # purged while queued
+    claimed = claims.Claimer(fake_redis, [queue]).claim(5, 123.0, "e", "w1", "stamp")
+    assert [job_id for _, job_id, _ in claimed] == ["c-1", "c-3"]
+    assert fake_redis.zrange(queue.started_job_registry.key, 0, -1, withscores=True) == [
+        (b"c-1:e", 123.0),
+        (b"c-3:e", 123.0),
+    ]
+    assert not fake_redis.exists(keys.job_key("c-2"))
+    job = claims.claimed_job(fake_redis, "c-1", claimed[0][2], "w1")
+    assert (job.func_name, job.args, job.origin) == ("jobs.runner.run", ["x", {}], "normal_priority")
+    assert fake_redis.hget(keys.job_key("c-1"), "status") == b"started"
+
+
+def test_rqs_own_workers_ignore_the_stop_jobs_command():
+    # A purge sends places.STOP_JOBS to every worker, then RQ's stop-job per job; RQ's workers act on the latter.
+    from rq.command import handle_command
+
+    from core.storage.places import STOP_JOBS
+
+    class Untouchable:
+        def __getattr__(self, name):
+            raise AssertionError(f"RQ acted on {STOP_JOBS}: {name}")
+
+    handle_command(Untouchable(), {"command": STOP_JOBS, "job_ids": ["a", "b"]})  # type: ignore[arg-type]
