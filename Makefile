@@ -10,7 +10,7 @@ DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
 SCREENSHOTS_REDIS_URL ?= redis://127.0.0.1:6379/12
 
-.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos screenshots install lint clean
+.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos soak screenshots install lint clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -69,6 +69,9 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 
 chaos: install  ## the whole system under load while workers, the bridge, an API worker, RabbitMQ and Redis are killed (own servers)
 	$(BIN)/python -m bench.chaos
+
+soak: install  ## 200,000 tasks over 10 minutes (own Redis): the processes' RSS stays flat, Redis memory returns to its baseline
+	$(BIN)/python -m bench.soak
 
 postman: install  ## regenerate postman/*.json from the OpenAPI spec the app serves (no network)
 	$(BIN)/python -m postman.generate

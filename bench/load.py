@@ -38,21 +38,37 @@ class LoadResult:
         )
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Read one HTTP/1.1 response with a Content-Length; return its status, headers (lower-case names) and body."""
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("the server closed the connection")
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return int(status_line.split()[1]), headers, body
+
+
+def post_request(host: str, path: str, body: bytes) -> bytes:
+    """Return a keep-alive POST of the JSON `body` to `path`, with the benchmarks' API key, as raw bytes."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{KEY_HEADER_LINE}"
+        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    ).encode() + body
+
+
 async def _client(host: str, port: int, request: bytes, deadline: float, result: LoadResult, ok: int) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             writer.write(request)
-            status_line = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            status, _, _ = await read_response(reader)
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.requests += 1
-            if int(status_line.split()[1]) != ok:
+            if status != ok:
                 result.errors += 1
     finally:
         writer.close()
@@ -62,10 +78,7 @@ def run_load(
     host: str, port: int, path: str, body: bytes, seconds: float, concurrency: int = 8, ok: int = 202
 ) -> LoadResult:
     """POST `body` to `path` from `concurrency` keep-alive connections for `seconds`."""
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{KEY_HEADER_LINE}"
-        f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
-    ).encode() + body
+    request = post_request(host, path, body)
     result = LoadResult(0, 0, seconds, [])
 
     async def main() -> None:

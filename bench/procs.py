@@ -1,4 +1,4 @@
-"""Process helpers for the benchmarks: child environments, waiting, stopping, descendants and peak RSS."""
+"""Process helpers for the benchmarks: child environments, waiting, stopping, descendants and RSS."""
 
 from __future__ import annotations
 
@@ -9,18 +9,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def peak_rss_mb(pids: list[int]) -> dict[int, float]:
-    """Return each live pid's peak resident set size (VmHWM) in MB."""
-    peaks = {}
+def _status_mb(pids: list[int], field: str) -> dict[int, float]:
+    """Return `field` (a kB line of /proc/<pid>/status) of each live pid, in MB."""
+    sizes = {}
     for pid in pids:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks[pid] = int(line.split()[1]) / 1024
-    return peaks
+            if line.startswith(field + ":"):
+                sizes[pid] = int(line.split()[1]) / 1024
+    return sizes
+
+
+def peak_rss_mb(pids: list[int]) -> dict[int, float]:
+    """Return each live pid's peak resident set size (VmHWM) in MB."""
+    return _status_mb(pids, "VmHWM")
+
+
+def rss_mb(pids: list[int]) -> dict[int, float]:
+    """Return each live pid's resident set size now (VmRSS) in MB."""
+    return _status_mb(pids, "VmRSS")
 
 
 def descendants(pid: int) -> list[int]:

@@ -105,3 +105,17 @@ def test_chaos_smoke(bench_dbs, rabbitmq_url):
     assert data["accepted"] == data["tasks_submitted"] and data["workflows_finished"] == data["workflows_accepted"]
     assert data["503_without_retry_after"] == 0
     assert "Redis restarted (SIGKILL)" in output and "RabbitMQ restarted" in output
+
+
+@pytest.mark.timeout(90)
+def test_soak_smoke(rabbitmq_url):
+    """3,000 tasks over 20 s against its own redis-server: nothing lost, the RSS and Redis memory report written."""
+    if shutil.which("redis-server") is None:  # bench.soak starts a private redis-server of its own
+        message = "redis-server is not on PATH; install Redis to run this test"
+        pytest.fail(f"CI=true and {message}") if IN_CI else pytest.skip(message)
+    output = run_bench("13,14", "bench.soak", "--smoke")  # it touches no shared database
+    data = json.loads((ROOT / "bench" / "results" / "soak-smoke.json").read_text())
+    assert data["lost"] == 0 and data["accepted"] == data["tasks"] == data["finished"], data["lost_sample"]
+    assert {"api master", "bridge", "worker 1", "worker 2"} <= set(data["rss"])
+    assert sum(label.startswith("api worker ") for label in data["rss"]) == 2
+    assert "| baseline, before the first submit |" in output and "Verdict: " in output
