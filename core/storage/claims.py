@@ -20,6 +20,7 @@ from rq import Queue
 from rq.job import Job, JobStatus, _job_stack
 from rq.results import Result
 
+from core.storage import retention
 from core.storage.keys import JOB_PREFIX, WORKER_FIELD
 from core.storage.paused import PAUSED_KEY
 
@@ -116,6 +117,7 @@ def record_success(
     elif result_ttl == 0:
         pipe.delete(job.key)
     pipe.zrem(queue.started_job_registry.key, member)
+    retention.note_finished(pipe, job)
 
 
 def renew(pipe: Pipeline, claims: Sequence[tuple[str, str]], expires: float) -> None:
