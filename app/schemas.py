@@ -90,6 +90,15 @@ class RetentionOptions(BaseModel):
         return Retention(*((keep.to_keep() if keep else Keep()) for keep in (self.success, self.failure)))
 
 
+def retention_body(retention: Retention) -> dict[str, dict[str, int]]:
+    """Return `retention` as the API spells it (RetentionOptions): only the fields that are set."""
+    return {
+        state: {name: value for name, value in (("age_seconds", keep.age_s), ("count", keep.count)) if value}
+        for state, keep in retention.keeps().items()
+        if keep.age_s or keep.count
+    }
+
+
 def retention_of(options: RetentionOptions | None) -> Retention:
     """Return the task model's retention for a request's optional `retention` (unset: nothing of its own)."""
     return options.to_retention() if options is not None else NO_RETENTION

@@ -204,3 +204,9 @@ def test_a_workflow_step_and_each_map_element_keep_their_own_retention(client, f
     element = fetch_job(fake_redis, f"{response.json['steps']['each']['task_id']}-0")
     assert element is not None, fake_redis.keys("rq:job:*")
     assert (element.result_ttl, element.meta[COUNT_META]) == (45, {"success": 7})
+
+
+def test_the_task_types_list_shows_each_types_retention(client, kept_type):
+    listed = {t["name"]: t["retention"] for t in client.get("/api/task-types").json["task_types"]}
+    assert listed[kept_type] == {"success": {"age_seconds": 3600, "count": 2}}
+    assert listed["test_echo"] == {}
