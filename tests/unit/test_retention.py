@@ -73,7 +73,7 @@ def kept_type() -> Iterator[str]:
     registry.unregister("test_kept")
 
 
-def ttls(connection, task_id: str) -> tuple[int, int]:
+def ttls(connection, task_id: str) -> tuple[int | None, int | None]:
     job = fetch_job(connection, task_id)
     assert job is not None
     return job.result_ttl, job.failure_ttl
@@ -86,7 +86,7 @@ def test_a_submit_wins_over_its_task_type_which_wins_over_the_environment(client
     assert ttls(fake_redis, plain) == (7 * DAY_S, 7 * DAY_S)
     assert ttls(fake_redis, typed) == (3600, 7 * DAY_S)
     assert ttls(fake_redis, own) == (60, 120)
-    meta = {i: fetch_job(fake_redis, i).meta for i in (plain, typed, own)}  # type: ignore[union-attr]
+    meta = {i: fetch_job(fake_redis, i).meta for i in (plain, typed, own)}
     assert COUNT_META not in meta[plain]
     assert meta[typed][COUNT_META] == meta[own][COUNT_META] == {"success": 2}  # the type's count: the submit gave none
 
