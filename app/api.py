@@ -37,6 +37,7 @@ from app.schemas import (
     WorkflowListQuery,
     WorkflowPath,
     documented,
+    retention_body,
 )
 from core import registry
 from core.connection import redis_errors
@@ -176,6 +177,7 @@ def task_types() -> Any:
                 "max_retries": spec.max_retries,
                 "timeout_s": spec.timeout_s,
                 "parameters_schema": spec.params_model.model_json_schema() if spec.params_model else None,
+                "retention": retention_body(spec.retention),
             }
         )
     return jsonify({"task_types": types})

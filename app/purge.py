@@ -25,7 +25,7 @@ import redis
 from app.ingress import Ingress
 from core import accepted
 from core.connection import redis_errors
-from core.storage import workflows
+from core.storage import retention, workflows
 from core.storage.places import Place, ask_to_stop_all, places_of
 from core.storage.queues import all_queues
 from core.storage.records import delete_jobs, worker_names
@@ -89,6 +89,7 @@ def purge(connection: redis.Redis, ingress: Ingress) -> dict[str, Any]:
                 counts[kind] += len(ids)
         removed = delete_jobs(connection, sorted(job_ids), also=accepted.forget_ids)
         workflows_removed = workflows.delete_all(connection)
+        connection.delete(*(key for _, key in retention.index_keys()))
         if moved:
             connection.delete(*(place.key for place in moved))
             removed += len(moved)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.schemas import State, WorkflowState
+from app.schemas import RetentionOptions, State, WorkflowState
 
 
 class TaskSubmitted(BaseModel):
@@ -272,6 +272,9 @@ class TaskTypeInfo(BaseModel):
     max_retries: int
     timeout_s: int
     parameters_schema: dict[str, Any] | None = Field(description="JSON schema of its parameters, if it has a model")
+    retention: RetentionOptions = Field(
+        description="The history it keeps unless a submit says otherwise ({}: the environment's defaults)"
+    )
 
 
 class TaskTypes(BaseModel):

@@ -15,6 +15,7 @@ from flask_openapi3.types import ResponseDict, SecuritySchemesDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.states import LIST_TYPES, STATES
+from core.model import MAX_KEEP_AGE_S, MAX_KEEP_COUNT, NO_RETENTION, Keep, Retention
 from core.workflow import MAX_MAP_ITEMS, MAX_STEPS
 
 MAX_DELAY_S = 366 * 24 * 3600
@@ -48,6 +49,61 @@ def any_case(words: type[Enum]) -> Callable[[dict[str, Any]], None]:
     return widen
 
 
+class KeepHistory(BaseModel):
+    """How much history of one final state to keep (either field may be left out: the task type's, then the
+    environment's setting applies)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    age_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_KEEP_AGE_S,
+        strict=True,
+        description=f"Keep this task's record this many seconds after it ended (1 to {MAX_KEEP_AGE_S:,}: 90 days)",
+    )
+    count: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_KEEP_COUNT,
+        strict=True,
+        description=f"Keep at most this many ended tasks of this task type, oldest deleted first (1 to "
+        f"{MAX_KEEP_COUNT:,}; the latest setting seen wins; KEEP_FINISHED/KEEP_FAILED still cap each queue)",
+    )
+
+    def to_keep(self) -> Keep:
+        """Return the setting as the task model holds it."""
+        return Keep(self.age_seconds, self.count)
+
+
+class RetentionOptions(BaseModel):
+    """How long, and how many of, this task's kind to keep once it ended: like BullMQ's removeOnComplete and
+    removeOnFail. Unset fields fall back to the task type's, then the environment's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    success: KeepHistory | None = Field(default=None, description="Tasks that ended SUCCESS")
+    failure: KeepHistory | None = Field(default=None, description="Tasks that ended FAILURE")
+
+    def to_retention(self) -> Retention:
+        """Return the options as the task model holds them."""
+        return Retention(*((keep.to_keep() if keep else Keep()) for keep in (self.success, self.failure)))
+
+
+def retention_body(retention: Retention) -> dict[str, dict[str, int]]:
+    """Return `retention` as the API spells it (RetentionOptions): only the fields that are set."""
+    return {
+        state: {name: value for name, value in (("age_seconds", keep.age_s), ("count", keep.count)) if value}
+        for state, keep in retention.keeps().items()
+        if keep.age_s or keep.count
+    }
+
+
+def retention_of(options: RetentionOptions | None) -> Retention:
+    """Return the task model's retention for a request's optional `retention` (unset: nothing of its own)."""
+    return options.to_retention() if options is not None else NO_RETENTION
+
+
 class SubmitTask(BaseModel):
     """A task to run: which type, how urgent, its parameters, and optionally when."""
 
@@ -73,6 +129,9 @@ class SubmitTask(BaseModel):
         le=MAX_RETRIES_LIMIT,
         strict=True,
         description="Retries after a failed attempt (default: per task type)",
+    )
+    retention: RetentionOptions | None = Field(
+        default=None, description="History kept once it ended (default: per task type, then the environment's)"
     )
 
     @field_validator("run_at", mode="before")
@@ -236,6 +295,9 @@ class WorkflowStep(BaseModel):
     )
     priority: Priority | None = Field(default=None, description="high, normal or low (default: the workflow's)")
     max_retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES_LIMIT, strict=True)
+    retention: RetentionOptions | None = Field(
+        default=None, description="History kept once it ended, as for a task (a map step: each element's)"
+    )
     map: MapSpec | None = Field(
         default=None,
         description=f"Run this step once per element of a list (at most {MAX_MAP_ITEMS:,}); in its parameters "

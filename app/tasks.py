@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from app.errors import TaskNotFound, invalid_request
 from app.ingress import Ingress
-from app.schemas import SubmitTask
+from app.schemas import SubmitTask, retention_of
 from app.states import state_of
 from core import accepted, registry
 from core.connection import redis_errors
@@ -66,6 +66,7 @@ def submit(ingress: Ingress, request: SubmitTask) -> dict[str, Any]:
             parameters=request.parameters,
             max_retries=request.max_retries,
             run_at=run_at,
+            retention=retention_of(request.retention),
             submitted_at=now.isoformat(),
         )
     )

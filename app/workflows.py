@@ -21,7 +21,7 @@ import redis
 from app.cancel import cancel as cancel_task
 from app.errors import InvalidRequest, TaskFinished, TaskNotFound, WorkflowNotFound
 from app.ingress import Ingress
-from app.schemas import SubmitWorkflow
+from app.schemas import SubmitWorkflow, retention_of
 from app.states import FINAL_STATES
 from app.tasks import checked_task_type, summarize_fields
 from core import registry
@@ -63,8 +63,9 @@ def _specs(body: SubmitWorkflow) -> list[StepSpec]:
                 raise InvalidRequest(f"steps[{n}]: {exc.message}", fields) from None
         priority = step.priority.value if step.priority else None
         parents, tolerated = tuple(step.depends_on), tuple(step.allow_failure)
+        keep = retention_of(step.retention)
         specs.append(
-            StepSpec(step.id, spec.name, step.parameters, parents, priority, step.max_retries, tolerated, over)
+            StepSpec(step.id, spec.name, step.parameters, parents, priority, step.max_retries, tolerated, over, keep)
         )
     return specs
 
@@ -78,6 +79,7 @@ def _map_entry(step: StepSpec, default_priority: str) -> dict[str, Any]:
         "parameters": step.parameters,
         "priority": step.priority or default_priority,
         "max_retries": step.max_retries,
+        **({"retention": step.retention.to_dict()} if step.retention.to_dict() else {}),
     }
 
 
@@ -101,6 +103,7 @@ def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
                 parameters=step.parameters,
                 submitted_at=now,
                 max_retries=step.max_retries,
+                retention=step.retention,
             ),
             tuple(task_ids[parent] for parent in step.depends_on),
             tolerates_failure=bool(step.allow_failure),

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from core.errors import PoisonMessage
-from core.model import PRIORITIES, TaskRequest
+from core.model import NO_RETENTION, PRIORITIES, Retention, TaskRequest
 from core.workflow import Plan, StepJob
 
 VERSION = 1
@@ -40,6 +40,9 @@ class TaskEnvelope:
     submitted_at: str
     run_at: str | None = None
     max_retries: int | None = None
+    retention: dict[str, Any] | None = None
+    """The task's own history settings (Retention.to_dict); left out of the message when it has none, so a
+    bridge that predates the field still reads it."""
     version: int = VERSION
 
     @classmethod
@@ -53,6 +56,7 @@ class TaskEnvelope:
             submitted_at=request.submitted_at,
             run_at=request.run_at.isoformat() if request.run_at else None,
             max_retries=request.max_retries,
+            retention=request.retention.to_dict() or None,
         )
 
     def to_request(self) -> TaskRequest:
@@ -65,13 +69,20 @@ class TaskEnvelope:
             submitted_at=self.submitted_at,
             max_retries=self.max_retries,
             run_at=datetime.fromisoformat(self.run_at) if self.run_at else None,
+            retention=Retention.from_dict(self.retention) if self.retention else NO_RETENTION,
         )
+
+    def to_fields(self) -> dict[str, Any]:
+        """Return the JSON object of this task, without the fields an older bridge would not know when unset."""
+        # Not dataclasses.asdict: it deep-copies the parameters, a measurable cost per request.
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if fields["retention"] is None:
+            del fields["retention"]
+        return fields
 
     def encode(self) -> bytes:
         """Return the JSON bytes sent to RabbitMQ."""
-        # Not dataclasses.asdict: it deep-copies the parameters, a measurable cost per request.
-        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        return json.dumps(fields, separators=(",", ":")).encode()
+        return json.dumps(self.to_fields(), separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, body: bytes) -> TaskEnvelope:
@@ -98,6 +109,11 @@ class TaskEnvelope:
         _check(isinstance(fields["submitted_at"], str), "submitted_at must be a string")
         max_retries = fields.get("max_retries")
         _check(max_retries is None or (isinstance(max_retries, int) and max_retries >= 0), "bad max_retries")
+        if fields.get("retention") is not None:
+            try:
+                Retention.from_dict(fields["retention"])
+            except ValueError as exc:
+                raise PoisonMessage(str(exc)) from None
         run_at = fields.get("run_at")
         if run_at is not None:
             try:
@@ -122,7 +138,7 @@ class WorkflowEnvelope:
                 "parents": list(step.parent_task_ids),
                 "tolerates_failure": step.tolerates_failure,
                 "is_map": step.is_map,
-                "task": {name: getattr(task, name) for name in task.__dataclass_fields__},
+                "task": task.to_fields(),
             }
             for step in self.plan.steps
             for task in (TaskEnvelope.from_request(step.request),)

@@ -1,4 +1,4 @@
-"""The registry of task types: name -> function, default retries, timeout, parameter model.
+"""The registry of task types: name -> function, default retries, timeout, parameter model, history kept.
 
 A task type is a module-level function decorated with `@task(...)`. The API
 validates `task_type` (and, when the task declares one, `parameters`) against
@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from core.errors import TaskInputError, UnknownTaskType
+from core.model import NO_RETENTION, Retention
 
 BUILTIN_MODULES = ("jobs.data_processing", "jobs.email_sending", "jobs.file_processing")
 DEFAULT_MAX_RETRIES = 3
@@ -35,6 +36,8 @@ class TaskType:
     timeout_s: int = DEFAULT_TIMEOUT_S
     params_model: type[BaseModel] | None = None
     description: str = ""
+    retention: Retention = NO_RETENTION
+    """History kept of this type's tasks, unless a submit says otherwise (unset: the environment's)."""
 
     def parse_params(self, parameters: dict[str, Any]) -> Any:
         """Return what the task function receives: the validated model, or the dict itself.
@@ -58,12 +61,15 @@ def task(
     max_retries: int = DEFAULT_MAX_RETRIES,
     timeout_s: int = DEFAULT_TIMEOUT_S,
     params_model: type[BaseModel] | None = None,
+    retention: Retention = NO_RETENTION,
 ) -> Callable[[TaskFunc], TaskFunc]:
     """Register the decorated module-level function as task type `name`."""
     if max_retries < 0:
         raise ValueError("max_retries must be >= 0")
     if timeout_s <= 0:
         raise ValueError("timeout_s must be > 0")
+    if problems := retention.problems():
+        raise ValueError(f"task type {name!r}: retention.{'; retention.'.join(problems)}")
 
     def register(func: TaskFunc) -> TaskFunc:
         existing = _registry.get(name)
@@ -79,6 +85,7 @@ def task(
             timeout_s=timeout_s,
             params_model=params_model,
             description=doc[0] if doc else "",
+            retention=retention,
         )
         return func
 

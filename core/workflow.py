@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.model import PRIORITIES, TaskRequest
+from core.model import NO_RETENTION, PRIORITIES, Retention, TaskRequest
 
 REF = "$from"
 """A parameter value `{"$from": "<step id>", "path": "<JSON Pointer>"}` is replaced by that part of the result."""
@@ -81,6 +81,8 @@ class StepSpec:
     """Parents whose failure this step tolerates."""
     map: MapOver | None = None
     """Set for a map step: its parameters are a template run once per element of that list."""
+    retention: Retention = NO_RETENTION
+    """History kept of this step's task (of each element's, for a map step)."""
 
 
 @dataclass(frozen=True)

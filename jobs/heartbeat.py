@@ -13,6 +13,7 @@ import time
 from contextlib import suppress
 from typing import Any
 
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker
 from rq.command import parse_payload
 from rq.job import Job, JobStatus
@@ -43,8 +44,9 @@ class ShortHeartbeat:
 
 
 class Housekeeping:
-    """After RQ's maintenance pass: delete the oldest finished and failed tasks beyond KEEP_FINISHED/KEEP_FAILED,
-    and release workflow steps whose parents all finished but whose release was lost with a killed worker."""
+    """After RQ's maintenance pass: delete the oldest finished and failed tasks beyond their task type's count and
+    beyond KEEP_FINISHED/KEEP_FAILED, and release workflow steps whose parents all finished but whose release was
+    lost with a killed worker."""
 
     keep_finished = DEFAULT_KEEP_FINISHED
     keep_failed = DEFAULT_KEEP_FAILED
@@ -59,6 +61,15 @@ class Housekeeping:
                 log.info("trimmed %s finished or failed tasks beyond the kept counts", removed)
             if released := workflows.release_stuck(self.connection, self.queues):
                 log.warning("released the waiting steps of %s finished workflow steps a lost worker left", released)
+
+
+class TypeHistory:
+    """Index each task that ends with a history count of its own (a submit's or its task type's) under its task
+    type, in the pipeline RQ ends it with: one ZADD, nothing for the others (core.storage.retention)."""
+
+    def cleanup_execution(self, job: Job, pipeline: Pipeline) -> None:
+        super().cleanup_execution(job, pipeline)  # type: ignore[misc]
+        retention.note_ended(pipeline, job)
 
 
 class MapBookkeeping:
@@ -99,12 +110,14 @@ class SuccessCounting:
             metrics.record(self.connection, tally)
 
 
-class HeartbeatWorker(PausableQueues, SuccessCounting, MapBookkeeping, Housekeeping, ShortHeartbeat, Worker):
+class HeartbeatWorker(
+    PausableQueues, SuccessCounting, MapBookkeeping, TypeHistory, Housekeeping, ShortHeartbeat, Worker
+):
     """RQ's forking worker (its monitor loop renews the heartbeat) with a short registration; skips paused queues."""
 
 
 class HeartbeatSimpleWorker(
-    PausableQueues, SuccessCounting, MapBookkeeping, Housekeeping, ShortHeartbeat, SimpleWorker
+    PausableQueues, SuccessCounting, MapBookkeeping, TypeHistory, Housekeeping, ShortHeartbeat, SimpleWorker
 ):
     """A SimpleWorker whose running task keeps a short heartbeat, renewed by one long-lived thread,
     and which a cancel interrupts (jobs.interrupt; RQ then marks the job stopped, the API revoked); it skips

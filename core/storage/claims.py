@@ -21,6 +21,7 @@ from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.job import Job, JobStatus, _job_stack
 from rq.utils import current_timestamp, utcformat
 
+from core.storage import retention
 from core.storage.keys import JOB_PREFIX, RESULT_FIELD, WORKER_FIELD, finished_key
 from core.storage.paused import PAUSED_KEY
 from core.storage.queues import JSONJob
@@ -165,6 +166,7 @@ class Outcomes:
             if result_ttl > 0:
                 self.pipe.expire(job.key, result_ttl)
         self._ended.setdefault(queue.started_job_registry.key, []).append(member)
+        retention.note_finished(self.pipe, job)
         self.count += 1
 
     def write(self) -> None:

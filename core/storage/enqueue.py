@@ -26,6 +26,7 @@ from core.registry import TaskType
 from core.settings import Settings
 from core.storage.keys import ENQUEUED_CHANNEL, QUEUES_KEY, job_key
 from core.storage.queues import SERIALIZER, get_queue
+from core.storage.retention import count_meta
 
 RUNNER = "jobs.runner.run"
 FAILURE_CALLBACK = "jobs.runner.on_failure"
@@ -51,14 +52,19 @@ def job_options(
     settings: Settings, spec: TaskType, request: TaskRequest, meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Return the RQ job options of `request`: id, type, timeouts, TTLs, failure callback, meta (plus `meta`)
-    and retries."""
+    and retries.
+
+    The TTLs and history counts are the request's own, else its task type's, else the environment's TTLs (the
+    environment's counts are per queue: core.storage.retention).
+    """
     retries = spec.max_retries if request.max_retries is None else request.max_retries
+    keep = request.retention.over(spec.retention)
     return {
         "job_id": request.task_id,
         "description": spec.name,
         "timeout": spec.timeout_s,
-        "result_ttl": settings.result_ttl_s,
-        "failure_ttl": settings.failure_ttl_s,
+        "result_ttl": keep.success.age_s or settings.result_ttl_s,
+        "failure_ttl": keep.failure.age_s or settings.failure_ttl_s,
         "on_failure": Callback(FAILURE_CALLBACK),
         "meta": {
             "task_type": spec.name,
@@ -67,6 +73,7 @@ def job_options(
             "attempts": 0,  # "errors" appears with the first failed attempt (readers default it to [])
             "submitted_at": request.submitted_at,
             **({"schedule_id": request.schedule_id} if request.schedule_id else {}),
+            **count_meta(keep),
             **(meta or {}),
         },
         "retry": Retry(max=retries, interval=backoff_intervals(retries, settings.retry_base_s, settings.retry_max_s))
@@ -196,8 +203,8 @@ def job_hash(
         description=spec.name,
         enqueued_at=stamp,
         timeout=spec.timeout_s,
-        result_ttl=settings.result_ttl_s,
-        failure_ttl=settings.failure_ttl_s,
+        result_ttl=options["result_ttl"],
+        failure_ttl=options["failure_ttl"],
         status=JobStatus.QUEUED.value,
         meta=SERIALIZER.dumps(options["meta"]),
     )

@@ -91,6 +91,15 @@ def waiting_key(task_id: str) -> str:
     return WAITING_PREFIX + task_id
 
 
+KEPT_PREFIX = "taskrelay:kept:"
+
+
+def kept_key(state: str, task_type: str) -> str:
+    """Return the index of the ended tasks of `task_type` that carry a history count for `state` (Taskrelay's:
+    core/storage/retention.py)."""
+    return f"{KEPT_PREFIX}{state}:{task_type}"
+
+
 def job_keys(job_id: str, execution_ids: list[str]) -> list[str]:
     """Return every key RQ may hold for `job_id`, given its execution ids."""
     keys = [job_key(job_id), dependents_key(job_id), dependencies_key(job_id), result_key(job_id)]

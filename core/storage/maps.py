@@ -27,7 +27,7 @@ from rq.job import Dependency, JobStatus
 from rq.utils import utcformat
 
 from core import registry
-from core.model import TaskRequest
+from core.model import Retention, TaskRequest
 from core.settings import Settings
 from core.storage import metrics
 from core.storage.enqueue import RUNNER, announce, job_hash, job_options
@@ -96,7 +96,8 @@ def spawn(
     return False, creating nothing, when a run before this one created them. Releases the collector at once
     for an empty list.
 
-    `entry` is the step's map entry in the workflow document (task type, priority, max_retries, max_concurrency).
+    `entry` is the step's map entry in the workflow document (task type, priority, max_retries, retention,
+    max_concurrency).
     """
     collector_id = meta["map_of"]
     key = map_key(collector_id)
@@ -104,6 +105,7 @@ def spawn(
     spec = registry.get(entry["task_type"])
     queue = get_queue(connection, entry["priority"])
     lanes = entry.get("max_concurrency") or len(parameters)
+    retention = Retention.from_dict(entry.get("retention") or {})
     now = datetime.now(UTC)
 
     def write(pipe: Pipeline) -> None:
@@ -118,6 +120,7 @@ def spawn(
                 parameters=params,
                 submitted_at=now.isoformat(),
                 max_retries=entry.get("max_retries"),
+                retention=retention,
             )
             element = {"workflow_id": meta["workflow_id"], "step_id": meta["step_id"], "map_of": collector_id}
             element["map_index"] = index

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from bridge.message import VERSION, TaskEnvelope, WorkflowEnvelope, decode
 from core.errors import PoisonMessage
-from core.model import TaskRequest
+from core.model import Keep, Retention, TaskRequest
 from core.workflow import Plan, StepJob
 
 REQUEST = TaskRequest(
@@ -20,6 +21,7 @@ REQUEST = TaskRequest(
     submitted_at="2026-11-28T10:00:00+00:00",
     max_retries=2,
     run_at=datetime(2030, 1, 1, tzinfo=UTC),
+    retention=Retention(success=Keep(age_s=60), failure=Keep(age_s=3600, count=10)),
 )
 
 
@@ -35,6 +37,14 @@ def mutated(**changes):
     return json.dumps({k: v for k, v in fields.items() if v != "DROP"}).encode()
 
 
+def test_a_task_without_retention_leaves_the_field_out_and_a_message_without_it_still_decodes():
+    plain = TaskRequest("t-2", "data_processing", "low", {}, "2026-11-28T10:00:00+00:00")
+    body = TaskEnvelope.from_request(plain).encode()
+    assert "retention" not in json.loads(body)  # a bridge that predates the field reads it
+    assert TaskEnvelope.decode(body).to_request() == plain
+    assert TaskEnvelope.decode(mutated(retention="DROP")).to_request() == replace(REQUEST, retention=Retention())
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -48,6 +58,9 @@ def mutated(**changes):
         (mutated(run_at="tomorrow"), "run_at is not an ISO 8601 time"),
         (mutated(run_at="2030-01-01T00:00:00"), "run_at must carry a UTC offset"),
         (mutated(extra=1), "unknown fields: extra"),
+        (mutated(retention=[1]), "retention must be an object with success and/or failure"),
+        (mutated(retention={"success": {"age": 1}}), "retention.success must be an object with age_s and/or count"),
+        (mutated(retention={"failure": {"count": 0}}), r"retention.failure.count must be an integer from 1 to"),
     ],
 )
 def test_garbage_is_poison_with_a_reason(body, reason):

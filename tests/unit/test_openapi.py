@@ -9,6 +9,7 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from app import create_app, tasks
+from core.model import MAX_KEEP_AGE_S, MAX_KEEP_COUNT
 from tests.helpers import submit
 from tests.processes import free_port
 
@@ -271,3 +272,19 @@ def test_probe_and_metrics_answers_match_the_spec(spec, client, settings):
     scraped = client.get("/metrics")
     assert scraped.status_code == 200 and scraped.mimetype == "text/plain"
     assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+
+
+def test_the_spec_declares_retention_on_a_task_and_a_workflow_step_with_its_ranges(spec, client):
+    schemas = spec["components"]["schemas"]
+    for model in ("SubmitTask", "WorkflowStep"):
+        refs = [option.get("$ref") for option in schemas[model]["properties"]["retention"]["anyOf"]]
+        assert "#/components/schemas/RetentionOptions" in refs, model
+    assert set(schemas["RetentionOptions"]["properties"]) == {"success", "failure"}
+    keep = schemas["KeepHistory"]["properties"]
+    bounds = {
+        name: [(o.get("minimum"), o.get("maximum")) for o in keep[name]["anyOf"] if "minimum" in o] for name in keep
+    }
+    assert bounds == {"age_seconds": [(1, MAX_KEEP_AGE_S)], "count": [(1, MAX_KEEP_COUNT)]}
+    body = {"task_type": "test_echo", "retention": {"success": {"age_seconds": 60, "count": 5}}}
+    assert_conforms(spec, "post", "/api/tasks", client.post("/api/tasks", json=body))
+    assert_conforms(spec, "get", "/api/task-types", client.get("/api/task-types"))
