@@ -52,7 +52,7 @@ from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_FAILURE_TTL_S
 from core.storage import cancel, claims, metrics, paused, places, workflows
-from core.storage.keys import ENQUEUED_CHANNEL
+from core.storage.keys import ENQUEUED_CHANNEL, started_key
 from jobs import runner
 from jobs.heartbeat import HeartbeatSimpleWorker
 from jobs.interrupt import CancellablePenalty, TaskRevoked, interrupt
@@ -205,7 +205,7 @@ class BatchWorker(HeartbeatSimpleWorker):
             for queue, job_id, fields in claimed:
                 job = claims.claimed_job(self.connection, job_id, fields, self.name)
                 member = claims.claim_member(job_id, execution_id)
-                self._claims[job_id] = (queue.started_job_registry.key, member)
+                self._claims[job_id] = (started_key(queue.name), member)
                 self._batch.append((job, queue, member))
 
     # Running it

@@ -10,7 +10,7 @@ from __future__ import annotations
 from rq.executions import ExecutionRegistry
 from rq.job import Job
 from rq.queue import Queue
-from rq.registry import FinishedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.worker import Worker
 
@@ -49,6 +49,11 @@ def job_key(job_id: str) -> str:
 def queue_key(queue_name: str) -> str:
     """Return the key of the list of jobs waiting in `queue_name`."""
     return QUEUE_PREFIX + queue_name
+
+
+def started_key(queue_name: str) -> str:
+    """Return the key of `queue_name`'s started registry (members `<job id>:<execution id>`, scored by lapse)."""
+    return StartedJobRegistry.key_template.format(queue_name)
 
 
 def finished_key(queue_name: str) -> str:

@@ -32,6 +32,7 @@ def test_mirrored_keys_are_the_ones_rq_builds(fake_redis):
     queue = Queue("pin_queue", connection=fake_redis, serializer=SERIALIZER)
     assert keys.queue_key("pin_queue") == queue.key
     assert keys.finished_key("pin_queue") == queue.finished_job_registry.key
+    assert keys.started_key("pin_queue") == queue.started_job_registry.key
 
 
 def test_places_cover_every_registry_rq_keeps(fake_redis):
@@ -234,3 +235,13 @@ def test_rqs_own_workers_ignore_the_stop_jobs_command():
             raise AssertionError(f"RQ acted on {STOP_JOBS}: {name}")
 
     handle_command(Untouchable(), {"command": STOP_JOBS, "job_ids": ["a", "b"]})  # type: ignore[arg-type]
+
+
+def test_claimed_stamps_parse_as_rqs_own():
+    from datetime import UTC, datetime
+
+    from rq.utils import utcformat, utcparse
+
+    for stamp in (utcformat(datetime.now(UTC)), "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.000001Z"):
+        assert claims.parse_stamp(stamp.encode()) == utcparse(stamp)
+        assert claims.parse_stamp(stamp.encode()).tzinfo is not None
