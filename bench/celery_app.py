@@ -65,9 +65,10 @@ def _backend() -> redis.Redis:
     return _connection[0]
 
 
-def worker_argv(queue: str) -> list[str]:
-    """Return the command line of the Celery worker every benchmark runs: prefork, 2 processes, on `queue`."""
-    argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", "2"]
+def worker_argv(queue: str, concurrency: int = 2) -> list[str]:
+    """Return the command line of the Celery worker the benchmarks run: prefork, 2 processes (or `concurrency`),
+    on `queue`."""
+    argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "-P", "prefork", "-c", str(concurrency)]
     return [*argv, "-Q", queue, "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
 

@@ -7,10 +7,11 @@ For each workload (a no-op task, a ~1 ms CPU task), interleaved round by round:
              (WORKER_CLASS=batch) start; timed until every task is finished in RQ
   celery     tasks waiting in RabbitMQ; `celery worker -P prefork -c 2` starts
              (Redis result backend); timed until every result is stored
+  celery-c4  the same with `-c 4` (4 processes on the 2 cores)
   rq-fork    tasks enqueued with enqueue_many; 2 stock `rq worker --burst` (forking)
   rq-simple  the same with 2 `rq worker --burst --worker-class rq.SimpleWorker`
 The backlog size is calibrated so each config runs about --seconds. Reports
-tasks/s, the ratios Taskrelay/Celery and Taskrelay/RQ from the same run, Redis
+tasks/s, the ratios Taskrelay/Celery (each -c) and Taskrelay/RQ from the same run, Redis
 commands per task (INFO commandstats delta, including the enqueue), and the peak
 RSS of each process. Flushes Redis databases BENCH_REDIS_DBS (13,14). Writes
 bench/results/compare.{json,md}.
@@ -46,7 +47,7 @@ WORKLOADS = {
 }
 CONCURRENT = False
 """--concurrent: tasks are fed while the workers run, instead of waiting as a backlog."""
-FIRST_GUESS = {"taskrelay": 1500, "celery": 900, "rq-fork": 25, "rq-simple": 500}
+FIRST_GUESS = {"taskrelay": 4000, "celery": 1200, "celery-c4": 1200, "rq-fork": 25, "rq-simple": 500}
 """Tasks/s guessed before the first measurement, to size the first backlog."""
 
 
@@ -155,7 +156,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
     return {"tasks": count, "seconds": seconds, "commands_per_task": commands / count, "peak_rss_mb": peaks}
 
 
-def drain_celery(workload: str, count: int) -> dict:
+def drain_celery(workload: str, count: int, concurrency: int = 2) -> dict:
     os.environ["BENCH_CELERY_BACKEND"] = f"{REDIS_BASE}/{CELERY_BACKEND_DB}"
     from bench.celery_app import app, delete_queue, worker_argv
 
@@ -171,7 +172,7 @@ def drain_celery(workload: str, count: int) -> dict:
 
     before = _commands(backend)
     env = child_env(BENCH_CELERY_QUEUE=queue, BENCH_CELERY_BACKEND=f"{REDIS_BASE}/{CELERY_BACKEND_DB}")
-    argv = worker_argv(queue)
+    argv = worker_argv(queue, concurrency)
 
     def start() -> list[subprocess.Popen]:
         return [subprocess.Popen(argv, cwd=ROOT, env=env)]
@@ -217,6 +218,7 @@ def drain_rq(workload: str, count: int, simple: bool) -> dict:
 CONFIGS: dict[str, Callable[[str, int], dict]] = {
     "taskrelay": drain_taskrelay,
     "celery": drain_celery,
+    "celery-c4": lambda workload, count: drain_celery(workload, count, concurrency=4),
     "rq-fork": lambda workload, count: drain_rq(workload, count, simple=False),
     "rq-simple": lambda workload, count: drain_rq(workload, count, simple=True),
 }
@@ -282,15 +284,17 @@ def _report(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace)
             lines.append(f"| {workload} | {name} | {rate:.0f} | {commands:.1f} | {rss_text} |")
             best[name] = {"rate": rate, "commands_per_task": commands, "peak_rss_mb": rss}
         ratio_celery = best["taskrelay"]["rate"] / best["celery"]["rate"]
+        ratio_c4 = best["taskrelay"]["rate"] / best["celery-c4"]["rate"]
         ratio_fork = best["taskrelay"]["rate"] / best["rq-fork"]["rate"]
         ratio_simple = best["taskrelay"]["rate"] / best["rq-simple"]["rate"]
         lines.append(
-            f"| {workload} | **ratios** | Taskrelay/Celery {ratio_celery:.2f}x, /RQ fork {ratio_fork:.2f}x,"
+            f"| {workload} | **ratios** | Taskrelay/Celery {ratio_celery:.2f}x, /Celery -c4 {ratio_c4:.2f}x,"
+            f" /RQ fork {ratio_fork:.2f}x,"
             f" /RQ simple {ratio_simple:.2f}x | | |"
         )
         data["workloads"][workload] = {
             "configs": best,
-            "ratios": {"celery": ratio_celery, "rq_fork": ratio_fork, "rq_simple": ratio_simple},
+            "ratios": {"celery": ratio_celery, "celery_c4": ratio_c4, "rq_fork": ratio_fork, "rq_simple": ratio_simple},
         }
     lines.append("")
     return {"markdown": "\n".join(lines), "data": data}

@@ -40,7 +40,7 @@ def test_compare_smoke(bench_dbs, rabbitmq_url):
     data = json.loads((ROOT / "bench" / "results" / "compare-smoke.json").read_text())
     for workload in ("noop", "cpu"):
         configs = data["workloads"][workload]["configs"]
-        assert set(configs) == {"taskrelay", "celery", "rq-fork", "rq-simple"}
+        assert set(configs) == {"taskrelay", "celery", "celery-c4", "rq-fork", "rq-simple"}
         assert all(c["rate"] > 0 for c in configs.values())
 
 
