@@ -1,29 +1,33 @@
-"""A worker that takes tasks in batches and writes their outcomes in one pipeline per batch.
+"""A worker that takes tasks in batches and writes their outcomes in one transaction per batch.
 
-RQ's workers spend about 18 Redis round trips per job; most of them are the
-bookkeeping around it. This worker keeps RQ's data model (job hashes, started
-and finished registries, result streams), so the API, rq-dashboard and
-`rq info` see ordinary jobs, but:
+RQ's workers spend about 18 Redis round trips (and ~55 commands) per job; most
+of them are the bookkeeping around it. This worker keeps RQ's data model (job
+hashes, started and finished registries), so the API, rq-dashboard and `rq
+info` see ordinary jobs, but:
 
-- one Lua call claims several queued jobs, highest priority first, and
-  registers each in its queue's started registry with a short heartbeat, so a
-  worker killed mid-batch loses nothing: maintenance finds the claims and
-  requeues them (one never started is requeued whatever its retries, see
-  jobs.runner.on_failure);
+- one Lua call claims several queued jobs, highest priority first, reads their
+  hashes, marks them started and registers them in their queue's started
+  registry with a short heartbeat, so a worker killed mid-batch loses nothing:
+  maintenance finds the claims and requeues them (one never started is
+  requeued whatever its retries, see jobs.runner.on_failure);
 - a claim holds about CLAIM_BUDGET_S of work, sized from the durations this
   worker has observed (one job until it has seen one; at most BATCH_SIZE): slow
   tasks are claimed one at a time, as RQ's own workers take them;
-- the claimed jobs are read in one pipelined round trip and run in this
-  process, like SimpleWorker (no fork);
-- successes are queued on a pipeline that is sent when the batch is done or
-  its oldest success is FLUSH_AFTER_S old, whichever is first (and before a
-  task that would make it older), so a kill forgets at most that much
-  finished work;
-- every enqueue into a queue above the lowest is announced on a Redis channel
-  (core.storage.keys.ENQUEUED_CHANNEL, in the enqueue's own transaction); a
-  worker holding claims of a lower queue gives its unstarted ones back before
-  its next task and claims again, so a high task waits for at most the task
-  each worker is running.
+- the claimed jobs run in this process, like SimpleWorker (no fork);
+- outcomes wait in one MULTI/EXEC (core.storage.claims.Outcomes: per success one
+  HSET, with the return value in the job hash instead of RQ's results stream,
+  and its EXPIRE; per batch one ZADD and one ZREM per registry) that is sent
+  when the batch is done or its oldest success is FLUSH_AFTER_S old, whichever
+  is first (and before a task that would make it older), so a kill forgets at
+  most that much finished work, all of it or none;
+- an attempt is counted in the job's meta with its outcome; a task expected to
+  run longer than FLUSH_AFTER_S (or of a type not timed yet) has its attempt
+  written before it starts, as RQ's own workers do for every task;
+- every enqueue is announced on a Redis channel (core.storage.keys.ENQUEUED_CHANNEL,
+  in the enqueue's own transaction): it wakes idle workers, and a worker
+  holding claims of a lower queue gives its unstarted ones back before its
+  next task and claims again, so a high task waits for at most the task each
+  worker is running.
 
 A failing task goes through RQ's own failure handling (retries, callbacks),
 after the successes before it are written. Jobs still unstarted when the
