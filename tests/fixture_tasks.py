@@ -82,3 +82,14 @@ def slow(params: dict[str, Any]) -> dict[str, Any]:
     """Sleep `sleep_s` seconds: past the 1 s timeout, its worker must stop it (timeout tests)."""
     time.sleep(float(params.get("sleep_s", 0)))
     return {"slept": params.get("sleep_s", 0)}
+
+
+@task("test_attempt_seen", max_retries=0, timeout_s=30)
+def attempt_seen(params: dict[str, Any]) -> dict[str, Any]:
+    """Return this attempt's number as the task sees it and as Redis holds it while the task runs."""
+    import json
+
+    job = get_current_job()
+    assert job is not None
+    stored = json.loads(job.connection.hget(job.key, "meta") or b"{}")
+    return {"attempt": job.meta["attempts"], "stored": stored.get("attempts")}

@@ -77,3 +77,15 @@ def test_enqueues_announce_their_highest_queue(fake_redis):
     while (message := listener.get_message(timeout=0.2)) is not None:
         heard.append(message["data"])
     assert heard == [b"normal_priority", b"low_priority", b"high_priority"]
+
+
+def test_an_attempt_is_written_before_an_untimed_task_and_with_a_fast_ones_outcome(client, fake_redis):
+    # A type the worker has not timed may run long: its attempt is in Redis before it starts (a kill then counts
+    # it). Once timed as fast, the attempt is written with the outcome: one HSET per task less.
+    ids = [submit(client, "test_attempt_seen") for _ in range(4)]
+    make_worker(fake_redis).work(burst=True, logging_level="WARNING")
+    seen = [client.get(f"/api/tasks/{task_id}").json["status"] for task_id in ids]
+    assert [status["result"]["attempt"] for status in seen] == [1, 1, 1, 1]
+    assert [status["attempts"] for status in seen] == [1, 1, 1, 1]
+    assert seen[0]["result"]["stored"] == 1
+    assert [status["result"]["stored"] for status in seen[1:]] == [0, 0, 0]
