@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from app import errors
+from app.openapi import APIBlueprint
 from app.schemas import Unavailable, documented
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, IngressUnavailable, StorageError
