@@ -56,7 +56,7 @@ revoke-key: install  ## revoke an API key by id or name: make revoke-key KEY=ci
 	@test -n "$(KEY)" || { echo 'usage: make revoke-key KEY=<id or name>'; exit 2; }
 	$(BIN)/python -m app.keys revoke '$(KEY)'
 
-bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, priority under a slow backlog, ingress rates, latency at 100,000 tasks
+bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and RQ, priority under a slow backlog, ingress rates, latency at 100,000 tasks, Lambda cold start
 	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.compare --concurrent
 	$(BIN)/python -m bench.latency
@@ -66,6 +66,7 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 	$(BIN)/python -m bench.ingress
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.coldstart
 
 chaos: install  ## the whole system under load while workers, the bridge, an API worker, RabbitMQ and Redis are killed (own servers)
 	$(BIN)/python -m bench.chaos

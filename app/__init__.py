@@ -14,11 +14,12 @@ from typing import Any
 
 import redis
 from flask import Response, g, request
-from flask_openapi3 import Info, OpenAPI
+from flask_openapi3 import Info
 from pydantic import ValidationError
 
 from app import auth, dashboard, errors, health, idempotency, ingress, metrics, ratelimit
 from app.ingress import Ingress
+from app.openapi import OpenAPI
 from app.schemas import SECURITY_SCHEMES, ErrorBody
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 
 from app import cancel, listing, purge, schedules, tasks, workflows
+from app.openapi import APIBlueprint
 from app.response_models import (
     Health,
     Purged,

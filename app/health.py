@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel, ConfigDict, Field
+from flask_openapi3 import Tag
+from pydantic import ConfigDict, Field
 
 from app import errors
-from app.schemas import Unavailable, documented
+from app.openapi import APIBlueprint
+from app.schemas import Described, Unavailable, documented
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, IngressUnavailable, StorageError
 
@@ -40,13 +41,13 @@ class NotReady(errors.ServiceUnavailable):
         return {"down": self.service}
 
 
-class Alive(BaseModel):
+class Alive(Described):
     """GET /healthz."""
 
     status: str
 
 
-class Ready(BaseModel):
+class Ready(Described):
     """GET /readyz (200)."""
 
     status: str

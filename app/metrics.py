@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from flask import Response, current_app, request
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from app import workflows
 from app.errors import WorkflowNotFound
 from app.ingress import Ingress
+from app.openapi import APIBlueprint
 from app.schemas import API_KEY, documented
 from core.connection import redis_errors
 from core.errors import IngressUnavailable

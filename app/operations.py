@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3 import Tag
 from pydantic import BaseModel
 
 from app import queues, retry
+from app.openapi import APIBlueprint
 from app.response_models import (
     DeadLetterList,
     DeadLettersReplayed,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from app.schemas import RetentionOptions, State, WorkflowState
+from app.schemas import Described, RetentionOptions, State, WorkflowState
 
 
-class TaskSubmitted(BaseModel):
+class TaskSubmitted(Described):
     """POST /api/tasks (202)."""
 
     task_id: str
@@ -24,14 +24,14 @@ class TaskSubmitted(BaseModel):
     queue: str
 
 
-class PublicError(BaseModel):
+class PublicError(Described):
     """The final error of a FAILURE: its type and message (the traceback stays in the worker's log)."""
 
     type: str | None
     message: str | None
 
 
-class TaskDetail(BaseModel):
+class TaskDetail(Described):
     """`status` of GET /api/tasks/{id}; a task still in the RabbitMQ ingress has the first fields only."""
 
     priority: str | None
@@ -55,7 +55,7 @@ class TaskDetail(BaseModel):
     step_id: str | None = None
 
 
-class TaskStatus(BaseModel):
+class TaskStatus(Described):
     """GET /api/tasks/{id}."""
 
     task_id: str
@@ -63,7 +63,7 @@ class TaskStatus(BaseModel):
     status: TaskDetail
 
 
-class TaskSummary(BaseModel):
+class TaskSummary(Described):
     """One entry of GET /api/tasks: identity, state and times, without the result."""
 
     task_id: str
@@ -80,7 +80,7 @@ class TaskSummary(BaseModel):
     schedule_id: str | None = None
 
 
-class ListFilters(BaseModel):
+class ListFilters(Described):
     """The filters GET /api/tasks applied."""
 
     state: str | None
@@ -89,7 +89,7 @@ class ListFilters(BaseModel):
     priority: str | None
 
 
-class AvailableFilters(BaseModel):
+class AvailableFilters(Described):
     """The values each filter of GET /api/tasks takes."""
 
     states: list[str]
@@ -98,7 +98,7 @@ class AvailableFilters(BaseModel):
     priorities: list[str]
 
 
-class TaskList(BaseModel):
+class TaskList(Described):
     """GET /api/tasks: a page of tasks and how to get the next one."""
 
     tasks: list[TaskSummary]
@@ -111,7 +111,7 @@ class TaskList(BaseModel):
     next_cursor: str | None
 
 
-class TaskCanceled(BaseModel):
+class TaskCanceled(Described):
     """POST /api/tasks/{id}/cancel: 200 REVOKED, or 202 STARTED when the task did not stop in time."""
 
     task_id: str
@@ -120,7 +120,7 @@ class TaskCanceled(BaseModel):
     message: str
 
 
-class PurgeDetails(BaseModel):
+class PurgeDetails(Described):
     """What a purge removed."""
 
     active_tasks_revoked: int
@@ -130,7 +130,7 @@ class PurgeDetails(BaseModel):
     workflows_cleared: int
 
 
-class Purged(BaseModel):
+class Purged(Described):
     """POST /api/tasks/purge."""
 
     status: str
@@ -138,13 +138,13 @@ class Purged(BaseModel):
     details: PurgeDetails
 
 
-class StepTask(BaseModel):
+class StepTask(Described):
     """The task id a workflow step got."""
 
     task_id: str
 
 
-class WorkflowSubmitted(BaseModel):
+class WorkflowSubmitted(Described):
     """POST /api/workflows (202): the workflow id and every step's task id."""
 
     workflow_id: str
@@ -153,7 +153,7 @@ class WorkflowSubmitted(BaseModel):
     steps: dict[str, StepTask]
 
 
-class Progress(BaseModel):
+class Progress(Described):
     """How many steps of a workflow have ended."""
 
     done: int
@@ -161,7 +161,7 @@ class Progress(BaseModel):
     percent: float
 
 
-class StepStatus(BaseModel):
+class StepStatus(Described):
     """One step of GET /api/workflows/{id}: its task's list entry, its parents and its result."""
 
     task_id: str
@@ -181,7 +181,7 @@ class StepStatus(BaseModel):
     schedule_id: str | None = None
 
 
-class OnFailureState(BaseModel):
+class OnFailureState(Described):
     """The workflow's on_failure task: `state` is null until a step fails for good."""
 
     task_id: str
@@ -189,7 +189,7 @@ class OnFailureState(BaseModel):
     state: State | None
 
 
-class WorkflowStatus(BaseModel):
+class WorkflowStatus(Described):
     """GET /api/workflows/{id}."""
 
     workflow_id: str
@@ -201,7 +201,7 @@ class WorkflowStatus(BaseModel):
     steps: dict[str, StepStatus]
 
 
-class WorkflowEntry(BaseModel):
+class WorkflowEntry(Described):
     """One entry of GET /api/workflows."""
 
     workflow_id: str
@@ -211,13 +211,13 @@ class WorkflowEntry(BaseModel):
     progress: Progress
 
 
-class WorkflowFilters(BaseModel):
+class WorkflowFilters(Described):
     """The filter GET /api/workflows applied."""
 
     state: str | None
 
 
-class WorkflowList(BaseModel):
+class WorkflowList(Described):
     """GET /api/workflows: newest first."""
 
     workflows: list[WorkflowEntry]
@@ -227,7 +227,7 @@ class WorkflowList(BaseModel):
     filters: WorkflowFilters
 
 
-class WorkflowCanceled(BaseModel):
+class WorkflowCanceled(Described):
     """POST /api/workflows/{id}/cancel."""
 
     workflow_id: str
@@ -235,7 +235,7 @@ class WorkflowCanceled(BaseModel):
     revoked_steps: list[str]
 
 
-class Schedule(BaseModel):
+class Schedule(Described):
     """A periodic task (POST /api/schedules answers 201 with it)."""
 
     schedule_id: str
@@ -250,21 +250,21 @@ class Schedule(BaseModel):
     created_at: str | None
 
 
-class ScheduleList(BaseModel):
+class ScheduleList(Described):
     """GET /api/schedules."""
 
     schedules: list[Schedule]
     total: int
 
 
-class ScheduleDeleted(BaseModel):
+class ScheduleDeleted(Described):
     """DELETE /api/schedules/{id}."""
 
     status: str
     schedule_id: str
 
 
-class TaskTypeInfo(BaseModel):
+class TaskTypeInfo(Described):
     """One registered task type."""
 
     name: str
@@ -277,13 +277,13 @@ class TaskTypeInfo(BaseModel):
     )
 
 
-class TaskTypes(BaseModel):
+class TaskTypes(Described):
     """GET /api/task-types."""
 
     task_types: list[TaskTypeInfo]
 
 
-class Health(BaseModel):
+class Health(Described):
     """GET /api/health."""
 
     status: str
@@ -292,7 +292,7 @@ class Health(BaseModel):
     workers: int
 
 
-class QueueDepth(BaseModel):
+class QueueDepth(Described):
     """How many tasks a queue holds in each state (RQ's names; `started` includes a batch worker's claims)."""
 
     queued: int
@@ -304,7 +304,7 @@ class QueueDepth(BaseModel):
     canceled: int
 
 
-class QueueInfo(BaseModel):
+class QueueInfo(Described):
     """One task queue in GET /api/queues."""
 
     name: str
@@ -315,20 +315,20 @@ class QueueInfo(BaseModel):
     finished_last_minute: int
 
 
-class QueueList(BaseModel):
+class QueueList(Described):
     """GET /api/queues: every task queue, highest priority first."""
 
     queues: list[QueueInfo]
 
 
-class QueuePaused(BaseModel):
+class QueuePaused(Described):
     """POST /api/queues/{name}/pause and /resume."""
 
     queue: str
     paused: bool
 
 
-class QueueEmptied(BaseModel):
+class QueueEmptied(Described):
     """POST /api/queues/{name}/empty."""
 
     queue: str
@@ -336,7 +336,7 @@ class QueueEmptied(BaseModel):
     workflow_steps_revoked: int
 
 
-class TaskRetried(BaseModel):
+class TaskRetried(Described):
     """POST /api/tasks/{id}/retry (202): queued again, with the same id."""
 
     task_id: str
@@ -345,7 +345,7 @@ class TaskRetried(BaseModel):
     message: str
 
 
-class DeadLetter(BaseModel):
+class DeadLetter(Described):
     """One message the bridge dead-lettered."""
 
     task_id: str | None = Field(description="Its message id (the task id), or the body's task_id")
@@ -353,14 +353,14 @@ class DeadLetter(BaseModel):
     body: str = Field(description="The body as text, cut at 10,000 characters")
 
 
-class DeadLetterList(BaseModel):
+class DeadLetterList(Described):
     """GET /api/ingress/dead-letters."""
 
     count: int = Field(description="Every message in the dead-letter queue")
     messages: list[DeadLetter]
 
 
-class DeadLettersReplayed(BaseModel):
+class DeadLettersReplayed(Described):
     """POST /api/ingress/dead-letters/replay."""
 
     replayed: int

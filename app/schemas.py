@@ -378,7 +378,17 @@ class WorkflowListQuery(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
 
-class FieldError(BaseModel):
+class Described(BaseModel):
+    """A body that only describes an answer in the OpenAPI document (the views build dicts).
+
+    pydantic builds its validator when the document is first written, not at
+    import: nothing else uses one, and a cold start need not pay for some 45 of them.
+    """
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class FieldError(Described):
     """One offending field of a refused request, with what is allowed when that is a short list."""
 
     field: str = Field(description="The field: `priority`, `parameters.data`, `steps[2].depends_on`, `body`...")
@@ -386,7 +396,7 @@ class FieldError(BaseModel):
     allowed: list[str] | str | None = Field(default=None, description="The accepted values, when they are few")
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Described):
     """Every error answer (app/errors.py render): a code, a sentence a person can act on, the offending fields."""
 
     status: Literal["error"]

@@ -92,6 +92,14 @@ def test_durability_smoke(bench_dbs, rabbitmq_url):
     assert "| appendfsync always |" in output and "| off |" in output
 
 
+def test_coldstart_smoke(bench_dbs):
+    output = run_bench(bench_dbs, "bench.coldstart", "--smoke")
+    assert "| Taskrelay handler |" in output and "| Taskrelay / bare |" in output
+    medians = json.loads((ROOT / "bench" / "results" / "coldstart-smoke.json").read_text())["medians"]
+    assert medians["taskrelay"]["first_ms"] > medians["taskrelay"]["import_ms"] > 0
+    assert medians["taskrelay+spec"]["spec_ms"] > 0 and medians["bare"]["first_ms"] > 0
+
+
 def test_chaos_smoke(bench_dbs, rabbitmq_url):
     """The whole chaos schedule at a small scale: its own Redis and RabbitMQ node, every kill; nothing lost."""
     if shutil.which("rabbitmq-server") is None or shutil.which("redis-server") is None:

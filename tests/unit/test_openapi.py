@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import flask_openapi3
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
+from pydantic import BaseModel, Field
 
 from app import create_app, tasks
+from app import openapi as app_openapi
 from core.model import MAX_KEEP_AGE_S, MAX_KEEP_COUNT
 from tests.helpers import submit
 from tests.processes import free_port
@@ -288,3 +291,47 @@ def test_the_spec_declares_retention_on_a_task_and_a_workflow_step_with_its_rang
     body = {"task_type": "test_echo", "retention": {"success": {"age_seconds": 60, "count": 5}}}
     assert_conforms(spec, "post", "/api/tasks", client.post("/api/tasks", json=body))
     assert_conforms(spec, "get", "/api/task-types", client.get("/api/task-types"))
+
+
+class _Note(BaseModel):
+    text: str = Field(min_length=1)
+
+
+class _Noted(BaseModel):
+    note_id: str
+
+
+def _notes(blueprint_class: type[flask_openapi3.APIBlueprint]) -> flask_openapi3.APIBlueprint:
+    """Return a blueprint of `blueprint_class` with one documented POST route."""
+    notes = blueprint_class("notes", __name__, url_prefix="/notes")
+
+    @notes.post("/", tags=[flask_openapi3.Tag(name="notes")], responses={201: _Noted})
+    def add(body: _Note) -> Any:
+        """Add a note."""
+        return {"note_id": "n1"}, 201
+
+    return notes
+
+
+def _served(app_class: type[flask_openapi3.OpenAPI], notes: flask_openapi3.APIBlueprint) -> flask_openapi3.OpenAPI:
+    app = app_class(__name__, validation_error_status=400)
+    app.register_api(notes)
+    return app
+
+
+def _document(app: flask_openapi3.OpenAPI) -> Any:
+    return app.test_client().get("/openapi/openapi.json").json
+
+
+def test_the_document_is_written_on_first_read_as_flask_openapi3_writes_it():
+    """Pins app/openapi.py's reliance on flask-openapi3's private `_collect_openapi_info` hook."""
+    eager = _served(flask_openapi3.OpenAPI, _notes(flask_openapi3.APIBlueprint))
+    notes = _notes(app_openapi.APIBlueprint)
+    first, second = _served(app_openapi.OpenAPI, notes), _served(app_openapi.OpenAPI, notes)
+    assert eager.paths and first.paths == second.paths == notes.paths == {}  # declaring wrote no JSON Schema
+    assert first.test_client().post("/notes/", json={"text": ""}).status_code == 400  # still validated
+    assert first.test_client().post("/notes/", json={"text": "x"}).status_code == 201
+    assert first.paths == {}
+    assert _document(second) == _document(eager)
+    assert _document(first) == _document(eager)  # registered before the blueprint was documented, read after
+    assert _document(_served(app_openapi.OpenAPI, notes)) == _document(eager)  # registered after

@@ -1,0 +1,134 @@
+"""Cold start of the Lambda API: `import handler`, then its first invocation, beside a bare Flask app's.
+
+    .venv/bin/python -m bench.coldstart [--runs 15] [--smoke]
+
+Every run is a fresh `python -c` process, timed inside the child with
+perf_counter from before its first import (interpreter start-up is the same
+for all and is only in the whole process's wall time, with its exit):
+  bare            import awsgi and a one-route Flask app (bench/bare_app.py),
+                  then GET /healthz through awsgi.response
+  taskrelay       import handler, then GET /healthz through handler.lambda_handler
+                  (create_app runs on that first call)
+  taskrelay+spec  the same, then GET /openapi/openapi.json: what the first
+                  reader of the OpenAPI document pays on top
+They take turns run by run. The child runs with the Lambda template's
+settings: TASKRELAY_AUTH=on with a bootstrap key (create_app lists it in Redis:
+one round trip), RABBITMQ_URL set (pika is imported; nothing connects before a
+submit) and REDIS_URL the local Redis's BENCH_REDIS_DBS[0] (13), which it
+flushes. The event is infra/events/get_task.json pointed at /healthz. Writes
+bench/results/coldstart.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import redis
+
+from bench.procs import ROOT, child_env
+
+RESULTS = ROOT / "bench" / "results"
+REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
+REDIS_URL = f"{REDIS_BASE}/{os.environ.get('BENCH_REDIS_DBS', '13').split(',')[0]}"
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+CONFIGS = ("bare", "taskrelay", "taskrelay+spec")
+
+CHILD = """
+import json, sys, time
+started = time.perf_counter()
+{imports}
+imported = time.perf_counter()
+event = json.loads(sys.argv[1])
+answer = {call}(event, None)
+answered = time.perf_counter()
+assert int(answer["statusCode"]) == 200, answer
+phases = {{"import_ms": (imported - started) * 1000, "first_ms": (answered - started) * 1000}}
+if {spec}:
+    answer = {call}({{**event, "path": "/openapi/openapi.json"}}, None)
+    assert int(answer["statusCode"]) == 200 and '"openapi"' in answer["body"], answer["statusCode"]
+    phases["spec_ms"] = (time.perf_counter() - answered) * 1000
+print(json.dumps(phases))
+"""
+CHILDREN = {
+    "bare": CHILD.format(
+        imports="import awsgi\nfrom bench.bare_app import app",
+        call="(lambda e, c: awsgi.response(app, e, c))",
+        spec=False,
+    ),
+    "taskrelay": CHILD.format(imports="import handler", call="handler.lambda_handler", spec=False),
+    "taskrelay+spec": CHILD.format(imports="import handler", call="handler.lambda_handler", spec=True),
+}
+
+
+def healthz_event() -> str:
+    """Return the API Gateway REST (v1) event of GET /healthz, from the recorded GET /api/tasks/<id> fixture."""
+    event = json.loads((ROOT / "infra" / "events" / "get_task.json").read_text())
+    event.update(path="/healthz", pathParameters={"proxy": "healthz"})
+    event["requestContext"].update(path="/Prod/healthz", resourcePath="/{proxy+}")
+    return json.dumps(event)
+
+
+def run_once(config: str, event: str) -> dict[str, float]:
+    """Start one fresh interpreter for `config`; return its phases in milliseconds."""
+    env = child_env(REDIS_URL=REDIS_URL, RABBITMQ_URL=RABBITMQ_URL, TASKRELAY_AUTH="on")
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", CHILDREN[config], event], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    process_ms = (time.perf_counter() - started) * 1000
+    if result.returncode != 0:
+        raise RuntimeError(f"the {config} child failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+    return {**json.loads(result.stdout.strip().splitlines()[-1]), "process_ms": process_ms}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run that only proves the harness works")
+    args = parser.parse_args()
+    if args.smoke:
+        args.runs = 2
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    event = healthz_event()
+    runs: dict[str, list[dict[str, float]]] = {config: [] for config in CONFIGS}
+    try:
+        for number in range(1, args.runs + 1):
+            for config in CONFIGS[number % len(CONFIGS) :] + CONFIGS[: number % len(CONFIGS)]:
+                runs[config].append(run_once(config, event))
+            print(f"run {number}: " + ", ".join(f"{c} {runs[c][-1]['first_ms']:.0f} ms" for c in CONFIGS), flush=True)
+    finally:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+    medians = {
+        config: {phase: statistics.median(r[phase] for r in rows) for phase in rows[0]} for config, rows in runs.items()
+    }
+    bare, ours = medians["bare"], medians["taskrelay"]
+    spec_ms = medians["taskrelay+spec"]["spec_ms"]
+    ratio = {phase: f"{ours[phase] / bare[phase]:.2f}x" for phase in bare}
+    lines = [
+        f"Lambda cold start in ms, medians of {args.runs} fresh processes each, interleaved ({platform.machine()},"
+        f" {os.cpu_count()} cores, Python {platform.python_version()})",
+        "",
+        "| | import | import + first GET /healthz | whole process | then GET /openapi/openapi.json |",
+        "|---|---:|---:|---:|---:|",
+        f"| bare Flask + aws-wsgi | {bare['import_ms']:.0f} | {bare['first_ms']:.0f} | {bare['process_ms']:.0f} | - |",
+        f"| Taskrelay handler | {ours['import_ms']:.0f} | {ours['first_ms']:.0f} | {ours['process_ms']:.0f}"
+        f" | {spec_ms:.0f} |",
+        f"| Taskrelay / bare | {ratio['import_ms']} | {ratio['first_ms']} | {ratio['process_ms']} | - |",
+        "",
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    name = "coldstart-smoke" if args.smoke else "coldstart"
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"medians": medians, "runs": runs}, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
