@@ -46,13 +46,12 @@ from typing import Any
 
 import redis
 
-from bench.procs import BENCH_API_KEY, ROOT, child_env, descendants, stop_all, wait_for
+from bench.procs import BENCH_API_KEY, ROOT, child_env, descendants, save_results, stop_all, wait_for
 from bench.proxy import TcpProxy
 from bench.tasks import CHAOS_RUNS_KEY
 from core.storage.keys import JOB_PREFIX, job_key
 from infra.processes import free_port
 
-RESULTS = ROOT / "bench" / "results"
 OBSERVER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DBS', '13,14').split(',')[0]}"
 PRIORITIES = ("high", "normal", "low")
 KILLED_WHILE_RUNNING = "its worker was killed while it ran (an abandoned attempt, retried)"
@@ -329,10 +328,8 @@ def main() -> None:
         rabbit.stop()
         own_redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
     name = "chaos-smoke" if args.smoke else "chaos"
-    (RESULTS / f"{name}.md").write_text(report["markdown"])
-    (RESULTS / f"{name}.json").write_text(json.dumps(report["data"], indent=2))
+    save_results(name, report["markdown"], report["data"])
     print(report["markdown"])
     if report["data"]["lost"]:
         sys.exit(1)

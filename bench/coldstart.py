@@ -32,9 +32,8 @@ import time
 
 import redis
 
-from bench.procs import ROOT, child_env
+from bench.procs import ROOT, child_env, save_results
 
-RESULTS = ROOT / "bench" / "results"
 REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 REDIS_URL = f"{REDIS_BASE}/{os.environ.get('BENCH_REDIS_DBS', '13').split(',')[0]}"
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -123,10 +122,8 @@ def main() -> None:
         f"| Taskrelay / bare | {ratio['import_ms']} | {ratio['first_ms']} | {ratio['process_ms']} | - |",
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
     name = "coldstart-smoke" if args.smoke else "coldstart"
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    (RESULTS / f"{name}.json").write_text(json.dumps({"medians": medians, "runs": runs}, indent=2))
+    save_results(name, "\n".join(lines), {"medians": medians, "runs": runs})
     print("\n".join(lines))
 
 

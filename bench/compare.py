@@ -20,7 +20,6 @@ bench/results/compare.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -35,11 +34,10 @@ from typing import Any
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
-from bench.procs import child_env, descendants, peak_rss_mb
+from bench.procs import child_env, descendants, peak_rss_mb, save_results
 from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DB, CELERY_BACKEND_DB = BENCH_DBS[0], BENCH_DBS[1]
 WORKLOADS = {
     "noop": ("bench_noop", "bench.noop", "bench.tasks.rq_noop"),
@@ -253,10 +251,8 @@ def main() -> None:
                     flush=True,
                 )
     report = _report(results, args)
-    RESULTS.mkdir(exist_ok=True)
     name = "compare" + ("-concurrent" if args.concurrent else "") + ("-smoke" if args.smoke else "")
-    (RESULTS / f"{name}.md").write_text(report["markdown"])
-    (RESULTS / f"{name}.json").write_text(json.dumps(report["data"], indent=2))
+    save_results(name, report["markdown"], report["data"])
     print(report["markdown"])
 
 

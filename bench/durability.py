@@ -14,7 +14,6 @@ is on disk (one fsync per batch). Writes bench/results/durability.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -28,14 +27,13 @@ from pathlib import Path
 import redis
 
 from bench.chaos import OwnRedis
-from bench.procs import ROOT, child_env, stop_all
+from bench.procs import ROOT, child_env, save_results, stop_all
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import Topology, delete_topology
 from bridge.message import Outgoing, TaskEnvelope
 from core.model import TaskRequest
 from core.storage import keys
 
-RESULTS = ROOT / "bench" / "results"
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 SETTINGS = ("off", "everysec", "always")
 
@@ -128,10 +126,8 @@ def main() -> None:
         label = "off" if setting == "off" else f"appendfsync {setting}"
         lines.append(f"| {label} | {rates[setting]:.0f} | {rates[setting] / rates['off']:.2f}x |")
     lines.append("")
-    RESULTS.mkdir(exist_ok=True)
     name = "durability-smoke" if args.smoke else "durability"
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    (RESULTS / f"{name}.json").write_text(json.dumps({"rates": rates, "seconds": seconds}, indent=2))
+    save_results(name, "\n".join(lines), {"rates": rates, "seconds": seconds})
     print("\n".join(lines))
 
 

@@ -35,12 +35,11 @@ from pathlib import Path
 import redis
 
 from bench.load import LoadResult, load
-from bench.procs import BENCH_API_KEY, descendants, peak_rss_mb
+from bench.procs import BENCH_API_KEY, descendants, peak_rss_mb, save_results
 from core.storage import keys
 from infra.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 BODY = json.dumps({"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}).encode()
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -122,10 +121,8 @@ def main() -> None:
     published = _queue_depth(queue)
     drain_s = _drain_with_bridge(rabbit_db, queue, published)
     report = _report(results, rss, published, drain_s, args)
-    RESULTS.mkdir(exist_ok=True)
     name = "ingress-smoke" if args.smoke else "ingress"
-    (RESULTS / f"{name}.md").write_text(report["markdown"])
-    (RESULTS / f"{name}.json").write_text(json.dumps(report["data"], indent=2))
+    save_results(name, report["markdown"], report["data"])
     print(report["markdown"])
     redis.Redis.from_url(direct_db).flushdb()
     redis.Redis.from_url(rabbit_db).flushdb()

@@ -26,8 +26,8 @@ from datetime import datetime
 
 import redis
 
-from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, RESULTS, ROOT, start_api
-from bench.procs import BENCH_API_KEY, stop_all, wait_for
+from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE, ROOT, start_api
+from bench.procs import BENCH_API_KEY, save_results, stop_all, wait_for
 from core.storage import keys
 
 BODY = json.dumps({"task_type": "bench_noop", "priority": "normal", "parameters": {}})
@@ -166,9 +166,7 @@ def main() -> None:
         )
         print(lines[-1], flush=True)
     name = "latency-smoke" if args.smoke else "latency"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))
+    save_results(name, "\n".join(lines) + "\n", data)
 
 
 if __name__ == "__main__":

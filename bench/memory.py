@@ -15,7 +15,6 @@ PATH; touches no other Redis. Writes bench/results/memory.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -30,10 +29,10 @@ from typing import Any
 
 import redis
 
+from bench.procs import save_results
 from infra.embedded import REDIS_MEMORY_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 TUNED = REDIS_MEMORY_SETTINGS
 
 
@@ -148,10 +147,8 @@ def main() -> None:
             f" | {one.get('encoding', '')} |"
         )
     lines.append("")
-    RESULTS.mkdir(exist_ok=True)
     name = "memory-smoke" if args.smoke else "memory"
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    (RESULTS / f"{name}.json").write_text(json.dumps({"tasks": tasks, "rows": rows}, indent=2))
+    save_results(name, "\n".join(lines), {"tasks": tasks, "rows": rows})
     print("\n".join(lines))
 
 

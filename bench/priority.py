@@ -18,7 +18,6 @@ Flushes Redis databases 13 and 14. Writes bench/results/priority.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -32,11 +31,10 @@ from pathlib import Path
 import redis
 
 from bench.ingress import BENCH_DBS, REDIS_BASE
-from bench.procs import child_env, stop_all, wait_for
+from bench.procs import child_env, save_results, stop_all, wait_for
 from bench.tasks import STARTED_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DB, CELERY_BACKEND_DB = BENCH_DBS[0], BENCH_DBS[1]
 WARM = 6
 """Low tasks finished before the high one is submitted."""
@@ -146,10 +144,8 @@ def main() -> None:
         *(f"| {name} | {row['wait_ms']:.0f} | {row['low_started_after']} |" for name, row in rows.items()),
         "",
     ]
-    RESULTS.mkdir(exist_ok=True)
     name = "priority-smoke" if args.smoke else "priority"
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    (RESULTS / f"{name}.json").write_text(json.dumps({"low": lows, "sleep_s": sleep_s, "rows": rows}, indent=2))
+    save_results(name, "\n".join(lines), {"low": lows, "sleep_s": sleep_s, "rows": rows})
     print("\n".join(lines))
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _status_mb(pids: list[int], field: str) -> dict[int, float]:
@@ -51,6 +53,17 @@ def descendants(pid: int) -> list[int]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+"""Where every bench writes its table (`<name>.md`) and its figures (`<name>.json`)."""
+
+
+def save_results(name: str, markdown: str, data: Any) -> None:
+    """Write a bench's table and figures to RESULTS as `<name>.md` and `<name>.json`."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(markdown)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2))
+
+
 BENCH_API_KEY = "tr_bench_bootstrap_key_for_benchmarks_only_000"
 """The admin key every benchmark's API accepts (TASKRELAY_BOOTSTRAP_KEY) and every load generator sends."""
 KEY_HEADER_LINE = f"X-API-Key: {BENCH_API_KEY}\r\n"

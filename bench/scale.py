@@ -27,8 +27,8 @@ import redis
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from bench.ingress import RESULTS, start_api
-from bench.procs import BENCH_API_KEY
+from bench.ingress import start_api
+from bench.procs import BENCH_API_KEY, save_results
 from core.connection import connect
 from core.model import PRIORITIES, QUEUE_NAMES
 from core.storage import keys
@@ -119,10 +119,8 @@ def main() -> None:
         api.terminate()
         api.wait()
         connection.flushdb()
-    RESULTS.mkdir(exist_ok=True)
     name = "scale-smoke" if args.smoke else "scale"
-    (RESULTS / f"{name}.md").write_text(report["markdown"])
-    (RESULTS / f"{name}.json").write_text(json.dumps(report["data"], indent=2))
+    save_results(name, report["markdown"], report["data"])
 
 
 def measure(

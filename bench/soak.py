@@ -41,14 +41,13 @@ import redis
 from bench.ingress import RABBITMQ_URL, start_api
 from bench.memory import private_redis
 from bench.paced import Submitted, submit_paced
-from bench.procs import BENCH_API_KEY, ROOT, child_env, stop_all, wait_for
+from bench.procs import BENCH_API_KEY, ROOT, child_env, save_results, stop_all, wait_for
 from bench.soak_report import Sample, report, sample_processes
 from bridge.amqp.topology import Topology, delete_topology
 from core.model import PRIORITIES, QUEUE_NAMES
 from core.storage import keys
 from infra.embedded import REDIS_MEMORY_SETTINGS
 
-RESULTS = ROOT / "bench" / "results"
 TICK_S = 0.5
 """How often the accepted tasks are checked for their end, in seconds (well under any RESULT_TTL_S used here)."""
 ENDED = (b"finished", b"failed")
@@ -244,10 +243,8 @@ def main() -> None:
             soak.stop()
             delete_topology(RABBITMQ_URL, Topology(queue))
     result = report(args, soak.samples, soak.memory, submitted, tracker, purged, exits)
-    RESULTS.mkdir(exist_ok=True)
     name = "soak-smoke" if args.smoke else "soak"
-    (RESULTS / f"{name}.md").write_text(result["markdown"])
-    (RESULTS / f"{name}.json").write_text(json.dumps(result["data"], indent=2))
+    save_results(name, result["markdown"], result["data"])
     print(result["markdown"])
     if result["data"]["lost"] or (not args.smoke and not result["data"]["pass"]):
         sys.exit(1)

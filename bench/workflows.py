@@ -21,7 +21,6 @@ Writes bench/results/workflows.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -34,11 +33,10 @@ from typing import Any
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
-from bench.procs import child_env, stop_all, wait_for
+from bench.procs import child_env, save_results, stop_all, wait_for
 from core.storage import keys
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DB, CELERY_BACKEND_DB = BENCH_DBS[0], BENCH_DBS[1]
 
 
@@ -244,10 +242,8 @@ def main() -> None:
             f"{steps[name] / row['taskrelay_s']:.0f} | {steps[name] / row['celery_s']:.0f} | {ratio:.2f}x |"
         )
     lines += ["", f"Accepting one {accept_n}-step workflow (check and create): {accept_s * 1000:.0f} ms", ""]
-    RESULTS.mkdir(exist_ok=True)
     name = "workflows-smoke" if args.smoke else "workflows"
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows, "accept_s": accept_s}, indent=2))
+    save_results(name, "\n".join(lines), {"rows": rows, "accept_s": accept_s})
     print("\n".join(lines))
 
 
