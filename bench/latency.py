@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from typing import Any
 
 import redis
 
@@ -73,7 +74,7 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50": statistics.median(ordered), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-def taskrelay(rate: float, seconds: float) -> dict[str, float]:
+def taskrelay(rate: float, seconds: float) -> dict[str, Any]:
     url = f"{REDIS_BASE}/{BENCH_DBS[0]}"
     connection = redis.Redis.from_url(url)
     connection.flushdb()
@@ -96,19 +97,30 @@ def taskrelay(rate: float, seconds: float) -> dict[str, float]:
         wait_for(lambda: connection.zcard(keys.finished_key("normal_priority")) >= len(sent), 120, "tasks", 0.1)
         pipe = connection.pipeline(transaction=False)
         for task_id in sent:
-            pipe.hget(keys.job_key(task_id), "ended_at")
-        ended = pipe.execute()
+            pipe.hmget(keys.job_key(task_id), "created_at", "enqueued_at", "started_at", "ended_at")
+        stamps = pipe.execute()
     finally:
         stop_all([api, *others])
         from bridge.amqp.topology import Topology, delete_topology
 
         delete_topology(RABBITMQ_URL, Topology(queue))
-    latencies = [
-        (datetime.fromisoformat(e.decode().replace("Z", "+00:00")).timestamp() - sent[t]) * 1000
-        for t, e in zip(sent, ended, strict=True)
-    ]
     connection.flushdb()
-    return _percentiles(latencies)
+    # Each task's way, as the times the API, the bridge and the worker wrote (one clock: this machine's).
+    legs: dict[str, list[float]] = {leg: [] for leg in LEGS}
+    for task_id, times in zip(sent, stamps, strict=True):
+        at = [sent[task_id], *map(_stamp, times)]  # created_at is when the API accepted it
+        for leg, begin, end in zip(LEGS, at, at[1:], strict=False):
+            legs[leg].append((end - begin) * 1000)
+        legs["total"].append((at[-1] - at[0]) * 1000)
+    return {**_percentiles(legs["total"]), "legs": {leg: statistics.median(ms) for leg, ms in legs.items()}}
+
+
+LEGS = ("client→API", "API→bridge enqueue", "enqueue→start", "run", "total")
+"""Taskrelay's submit→done split at the times recorded on the way (the last is the whole)."""
+
+
+def _stamp(raw: bytes) -> float:
+    return datetime.fromisoformat(raw.decode().replace("Z", "+00:00")).timestamp()
 
 
 def celery(rate: float, seconds: float) -> dict[str, float]:
@@ -165,6 +177,10 @@ def main() -> None:
             f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p90']:.1f} | {row['p99']:.1f} | {row['max']:.1f} |"
         )
         print(lines[-1], flush=True)
+    legs = data["taskrelay"].pop("legs")
+    lines += ["", "Taskrelay's p50 per leg, ms: " + ", ".join(f"{leg} {ms:.2f}" for leg, ms in legs.items())]
+    data["taskrelay_p50_legs_ms"] = legs
+    print(lines[-1], flush=True)
     name = "latency-smoke" if args.smoke else "latency"
     save_results(name, "\n".join(lines) + "\n", data)
 

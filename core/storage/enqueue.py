@@ -71,7 +71,6 @@ def job_options(
             "priority": request.priority,
             "max_retries": retries,
             "attempts": 0,  # "errors" appears with the first failed attempt (readers default it to [])
-            "submitted_at": request.submitted_at,
             **({"schedule_id": request.schedule_id} if request.schedule_id else {}),
             **count_meta(keep),
             **(meta or {}),
@@ -82,16 +81,30 @@ def job_options(
     }
 
 
+def created_at(request: TaskRequest, otherwise: datetime) -> datetime:
+    """Return when the API accepted `request` (a job's `created_at`), or `otherwise` if that is not a time.
+
+    The job's `enqueued_at` is when it reached its RQ queue; in between the task waited in the ingress.
+    """
+    try:
+        accepted = datetime.fromisoformat(request.submitted_at)
+    except ValueError:
+        return otherwise
+    return accepted if accepted.tzinfo else accepted.replace(tzinfo=UTC)
+
+
 def enqueue_task(connection: redis.Redis, settings: Settings, request: TaskRequest) -> Job:
     """Put one task on its priority queue (or in the scheduled registry when `run_at` is set)."""
     spec = registry.get(request.task_type)
-    options = job_options(settings, spec, request)
-    options["job_timeout"] = options.pop("timeout")
     queue = get_queue(connection, request.priority)
-    args = (spec.name, request.parameters)
+    status = JobStatus.QUEUED if request.run_at is None else JobStatus.SCHEDULED
+    job = queue.create_job(
+        RUNNER, args=(spec.name, request.parameters), status=status, **job_options(settings, spec, request)
+    )
+    job.created_at = created_at(request, job.created_at)
     if request.run_at is not None:
-        return queue.enqueue_at(request.run_at, RUNNER, *args, **options)
-    job = queue.enqueue(RUNNER, *args, **options)
+        return queue.schedule_job(job, request.run_at)
+    job = queue.enqueue_job(job)
     announce(connection, [request.priority])
     return job
 
@@ -156,6 +169,7 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
             job = queue.create_job(
                 RUNNER, args=args, status=JobStatus.SCHEDULED, **job_options(settings, spec, request)
             )
+            job.created_at = created_at(request, now)
             queue.schedule_job(job, request.run_at, pipeline=pipe)
             continue
         pipe.hset(job_key(request.task_id), mapping=job_hash(settings, spec, request, queue.name, now))
@@ -188,7 +202,7 @@ def job_hash(
     options = job_options(settings, spec, request, meta)
     stamp = utcformat(now)
     mapping: dict[str, Any] = {
-        "created_at": stamp,
+        "created_at": utcformat(created_at(request, now)),
         "data": zlib.compress(SERIALIZER.dumps((RUNNER, None, (spec.name, request.parameters), {}))),
         "failure_callback_name": FAILURE_CALLBACK,
     }

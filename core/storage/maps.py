@@ -30,7 +30,7 @@ from core import registry
 from core.model import Retention, TaskRequest
 from core.settings import Settings
 from core.storage import metrics
-from core.storage.enqueue import RUNNER, announce, job_hash, job_options
+from core.storage.enqueue import RUNNER, announce, created_at, job_hash, job_options
 from core.storage.keys import DEFERRED_PREFIX, ENQUEUED_CHANNEL, QUEUES_KEY, job_key, queue_key, waiting_key
 from core.storage.places import places_of
 from core.storage.queues import SERIALIZER, get_queue
@@ -74,12 +74,14 @@ def add_step(pipe: Pipeline, connection: redis.Redis, settings: Settings, workfl
     collector = job_options(settings, spec, request, {**meta, "map_role": "collect"})
     collector["retry"] = None
     job = queue.create_job(COLLECTOR, status=JobStatus.DEFERRED, **collector)
+    job.created_at = created_at(request, job.created_at)
     job.save(pipeline=pipe)
     pipe.zadd(places_of(queue)["deferred"].key, {job.id: "+inf"})
     spawner = job_options(settings, spec, request, {**meta, "map_role": "spawn", "map_of": request.task_id})
     spawner.update(job_id=spawner_id(request.task_id), retry=None)
     parents = Dependency(jobs=list(step.parent_task_ids), allow_failure=step.tolerates_failure)
     job = queue.create_job(SPAWNER, depends_on=parents, status=JobStatus.DEFERRED, **spawner)
+    job.created_at = created_at(request, job.created_at)
     job.save(pipeline=pipe)
     job.register_dependency(pipeline=pipe)
     pipe.set(waiting_key(job.id), len(step.parent_task_ids), ex=ttl)
