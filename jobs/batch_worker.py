@@ -93,7 +93,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._pending: claims.Outcomes | None = None
         self._tally = metrics.Tally()  # the pending successes' counts, written with them
         self._claim_lock = threading.Lock()
-        self._claimer = claims.Claimer(self.connection, self.queues)
+        self._claimer = claims.Claimer(self.connection, self.queues, self)  # a claim marks this worker busy
         self._last_beat = 0.0
         self._last_suspension_check = 0.0
         self._running: str | None = None
@@ -128,7 +128,8 @@ class BatchWorker(HeartbeatSimpleWorker):
         it. Here the claim script is the only thing that takes a job off a queue (atomically into the started
         registry), and the announcement only wakes the worker.
         """
-        self.set_state(WorkerStatus.IDLE)
+        if self.get_state() != WorkerStatus.IDLE:  # the end of the last batch wrote it
+            self.set_state(WorkerStatus.IDLE)
         self.procline("Listening on " + ",".join(self.queue_names()))
         idle_since = last_beat = time.monotonic()
         backoff = 1.0
@@ -203,8 +204,8 @@ class BatchWorker(HeartbeatSimpleWorker):
         claimed = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()))
         if not claimed:
             return
-        # Busy for the whole batch: RQ's warm shutdown then waits for the running task instead of interrupting it.
-        self.set_state(WorkerStatus.BUSY)
+        # The claim made this worker busy for the whole batch: RQ's warm shutdown then waits for the running task
+        # instead of interrupting it.
         with self._claim_lock:
             for queue, job_id, fields in claimed:
                 job = claims.claimed_job(self.connection, job_id, fields, self.name)

@@ -21,6 +21,7 @@ from rq import Queue
 from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.job import Job, JobStatus, _job_stack
 from rq.utils import current_timestamp, utcformat
+from rq.worker import BaseWorker, WorkerStatus
 
 from core.storage import retention
 from core.storage.keys import JOB_PREFIX, RESULT_FIELD, WORKER_FIELD, finished_key, started_key
@@ -30,7 +31,9 @@ from core.storage.queues import JSONJob
 CLAIM = """
 local want = tonumber(ARGV[1])
 local job_prefix = ARGV[6]
-local paused_key = KEYS[#KEYS]
+local worker_key = ARGV[7] == '1' and KEYS[#KEYS] or nil
+local paused_key = worker_key and KEYS[#KEYS - 1] or KEYS[#KEYS]
+local slots = (#KEYS - (worker_key and 2 or 1)) / 2
 local claimed = {}
 local count = 0
 local function claim(slot, id, started)
@@ -45,8 +48,8 @@ local function claim(slot, id, started)
   end
   count = count + 1
 end
-local function paused(slot) return redis.call('SISMEMBER', paused_key, ARGV[6 + slot]) == 1 end
-for slot = 1, (#KEYS - 1) / 2 do
+local function paused(slot) return redis.call('SISMEMBER', paused_key, ARGV[7 + slot]) == 1 end
+for slot = 1, slots do
   if count >= want then break end
   if not paused(slot) then
     local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - count)
@@ -57,12 +60,15 @@ for slot = 1, (#KEYS - 1) / 2 do
     end
   end
 end
+if worker_key and #claimed > 0 then redis.call('HSET', worker_key, 'state', 'busy') end
 return claimed
 """
-"""KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set. ARGV: how
-many to claim, when the claims lapse (Unix time), the execution id, the worker's name, the claim's time (RQ's
-format: `started_at` until the worker writes when the job really started), RQ's
-job key prefix, then each slot's queue name. A paused queue is skipped (see core/storage/paused.py). Returns
+"""KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set, then the
+claiming worker's key if it is to be marked busy. ARGV: how many to claim, when the claims lapse (Unix time), the
+execution id, the worker's name, the claim's time (RQ's format: `started_at` until the worker writes when the job
+really started), RQ's job key prefix, "1" if the last key is the worker's (its `state` becomes busy when something
+was claimed: what RQ's set_state writes, without a round trip of its own), then each slot's queue name. A paused
+queue is skipped (see core/storage/paused.py). Returns
 [[slot, id, [field, value, ...]], ...] with each job hash as it was before the claim (so the worker needs no
 second round trip to read the jobs); a popped id whose hash is gone is dropped. Job keys are built inside the
 script, so it needs a single Redis (not a cluster)."""
@@ -76,10 +82,14 @@ def claim_member(job_id: str, execution_id: str) -> str:
 class Claimer:
     """Claim up to `want` queued jobs from `queues`, highest priority first, in one Lua call."""
 
-    def __init__(self, connection: redis.Redis, queues: Sequence[Queue]) -> None:
+    def __init__(self, connection: redis.Redis, queues: Sequence[Queue], worker: BaseWorker | None = None) -> None:
+        """`worker`, if given, is marked busy by each claim that takes something (in Redis and in memory)."""
         self.queues = list(queues)
+        self.worker = worker
         self._keys = [key for queue in self.queues for key in (queue.key, queue.started_job_registry.key)]
         self._keys.append(PAUSED_KEY)
+        if worker is not None:
+            self._keys.append(worker.key)
         self._names = [queue.name for queue in self.queues]
         self._script = connection.register_script(CLAIM)
 
@@ -92,11 +102,14 @@ class Claimer:
         stamp: str,
     ) -> list[tuple[Queue, str, dict[bytes, bytes]]]:
         """Claim jobs from the queues that are not paused; return (queue, job id, job hash before the claim)."""
-        args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX, *self._names]
+        busy = "1" if self.worker is not None else "0"
+        args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX, busy, *self._names]
         claimed = []
         for slot, job_id, flat in self._script(keys=self._keys, args=args):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             claimed.append((self.queues[int(slot) - 1], job_id.decode(), fields))
+        if claimed and self.worker is not None:
+            self.worker._state = WorkerStatus.BUSY  # what set_state keeps in memory; CLAIM wrote it to Redis
         return claimed
 
 

@@ -135,7 +135,9 @@ def enqueue_batch(
         first_of_each.setdefault(request.task_id, request)
     requests = list(first_of_each.values())
     keys = [job_key(r.task_id) for r in requests]
-    while True:
+    if _created_if_absent(connection, keys, lambda pipe: _add_jobs(pipe, settings, queues, requests), also):
+        return [r.task_id for r in requests]
+    while True:  # some exist already (a redelivery): WATCH them, see which, create the rest
         with connection.pipeline(transaction=True) as pipe:
             try:
                 if keys:
@@ -223,6 +225,48 @@ def job_hash(
         meta=SERIALIZER.dumps(options["meta"]),
     )
     return mapping
+
+
+IF_ABSENT = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then return 0 end
+end
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+"""Run the commands in ARGV (each as its length, then its words) only if none of KEYS exists; return 1 if they
+ran. The commands' own keys are not declared, so, like the batch worker's claim, it needs a single Redis."""
+
+
+def _created_if_absent(
+    connection: redis.Redis,
+    keys: list[str],
+    write: Callable[[Pipeline], object],
+    also: Callable[[Pipeline], object] | None,
+) -> bool:
+    """Run what `write` and `also` queue on a pipeline as one script, only if none of `keys` exists; return
+    whether it ran. A first delivery's whole batch in one round trip, where WATCH, EXISTS and MULTI/EXEC take
+    three.
+
+    The commands are read back from the pipeline they were queued on (`command_stack`, redis-py's own list
+    of (words, options); tests/unit/test_enqueue_batch.py pins it), so they are the same commands the
+    transaction below would send.
+    """
+    recorder = connection.pipeline(transaction=False)
+    write(recorder)
+    if also is not None:
+        also(recorder)
+    words: list[Any] = []
+    for command, _options in recorder.command_stack:
+        words.append(len(command))
+        words.extend(command)
+    recorder.reset()
+    return bool(connection.register_script(IF_ABSENT)(keys=keys, args=words))
 
 
 EXISTS_EACH = "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.call('EXISTS', key) end return found"

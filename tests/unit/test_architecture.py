@@ -25,6 +25,7 @@ RQ_PRIVATE_NAMES = {
     "_dependency_ids",
     "_data",
     "_ordered_queues",
+    "_state",
 }
 """RQ 2.12 internals: only core/storage/ may touch them (tests/unit/test_storage.py pins them)."""
 

@@ -40,7 +40,8 @@ def test_created_at_is_when_the_api_accepted_it_and_enqueued_at_when_it_was_queu
         assert job.created_at == accepted
         assert "submitted_at" not in job.meta  # once, as created_at: ~50 bytes less per task
         assert client.get(f"/api/tasks/{task_id}").json["status"]["created_at"] == accepted.isoformat()
-    assert Job.fetch("now", connection=fake_redis, serializer=SERIALIZER).enqueued_at > accepted
+    enqueued = Job.fetch("now", connection=fake_redis, serializer=SERIALIZER).enqueued_at
+    assert enqueued is not None and enqueued > accepted
 
 
 def test_existing_ids_and_repeats_in_a_batch_are_skipped(fake_redis, settings):
@@ -55,6 +56,34 @@ def test_future_run_at_goes_to_the_scheduled_registry(fake_redis, settings):
     enqueue_batch(fake_redis, settings, [request("later", run_at=later)])
     assert fake_redis.llen("rq:queue:normal_priority") == 0
     assert fake_redis.zscore("rq:scheduled:normal_priority", "later") == int(later.timestamp())
+
+
+def test_a_first_delivery_is_one_script_and_a_redelivery_watches(fake_redis, settings, monkeypatch):
+    from redis.client import Pipeline
+
+    watched: list[tuple] = []
+    real_watch = Pipeline.watch
+
+    def watch(self, *names):
+        watched.append(names)
+        return real_watch(self, *names)
+
+    monkeypatch.setattr(Pipeline, "watch", watch)
+    also = lambda pipe: pipe.incr("also")  # noqa: E731
+    assert enqueue_batch(fake_redis, settings, [request("a"), request("b")], also=also) == ["a", "b"]
+    assert watched == []  # none existed: created by IF_ABSENT in one round trip
+    assert enqueue_batch(fake_redis, settings, [request("b"), request("c")], also=also) == ["c"]
+    assert watched == [("rq:job:b", "rq:job:c")]  # b existed: the script wrote nothing, the transaction did
+    assert fake_redis.get("also") == b"2"  # once per call, whichever way
+    assert fake_redis.lrange("rq:queue:normal_priority", 0, -1) == [b"a", b"b", b"c"]
+
+
+def test_the_pipeline_keeps_the_commands_it_queued(fake_redis):
+    # core.storage.enqueue._created_if_absent reads them back: redis-py's Pipeline.command_stack.
+    pipe = fake_redis.pipeline(transaction=False)
+    pipe.hset("h", mapping={"f": 1})
+    pipe.rpush("l", "x", "y")
+    assert [words for words, _options in pipe.command_stack] == [("HSET", "h", "f", 1), ("RPUSH", "l", "x", "y")]
 
 
 def test_extra_commands_run_in_the_same_transaction(fake_redis, settings):

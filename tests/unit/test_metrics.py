@@ -239,18 +239,24 @@ def test_a_tally_gathers_one_command_per_field_and_rewrites_on_a_retried_transac
 def test_a_submit_whose_enqueue_fails_is_not_counted(client, fake_redis, monkeypatch):
     import redis
     from redis.client import Pipeline
+    from redis.commands.core import Script
 
-    real_execute = Pipeline.execute
+    real_execute, real_script = Pipeline.execute, Script.__call__
 
     def lost(self, *args, **kwargs):
         if self.transaction:  # the enqueue's MULTI/EXEC, which carries the count
             raise redis.ConnectionError("connection lost")
         return real_execute(self, *args, **kwargs)
 
+    def lost_script(self, *args, **kwargs):  # the enqueue's one-script first delivery, which carries it too
+        raise redis.ConnectionError("connection lost")
+
     monkeypatch.setattr(Pipeline, "execute", lost)
+    monkeypatch.setattr(Script, "__call__", lost_script)
     answer = client.post("/api/tasks", json={"task_type": "test_echo", "parameters": {}})
     assert answer.status_code == 503
     monkeypatch.setattr(Pipeline, "execute", real_execute)
+    monkeypatch.setattr(Script, "__call__", real_script)
     assert not fake_redis.exists(metrics.SUBMITTED_KEY)
     submit(client, "test_echo", {})
     assert value(scrape(client), "taskrelay_tasks_submitted_total", task_type="test_echo", priority="normal") == 1

@@ -67,6 +67,25 @@ def test_the_internals_claims_use_are_there(fake_redis):
     assert claims._job_stack is rq.job._job_stack
 
 
+def test_a_claim_marks_its_worker_busy_as_set_state_would(fake_redis):
+    # CLAIM writes the worker hash's `state` and claims.Claimer sets Worker._state, RQ's in-memory copy.
+    from rq.worker import WorkerStatus
+
+    from jobs.heartbeat import HeartbeatSimpleWorker
+
+    queue = Queue("normal_priority", connection=fake_redis, serializer=SERIALIZER)
+    worker = HeartbeatSimpleWorker([queue], connection=fake_redis, serializer=SERIALIZER)
+    worker.set_state(WorkerStatus.IDLE)
+    claimer = claims.Claimer(fake_redis, [queue], worker)
+    assert claimer.claim(5, 9e9, "e", worker.name, "stamp") == []  # nothing claimed: still idle
+    assert worker.get_state() == WorkerStatus.IDLE == fake_redis.hget(worker.key, "state").decode()
+    queue.enqueue("jobs.runner.run", "x", {}, job_id="busy-1")
+    assert len(claimer.claim(5, 9e9, "e", worker.name, "stamp")) == 1
+    assert worker.get_state() == WorkerStatus.BUSY == fake_redis.hget(worker.key, "state").decode()
+    worker.set_state(WorkerStatus.IDLE)
+    assert worker._state == WorkerStatus.IDLE  # the attribute set_state keeps
+
+
 def _dependency_scene(connection) -> Queue:
     """A finished parent `p` with dependents: ready `a`, `b` waiting on a queued `q` too, `c` tolerating the
     failed `f`, `d` not tolerating it, and a canceled `e`."""
