@@ -1,6 +1,7 @@
 """Submit→done latency at a steady rate: Taskrelay vs Celery, both submitted over HTTP.
 
-Taskrelay: HTTP → RabbitMQ → bridge → batch workers. Celery: HTTP → Flask → RabbitMQ → prefork workers.
+Taskrelay: HTTP → RabbitMQ → bridge → batch workers, and "direct" (no RABBITMQ_URL): HTTP → RQ → batch workers.
+Celery: HTTP → Flask → RabbitMQ → prefork workers.
 
     .venv/bin/python -m bench.latency [--rate 200] [--seconds 10] [--smoke]
 
@@ -22,7 +23,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import redis
@@ -74,14 +77,15 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50": statistics.median(ordered), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-def taskrelay(rate: float, seconds: float) -> dict[str, Any]:
+def taskrelay(rate: float, seconds: float, rabbitmq: bool = True) -> dict[str, Any]:
+    """Through the RabbitMQ ingress and the bridge, or (`rabbitmq` False) with the API enqueueing into RQ."""
     url = f"{REDIS_BASE}/{BENCH_DBS[0]}"
     connection = redis.Redis.from_url(url)
     connection.flushdb()
     queue = f"taskrelay.latency.{uuid.uuid4().hex[:8]}"
     env = {
         "REDIS_URL": url,
-        "RABBITMQ_URL": RABBITMQ_URL,
+        "RABBITMQ_URL": RABBITMQ_URL if rabbitmq else "",
         "INGRESS_QUEUE": queue,
         "TASKRELAY_TASK_MODULES": "bench.tasks",
     }
@@ -89,7 +93,7 @@ def taskrelay(rate: float, seconds: float) -> dict[str, Any]:
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     others = [
         subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=child_env)
-        for m in ("bridge", "jobs.worker", "jobs.worker")
+        for m in (("bridge",) if rabbitmq else ()) + ("jobs.worker", "jobs.worker")
     ]
     try:
         time.sleep(2)  # workers and bridge up
@@ -115,8 +119,9 @@ def taskrelay(rate: float, seconds: float) -> dict[str, Any]:
     return {**_percentiles(legs["total"]), "legs": {leg: statistics.median(ms) for leg, ms in legs.items()}}
 
 
-LEGS = ("client→API", "API→bridge enqueue", "enqueue→start", "run", "total")
-"""Taskrelay's submit→done split at the times recorded on the way (the last is the whole)."""
+LEGS = ("client→API", "API→RQ queue", "queue→start", "run", "total")
+"""Taskrelay's submit→done split at the times recorded on the way (the last is the whole): the API accepted it
+(`created_at`), the bridge, or the API itself when direct, queued it (`enqueued_at`), a worker started it."""
 
 
 def _stamp(raw: bytes) -> float:
@@ -171,16 +176,22 @@ def main() -> None:
     ]
     print("\n".join(lines), flush=True)
     data: dict = {"rate": args.rate, "seconds": args.seconds}
-    for name, measure in (("taskrelay", taskrelay), ("celery", celery)):
+    systems: dict[str, Callable[[float, float], dict[str, Any]]] = {
+        "taskrelay": taskrelay,
+        "taskrelay direct": partial(taskrelay, rabbitmq=False),
+        "celery": celery,
+    }
+    for name, measure in systems.items():
         row = data[name] = measure(args.rate, args.seconds)
         lines.append(
             f"| {name} | {row['n']} | {row['p50']:.1f} | {row['p90']:.1f} | {row['p99']:.1f} | {row['max']:.1f} |"
         )
         print(lines[-1], flush=True)
-    legs = data["taskrelay"].pop("legs")
-    lines += ["", "Taskrelay's p50 per leg, ms: " + ", ".join(f"{leg} {ms:.2f}" for leg, ms in legs.items())]
-    data["taskrelay_p50_legs_ms"] = legs
-    print(lines[-1], flush=True)
+    lines += ["", "Taskrelay's p50 per leg, ms (from `created_at`, `enqueued_at`, `started_at`, `ended_at`):"]
+    for name in ("taskrelay", "taskrelay direct"):
+        legs = data[f"{name} p50 legs ms"] = data[name].pop("legs")
+        lines.append(f"- {name}: " + ", ".join(f"{leg} {ms:.2f}" for leg, ms in legs.items()))
+    print("\n".join(lines[-3:]), flush=True)
     name = "latency-smoke" if args.smoke else "latency"
     save_results(name, "\n".join(lines) + "\n", data)
 
