@@ -81,6 +81,7 @@ def taskrelay(config: dict[str, str], tasks: int) -> dict:
     from core.storage.enqueue import enqueue_batch
     from core.storage.queues import SERIALIZER, worker_queues
     from jobs.batch_worker import BatchWorker
+    from jobs.worker import default_name
 
     with private_redis(config) as connection:
         settings = Settings.from_env({"TASKRELAY_TASK_MODULES": "bench.tasks"})
@@ -92,7 +93,9 @@ def taskrelay(config: dict[str, str], tasks: int) -> dict:
                 TaskRequest(str(uuid.uuid4()), "bench_noop", "normal", {}, stamp) for _ in range(start, start + 500)
             ]
             enqueue_batch(connection, settings, batch[: tasks - start])
-        worker = BatchWorker(worker_queues(connection), connection=connection, serializer=SERIALIZER)
+        worker = BatchWorker(
+            worker_queues(connection), connection=connection, serializer=SERIALIZER, name=default_name()
+        )
         worker.work(burst=True, logging_level="WARNING")
         worker.connection.delete(worker.key)  # the worker's own record is not per task
         after = _used(connection)

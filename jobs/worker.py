@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 import time
+import uuid
 from typing import Any
 
 from rq.worker import BaseWorker
@@ -26,6 +27,9 @@ from core.storage.queues import SERIALIZER, worker_queues
 from jobs.batch_worker import BatchWorker
 from jobs.heartbeat import HeartbeatSimpleWorker, HeartbeatWorker
 
+NAME_LENGTH = 10
+"""Hex digits of a worker's default name (RQ's is 32): every job a worker runs stores its name, and 10 digits
+(40 random bits) keep a no-op task's job hash in a smaller allocation (README "Retention and Redis memory")."""
 RECONNECT_MAX_S = 30.0
 """Longest wait between attempts to restart the work loop after losing Redis, in seconds."""
 
@@ -37,6 +41,12 @@ WORKER_CLASS_OF: dict[str, type[HeartbeatWorker] | type[HeartbeatSimpleWorker]] 
 """WORKER_CLASS -> the RQ worker class (core.settings.WORKER_CLASSES says what each is for)."""
 
 log = logging.getLogger("taskrelay.worker")
+
+
+def default_name() -> str:
+    """Return a new worker's name when none is given: NAME_LENGTH random hex digits (rq info and rq-dashboard
+    show its host and pid beside it)."""
+    return uuid.uuid4().hex[:NAME_LENGTH]
 
 
 def build_worker(settings: Settings, worker_class: str | None = None, name: str | None = None) -> BaseWorker:
@@ -51,7 +61,7 @@ def build_worker(settings: Settings, worker_class: str | None = None, name: str 
     registry.load(settings.task_modules)
     connection = connect(settings.redis_url)
     options: dict[str, Any] = {
-        "name": name,
+        "name": name or default_name(),
         "maintenance_interval": settings.maintenance_interval_s,
         # An idle worker waits in BLPOP for worker_ttl - 15 s and only runs maintenance when it wakes;
         # RQ's default (420) would leave a dead worker's task unnoticed for up to seven minutes.
