@@ -228,8 +228,8 @@ def job_hash(
 
 
 IF_ABSENT = """
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then return 0 end
+for first = 1, #KEYS, 1000 do  -- one EXISTS per 1,000 keys (unpack's stack is bounded)
+  if redis.call('EXISTS', unpack(KEYS, first, math.min(first + 999, #KEYS))) > 0 then return 0 end
 end
 local i = 1
 while i <= #ARGV do
@@ -241,6 +241,10 @@ return 1
 """
 """Run the commands in ARGV (each as its length, then its words) only if none of KEYS exists; return 1 if they
 ran. The commands' own keys are not declared, so, like the batch worker's claim, it needs a single Redis."""
+
+
+SCRIPT_MAX_WORDS = 7000
+"""Longest command IF_ABSENT runs (Lua's unpack is bounded near 8,000 values); a longer one goes the WATCH way."""
 
 
 def _created_if_absent(
@@ -265,7 +269,10 @@ def _created_if_absent(
     for command, _options in recorder.command_stack:
         words.append(len(command))
         words.extend(command)
+    longest = max((len(command) for command, _options in recorder.command_stack), default=0)
     recorder.reset()
+    if longest > SCRIPT_MAX_WORDS:  # e.g. one RPUSH of a BRIDGE_BATCH_SIZE over ~7,000: the transaction takes it
+        return False
     return bool(connection.register_script(IF_ABSENT)(keys=keys, args=words))
 
 

@@ -78,6 +78,25 @@ def test_a_first_delivery_is_one_script_and_a_redelivery_watches(fake_redis, set
     assert fake_redis.lrange("rq:queue:normal_priority", 0, -1) == [b"a", b"b", b"c"]
 
 
+def test_a_batch_too_long_for_one_script_goes_the_transaction_way(fake_redis, settings, monkeypatch):
+    from core.storage import enqueue
+
+    from redis.client import Pipeline
+
+    watched: list[tuple] = []
+    real_watch = Pipeline.watch
+
+    def watch(self, *names):
+        watched.append(names)
+        return real_watch(self, *names)
+
+    monkeypatch.setattr(Pipeline, "watch", watch)
+    monkeypatch.setattr(enqueue, "SCRIPT_MAX_WORDS", 3)  # every HSET of a job is longer
+    assert enqueue_batch(fake_redis, settings, [request(i) for i in "abcd"]) == list("abcd")
+    assert len(watched) == 1
+    assert fake_redis.lrange("rq:queue:normal_priority", 0, -1) == [b"a", b"b", b"c", b"d"]
+
+
 def test_the_pipeline_keeps_the_commands_it_queued(fake_redis):
     # core.storage.enqueue._created_if_absent reads them back: redis-py's Pipeline.command_stack.
     pipe = fake_redis.pipeline(transaction=False)
