@@ -79,9 +79,9 @@ def test_a_first_delivery_is_one_script_and_a_redelivery_watches(fake_redis, set
 
 
 def test_a_batch_too_long_for_one_script_goes_the_transaction_way(fake_redis, settings, monkeypatch):
-    from core.storage import enqueue
-
     from redis.client import Pipeline
+
+    from core.storage import enqueue
 
     watched: list[tuple] = []
     real_watch = Pipeline.watch
