@@ -58,17 +58,23 @@ def test_future_run_at_goes_to_the_scheduled_registry(fake_redis, settings):
     assert fake_redis.zscore("rq:scheduled:normal_priority", "later") == int(later.timestamp())
 
 
-def test_a_first_delivery_is_one_script_and_a_redelivery_watches(fake_redis, settings, monkeypatch):
+@pytest.fixture
+def watched(monkeypatch) -> list[tuple]:
+    """The keys of each WATCH an enqueue sends (the transaction way), in order."""
     from redis.client import Pipeline
 
-    watched: list[tuple] = []
+    calls: list[tuple] = []
     real_watch = Pipeline.watch
 
     def watch(self, *names):
-        watched.append(names)
+        calls.append(names)
         return real_watch(self, *names)
 
     monkeypatch.setattr(Pipeline, "watch", watch)
+    return calls
+
+
+def test_a_first_delivery_is_one_script_and_a_redelivery_watches(fake_redis, settings, watched):
     also = lambda pipe: pipe.incr("also")  # noqa: E731
     assert enqueue_batch(fake_redis, settings, [request("a"), request("b")], also=also) == ["a", "b"]
     assert watched == []  # none existed: created by IF_ABSENT in one round trip
@@ -78,19 +84,9 @@ def test_a_first_delivery_is_one_script_and_a_redelivery_watches(fake_redis, set
     assert fake_redis.lrange("rq:queue:normal_priority", 0, -1) == [b"a", b"b", b"c"]
 
 
-def test_a_batch_too_long_for_one_script_goes_the_transaction_way(fake_redis, settings, monkeypatch):
-    from redis.client import Pipeline
-
+def test_a_batch_too_long_for_one_script_goes_the_transaction_way(fake_redis, settings, monkeypatch, watched):
     from core.storage import enqueue
 
-    watched: list[tuple] = []
-    real_watch = Pipeline.watch
-
-    def watch(self, *names):
-        watched.append(names)
-        return real_watch(self, *names)
-
-    monkeypatch.setattr(Pipeline, "watch", watch)
     monkeypatch.setattr(enqueue, "SCRIPT_MAX_WORDS", 3)  # every HSET of a job is longer
     assert enqueue_batch(fake_redis, settings, [request(i) for i in "abcd"]) == list("abcd")
     assert len(watched) == 1
