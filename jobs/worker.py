@@ -29,7 +29,7 @@ from jobs.heartbeat import HeartbeatSimpleWorker, HeartbeatWorker
 
 NAME_LENGTH = 10
 """Hex digits of a worker's default name (RQ's is 32): every job a worker runs stores its name, and 10 digits
-(40 random bits) keep a no-op task's job hash in a smaller allocation (README "Retention and Redis memory")."""
+(40 random bits) keep a no-op task's job hash in a smaller allocation (README "Redis memory")."""
 RECONNECT_MAX_S = 30.0
 """Longest wait between attempts to restart the work loop after losing Redis, in seconds."""
 
