@@ -93,15 +93,26 @@ def created_at(request: TaskRequest, otherwise: datetime) -> datetime:
     return accepted if accepted.tzinfo else accepted.replace(tzinfo=UTC)
 
 
+def create_job(queue: Queue, request: TaskRequest, func: str, **options: Any) -> Job:
+    """Return `queue.create_job(func, **options)` for `request`, created when the API accepted it (not now)."""
+    job = queue.create_job(func, **options)
+    job.created_at = created_at(request, job.created_at)
+    return job
+
+
 def enqueue_task(connection: redis.Redis, settings: Settings, request: TaskRequest) -> Job:
     """Put one task on its priority queue (or in the scheduled registry when `run_at` is set)."""
     spec = registry.get(request.task_type)
     queue = get_queue(connection, request.priority)
     status = JobStatus.QUEUED if request.run_at is None else JobStatus.SCHEDULED
-    job = queue.create_job(
-        RUNNER, args=(spec.name, request.parameters), status=status, **job_options(settings, spec, request)
+    job = create_job(
+        queue,
+        request,
+        RUNNER,
+        args=(spec.name, request.parameters),
+        status=status,
+        **job_options(settings, spec, request),
     )
-    job.created_at = created_at(request, job.created_at)
     if request.run_at is not None:
         return queue.schedule_job(job, request.run_at)
     job = queue.enqueue_job(job)
@@ -168,10 +179,9 @@ def _add_jobs(pipe: Pipeline, settings: Settings, queues: dict[str, Queue], requ
         queue = queues[request.priority]
         args = (spec.name, request.parameters)
         if request.run_at is not None and request.run_at > now:
-            job = queue.create_job(
-                RUNNER, args=args, status=JobStatus.SCHEDULED, **job_options(settings, spec, request)
+            job = create_job(
+                queue, request, RUNNER, args=args, status=JobStatus.SCHEDULED, **job_options(settings, spec, request)
             )
-            job.created_at = created_at(request, now)
             queue.schedule_job(job, request.run_at, pipeline=pipe)
             continue
         pipe.hset(job_key(request.task_id), mapping=job_hash(settings, spec, request, queue.name, now))

@@ -30,7 +30,7 @@ from core import registry
 from core.model import Retention, TaskRequest
 from core.settings import Settings
 from core.storage import metrics
-from core.storage.enqueue import RUNNER, announce, created_at, job_hash, job_options
+from core.storage.enqueue import RUNNER, announce, create_job, job_hash, job_options
 from core.storage.keys import DEFERRED_PREFIX, ENQUEUED_CHANNEL, QUEUES_KEY, job_key, queue_key, waiting_key
 from core.storage.places import places_of
 from core.storage.queues import SERIALIZER, get_queue
@@ -73,15 +73,13 @@ def add_step(pipe: Pipeline, connection: redis.Redis, settings: Settings, workfl
     meta = {"workflow_id": workflow_id, "step_id": step.step_id, "max_retries": 0}
     collector = job_options(settings, spec, request, {**meta, "map_role": "collect"})
     collector["retry"] = None
-    job = queue.create_job(COLLECTOR, status=JobStatus.DEFERRED, **collector)
-    job.created_at = created_at(request, job.created_at)
+    job = create_job(queue, request, COLLECTOR, status=JobStatus.DEFERRED, **collector)
     job.save(pipeline=pipe)
     pipe.zadd(places_of(queue)["deferred"].key, {job.id: "+inf"})
     spawner = job_options(settings, spec, request, {**meta, "map_role": "spawn", "map_of": request.task_id})
     spawner.update(job_id=spawner_id(request.task_id), retry=None)
     parents = Dependency(jobs=list(step.parent_task_ids), allow_failure=step.tolerates_failure)
-    job = queue.create_job(SPAWNER, depends_on=parents, status=JobStatus.DEFERRED, **spawner)
-    job.created_at = created_at(request, job.created_at)
+    job = create_job(queue, request, SPAWNER, depends_on=parents, status=JobStatus.DEFERRED, **spawner)
     job.save(pipeline=pipe)
     job.register_dependency(pipeline=pipe)
     pipe.set(waiting_key(job.id), len(step.parent_task_ids), ex=ttl)
@@ -134,7 +132,9 @@ def spawn(
             options = job_options(settings, spec, request, element)
             previous = Dependency(jobs=[element_id(collector_id, index - lanes)], allow_failure=True)
             args = (spec.name, request.parameters)
-            job = queue.create_job(RUNNER, args=args, depends_on=previous, status=JobStatus.DEFERRED, **options)
+            job = create_job(
+                queue, request, RUNNER, args=args, depends_on=previous, status=JobStatus.DEFERRED, **options
+            )
             job.save(pipeline=pipe)
             job.register_dependency(pipeline=pipe)
             pipe.set(waiting_key(job.id), 1, ex=ttl)

@@ -28,7 +28,7 @@ from core.settings import Settings
 from core.storage import maps, metrics
 from core.storage.cancel import cancel_waiting
 from core.storage.dependents import release
-from core.storage.enqueue import RUNNER, announce, created_at, enqueue_batch, job_options
+from core.storage.enqueue import RUNNER, announce, create_job, enqueue_batch, job_options
 from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key, waiting_key
 from core.storage.places import places_of
 from core.storage.queues import SERIALIZER, get_queue, queue_named
@@ -114,14 +114,14 @@ def _write(pipe: Pipeline, connection: redis.Redis, settings: Settings, plan: Pl
         args = (spec.name, request.parameters)
         if step.parent_task_ids:
             parents = Dependency(jobs=list(step.parent_task_ids), allow_failure=step.tolerates_failure)
-            job = queue.create_job(RUNNER, args=args, depends_on=parents, status=JobStatus.DEFERRED, **options)
-            job.created_at = created_at(request, job.created_at)
+            job = create_job(
+                queue, request, RUNNER, args=args, depends_on=parents, status=JobStatus.DEFERRED, **options
+            )
             job.save(pipeline=pipe)
             job.register_dependency(pipeline=pipe)
             pipe.set(waiting_key(request.task_id), len(step.parent_task_ids), ex=ttl)
         else:
-            job = queue.create_job(RUNNER, args=args, status=JobStatus.QUEUED, **options)
-            job.created_at = created_at(request, job.created_at)
+            job = create_job(queue, request, RUNNER, args=args, status=JobStatus.QUEUED, **options)
             job.enqueued_at = datetime.now(UTC)
             job.save(pipeline=pipe)  # Queue.enqueue_job would WATCH inside this transaction
             pipe.sadd(QUEUES_KEY, queue.key)
