@@ -276,10 +276,11 @@ def _created_if_absent(
     if also is not None:
         also(recorder)
     words: list[Any] = []
+    longest = 0
     for command, _options in recorder.command_stack:
         words.append(len(command))
         words.extend(command)
-    longest = max((len(command) for command, _options in recorder.command_stack), default=0)
+        longest = max(longest, len(command))
     recorder.reset()
     if longest > SCRIPT_MAX_WORDS:  # e.g. one RPUSH of a BRIDGE_BATCH_SIZE over ~7,000: the transaction takes it
         return False
@@ -291,12 +292,10 @@ EXISTS_EACH = "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.c
 
 
 def _missing(connection: redis.Redis, requests: list[TaskRequest]) -> list[TaskRequest]:
-    """Return the requests whose job hash does not exist: one command when none does (a first delivery),
-    then one round trip to tell which (a redelivery)."""
+    """Return the requests whose job hash does not exist, in one round trip. (A first delivery, where none
+    does, is told by IF_ABSENT before this is asked.)"""
     if not requests:
         return []
     keys = [job_key(request.task_id) for request in requests]
-    if not connection.exists(*keys):
-        return requests
     found: Any = connection.eval(EXISTS_EACH, len(keys), *keys)
     return [r for r, exists in zip(requests, found, strict=True) if not exists]
