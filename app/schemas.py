@@ -49,7 +49,18 @@ def any_case(words: type[Enum]) -> Callable[[dict[str, Any]], None]:
     return widen
 
 
-class KeepHistory(BaseModel):
+class Model(BaseModel):
+    """Every model of the API: pydantic builds its validator on first use, not at import.
+
+    A request model is built by the first request that sends one, a model that only
+    describes an answer when the OpenAPI document is first written: a Lambda cold
+    start pays for the few its first request needs, not for some 60 of them.
+    """
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class KeepHistory(Model):
     """How much history of one final state to keep (either field may be left out: the task type's, then the
     environment's setting applies)."""
 
@@ -76,7 +87,7 @@ class KeepHistory(BaseModel):
         return Keep(self.age_seconds, self.count)
 
 
-class RetentionOptions(BaseModel):
+class RetentionOptions(Model):
     """How long, and how many of, this task's kind to keep once it ended: like BullMQ's removeOnComplete and
     removeOnFail. Unset fields fall back to the task type's, then the environment's."""
 
@@ -104,7 +115,7 @@ def retention_of(options: RetentionOptions | None) -> Retention:
     return options.to_retention() if options is not None else NO_RETENTION
 
 
-class SubmitTask(BaseModel):
+class SubmitTask(Model):
     """A task to run: which type, how urgent, its parameters, and optionally when."""
 
     model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
@@ -148,13 +159,13 @@ class SubmitTask(BaseModel):
         return self
 
 
-class TaskPath(BaseModel):
+class TaskPath(Model):
     """The task id in the URL."""
 
     task_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
-class QueuePath(BaseModel):
+class QueuePath(Model):
     """The queue's name in the URL: high_priority, normal_priority or low_priority (any other is a 404)."""
 
     name: str = Field(max_length=200, pattern=ID_PATTERN)
@@ -164,13 +175,13 @@ DEAD_LETTERS_MAX = 1000
 """Most dead letters one GET returns."""
 
 
-class DeadLetterQuery(BaseModel):
+class DeadLetterQuery(Model):
     """How many dead letters to return (the count is always of all of them)."""
 
     limit: int = Field(10, ge=0, le=DEAD_LETTERS_MAX)
 
 
-class ListQuery(BaseModel):
+class ListQuery(Model):
     """Filters and paging for GET /api/tasks."""
 
     model_config = ConfigDict(extra="forbid")
@@ -202,7 +213,7 @@ class ListQuery(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
-class CreateSchedule(BaseModel):
+class CreateSchedule(Model):
     """A periodic task: what to run, and every `interval_seconds` or on a `cron` expression."""
 
     model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
@@ -242,7 +253,7 @@ class CreateSchedule(BaseModel):
         return self
 
 
-class SchedulePath(BaseModel):
+class SchedulePath(Model):
     """The schedule id in the URL."""
 
     schedule_id: str = Field(max_length=200, pattern=ID_PATTERN)
@@ -251,7 +262,7 @@ class SchedulePath(BaseModel):
 STEP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
 
 
-class MapSpec(BaseModel):
+class MapSpec(Model):
     """Fan a step out over a list from an ancestor's result: one task per element, results kept in order."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -272,7 +283,7 @@ class MapSpec(BaseModel):
     )
 
 
-class WorkflowStep(BaseModel):
+class WorkflowStep(Model):
     """One step: a task, the steps it waits for, and parameters that may take an ancestor's result."""
 
     model_config = ConfigDict(extra="forbid")
@@ -305,7 +316,7 @@ class WorkflowStep(BaseModel):
     )
 
 
-class OnFailureStep(BaseModel):
+class OnFailureStep(Model):
     """A task run once if any step of the workflow fails for good; it gets `parameters` plus `failure`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -318,7 +329,7 @@ class OnFailureStep(BaseModel):
     priority: Priority | None = Field(default=None)
 
 
-class SubmitWorkflow(BaseModel):
+class SubmitWorkflow(Model):
     """A DAG of steps (at most 2,000) run in dependency order."""
 
     model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
@@ -353,13 +364,13 @@ class SubmitWorkflow(BaseModel):
     on_failure: OnFailureStep | None = Field(default=None, description="Run once when a step fails for good")
 
 
-class WorkflowPath(BaseModel):
+class WorkflowPath(Model):
     """The workflow id in the URL."""
 
     workflow_id: str = Field(max_length=200, pattern=ID_PATTERN)
 
 
-class WorkflowListQuery(BaseModel):
+class WorkflowListQuery(Model):
     """Paging for GET /api/workflows."""
 
     model_config = ConfigDict(extra="forbid")
@@ -378,14 +389,9 @@ class WorkflowListQuery(BaseModel):
         return value.upper() if isinstance(value, str) else value
 
 
-class Described(BaseModel):
-    """A body that only describes an answer in the OpenAPI document (the views build dicts).
-
-    pydantic builds its validator when the document is first written, not at
-    import: nothing else uses one, and a cold start need not pay for some 45 of them.
-    """
-
-    model_config = ConfigDict(defer_build=True)
+class Described(Model):
+    """A body that only describes an answer in the OpenAPI document (the views build dicts): its validator is
+    built when the document is first written."""
 
 
 class FieldError(Described):
@@ -405,7 +411,7 @@ class ErrorBody(Described):
     fields: list[FieldError]
 
 
-class IdempotencyHeader(BaseModel):
+class IdempotencyHeader(Model):
     """The optional Idempotency-Key of a submit (app/idempotency.py)."""
 
     model_config = ConfigDict(populate_by_name=True)
