@@ -6,20 +6,28 @@ browser prompts), as a Bearer token or X-API-Key; or the DASHBOARD_USERNAME /
 DASHBOARD_PASSWORD pair when both are set. With auth off it is mounted only
 when that pair is set, and asks for it: an operator console with delete and
 requeue buttons is never left open.
+
+rq-dashboard (and arrow, which it imports: ~30 ms) is loaded by the first
+request under /dashboard, not by every start: the API routes /dashboard/... to
+a view that hands the request to a small Flask app holding rq-dashboard's
+blueprint, built on first use. The API's own hooks (keys, audit, headers, the
+request log) run around it as around any route.
 """
 
 from __future__ import annotations
 
 import hmac
+import threading
+from collections.abc import Callable
+from typing import Any
 
-import rq_dashboard
-import rq_dashboard.web
 from flask import Flask, Response, request
 
 from core.settings import Settings
 from core.storage.queues import SERIALIZER, JSONJob, JSONWorker
 
 URL_PREFIX = "/dashboard"
+METHODS = ["GET", "POST"]
 
 
 def pair_login(settings: Settings) -> bool:
@@ -34,16 +42,46 @@ def pair_login(settings: Settings) -> bool:
     return good_user and good_password
 
 
+def build(redis_url: str) -> Flask:
+    """Return a Flask app serving rq-dashboard at its root, reading JSON jobs from `redis_url`."""
+    import rq_dashboard
+    import rq_dashboard.web
+
+    rq_dashboard.web.config.serializer = SERIALIZER
+    rq_dashboard.web.Worker = JSONWorker
+    rq_dashboard.web.Job = JSONJob  # JSON always, and a success's return value where the batch worker writes it
+    # the app's /static is rq-dashboard's folder too: its pages link both url_for("static") and its blueprint's
+    inner = Flask("taskrelay.dashboard", static_folder=rq_dashboard.blueprint.static_folder)
+    inner.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+    inner.register_blueprint(rq_dashboard.blueprint)
+    rq_dashboard.web.setup_rq_connection(inner)
+    return inner
+
+
+def mounted(redis_url: str) -> Callable[..., Response]:
+    """Return the view that serves URL_PREFIX/<rest> from rq-dashboard's app, built by its first call."""
+    inner: list[Flask] = []
+    building = threading.Lock()
+
+    def view(rest: str = "") -> Response:
+        with building:
+            if not inner:
+                inner.append(build(redis_url))
+        forwarded: dict[str, Any] = dict(request.environ)
+        forwarded["SCRIPT_NAME"] = request.script_root + URL_PREFIX  # rq-dashboard's links keep the prefix
+        forwarded["PATH_INFO"] = "/" + rest
+        return Response.from_app(inner[0].wsgi_app, forwarded)
+
+    return view
+
+
 def init_app(app: Flask, settings: Settings) -> bool:
     """Mount rq-dashboard when auth is on or the login pair is configured; return whether it was mounted."""
     if not (settings.auth or (settings.dashboard_username and settings.dashboard_password)):
         return False
-    rq_dashboard.web.config.serializer = SERIALIZER
-    rq_dashboard.web.Worker = JSONWorker
-    rq_dashboard.web.Job = JSONJob  # JSON always, and a success's return value where the batch worker writes it
-    app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
-    app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
-    rq_dashboard.web.setup_rq_connection(app)
+    view = mounted(settings.redis_url)
+    app.add_url_rule(URL_PREFIX + "/", "dashboard", view, methods=METHODS)
+    app.add_url_rule(URL_PREFIX + "/<path:rest>", "dashboard_page", view, methods=METHODS)
     if settings.auth:
         return True  # app/auth.py guards it
 
