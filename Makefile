@@ -10,7 +10,7 @@ DASHBOARD_PORT ?= 9181
 REQUIREMENTS ?= requirements-dev.txt
 SCREENSHOTS_REDIS_URL ?= redis://127.0.0.1:6379/12
 
-.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos soak screenshots install lint clean
+.PHONY: requirements postman run test api worker bridge scheduler dashboard key keys revoke-key bench chaos soak screenshots install lint clean lambda-code build-ApiFunction
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Taskrelay needs Python 3.11+; set PYTHON=python3.11")'
@@ -87,6 +87,19 @@ lint: install  ## ruff and mypy
 
 test: lint  ## lint, then the whole test suite (unit + integration against the real Redis)
 	$(BIN)/pytest
+
+LAMBDA_CODE := handler.py app bridge core jobs
+ARTIFACTS_DIR ?= .aws-sam/ApiFunction
+
+build-ApiFunction:  # `sam build` runs this (BuildMethod: makefile) with python3.11 on PATH, or in its container with --use-container
+	$(PYTHON) -m pip install --quiet --no-compile -r requirements.txt -t "$(ARTIFACTS_DIR)"
+	$(MAKE) --no-print-directory lambda-code ARTIFACTS_DIR="$(ARTIFACTS_DIR)"
+
+lambda-code:  ## the API's code for the Lambda package in ARTIFACTS_DIR, with bytecode compiled (/var/task is read-only: a package without .pyc files compiles every module at each cold start)
+	mkdir -p "$(ARTIFACTS_DIR)"
+	cp -R $(LAMBDA_CODE) "$(ARTIFACTS_DIR)/"
+	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(PYTHON) -m compileall -q -f -j 0 --invalidation-mode unchecked-hash "$(ARTIFACTS_DIR)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache taskrelay.egg-info

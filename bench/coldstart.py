@@ -8,10 +8,16 @@ for all and is only in the whole process's wall time, with its exit):
   bare            import awsgi and a one-route Flask app (bench/bare_app.py),
                   then GET /healthz through awsgi.response
   taskrelay       import handler, then GET /healthz through handler.lambda_handler
-                  (create_app runs on that first call)
+                  (create_app runs on that first call), from the Lambda package's
+                  code as `make lambda-code` builds it (bytecode compiled)
   taskrelay+spec  the same, then GET /openapi/openapi.json: what the first
                   reader of the OpenAPI document pays on top
-They take turns run by run. The child runs with the Lambda template's
+  taskrelay-source  `taskrelay` from the same code without its .pyc files: what
+                  every cold start pays when the package holds only sources
+                  (Lambda's /var/task is read-only, so nothing is cached)
+Dependencies come from this environment (pip compiled theirs at install). The
+children run with PYTHONDONTWRITEBYTECODE=1, as on Lambda. They take turns run
+by run. The child runs with the Lambda template's
 settings: TASKRELAY_AUTH=on with a bootstrap key (create_app lists it in Redis:
 one round trip), RABBITMQ_URL set (pika is imported; nothing connects before a
 submit) and REDIS_URL the local Redis's BENCH_REDIS_DBS[0] (13), which it
@@ -25,10 +31,13 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import redis
 
@@ -37,7 +46,7 @@ from bench.procs import ROOT, child_env, save_results
 REDIS_BASE = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379")
 REDIS_URL = f"{REDIS_BASE}/{os.environ.get('BENCH_REDIS_DBS', '13').split(',')[0]}"
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-CONFIGS = ("bare", "taskrelay", "taskrelay+spec")
+CONFIGS = ("bare", "taskrelay", "taskrelay+spec", "taskrelay-source")
 
 CHILD = """
 import json, sys, time
@@ -64,6 +73,20 @@ CHILDREN = {
     "taskrelay": CHILD.format(imports="import handler", call="handler.lambda_handler", spec=False),
     "taskrelay+spec": CHILD.format(imports="import handler", call="handler.lambda_handler", spec=True),
 }
+CHILDREN["taskrelay-source"] = CHILDREN["taskrelay"]
+
+
+def build_packages(scratch: Path) -> dict[str, Path]:
+    """Build the Lambda package's code with `make lambda-code` into `scratch`, and a copy without bytecode; return
+    the directory each config runs in."""
+    package, source = scratch / "package", scratch / "source"
+    subprocess.run(
+        ["make", "--no-print-directory", "-s", "lambda-code", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}"],
+        cwd=ROOT,
+        check=True,
+    )
+    shutil.copytree(package, source, ignore=shutil.ignore_patterns("__pycache__"))
+    return {"bare": ROOT, "taskrelay": package, "taskrelay+spec": package, "taskrelay-source": source}
 
 
 def healthz_event() -> str:
@@ -74,12 +97,18 @@ def healthz_event() -> str:
     return json.dumps(event)
 
 
-def run_once(config: str, event: str) -> dict[str, float]:
-    """Start one fresh interpreter for `config`; return its phases in milliseconds."""
-    env = child_env(REDIS_URL=REDIS_URL, RABBITMQ_URL=RABBITMQ_URL, TASKRELAY_AUTH="on")
+def run_once(config: str, event: str, where: Path) -> dict[str, float]:
+    """Start one fresh interpreter for `config` in `where`; return its phases in milliseconds."""
+    env = child_env(
+        REDIS_URL=REDIS_URL,
+        RABBITMQ_URL=RABBITMQ_URL,
+        TASKRELAY_AUTH="on",
+        PYTHONPATH=str(where),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", CHILDREN[config], event], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", CHILDREN[config], event], cwd=where, env=env, capture_output=True, text=True, timeout=60
     )
     process_ms = (time.perf_counter() - started) * 1000
     if result.returncode != 0:
@@ -97,17 +126,20 @@ def main() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
     event = healthz_event()
     runs: dict[str, list[dict[str, float]]] = {config: [] for config in CONFIGS}
-    try:
-        for number in range(1, args.runs + 1):
-            for config in CONFIGS[number % len(CONFIGS) :] + CONFIGS[: number % len(CONFIGS)]:
-                runs[config].append(run_once(config, event))
-            print(f"run {number}: " + ", ".join(f"{c} {runs[c][-1]['first_ms']:.0f} ms" for c in CONFIGS), flush=True)
-    finally:
-        redis.Redis.from_url(REDIS_URL).flushdb()
+    with tempfile.TemporaryDirectory(prefix="taskrelay-coldstart-") as scratch:
+        where = build_packages(Path(scratch))
+        try:
+            for number in range(1, args.runs + 1):
+                for config in CONFIGS[number % len(CONFIGS) :] + CONFIGS[: number % len(CONFIGS)]:
+                    runs[config].append(run_once(config, event, where[config]))
+                firsts = ", ".join(f"{c} {runs[c][-1]['first_ms']:.0f} ms" for c in CONFIGS)
+                print(f"run {number}: {firsts}", flush=True)
+        finally:
+            redis.Redis.from_url(REDIS_URL).flushdb()
     medians = {
         config: {phase: statistics.median(r[phase] for r in rows) for phase in rows[0]} for config, rows in runs.items()
     }
-    bare, ours = medians["bare"], medians["taskrelay"]
+    bare, ours, source = medians["bare"], medians["taskrelay"], medians["taskrelay-source"]
     spec_ms = medians["taskrelay+spec"]["spec_ms"]
     ratio = {phase: f"{ours[phase] / bare[phase]:.2f}x" for phase in bare}
     lines = [
@@ -117,9 +149,11 @@ def main() -> None:
         "| | import | import + first GET /healthz | whole process | then GET /openapi/openapi.json |",
         "|---|---:|---:|---:|---:|",
         f"| bare Flask + aws-wsgi | {bare['import_ms']:.0f} | {bare['first_ms']:.0f} | {bare['process_ms']:.0f} | - |",
-        f"| Taskrelay handler | {ours['import_ms']:.0f} | {ours['first_ms']:.0f} | {ours['process_ms']:.0f}"
-        f" | {spec_ms:.0f} |",
+        f"| Taskrelay handler (`make lambda-code`: bytecode compiled) | {ours['import_ms']:.0f} |"
+        f" {ours['first_ms']:.0f} | {ours['process_ms']:.0f} | {spec_ms:.0f} |",
         f"| Taskrelay / bare | {ratio['import_ms']} | {ratio['first_ms']} | {ratio['process_ms']} | - |",
+        f"| Taskrelay from sources only (no .pyc) | {source['import_ms']:.0f} | {source['first_ms']:.0f} |"
+        f" {source['process_ms']:.0f} | - |",
         "",
     ]
     name = "coldstart-smoke" if args.smoke else "coldstart"

@@ -94,7 +94,9 @@ def test_durability_smoke(bench_dbs, rabbitmq_url):
 
 def test_coldstart_smoke(bench_dbs):
     output = run_bench(bench_dbs, "bench.coldstart", "--smoke")
-    assert "| Taskrelay handler |" in output and "| Taskrelay / bare |" in output
+    assert "| Taskrelay handler (`make lambda-code`: bytecode compiled) |" in output
+    assert "| Taskrelay / bare |" in output
+    assert "| Taskrelay from sources only (no .pyc) |" in output
     medians = json.loads((ROOT / "bench" / "results" / "coldstart-smoke.json").read_text())["medians"]
     assert medians["taskrelay"]["first_ms"] > medians["taskrelay"]["import_ms"] > 0
     assert medians["taskrelay+spec"]["spec_ms"] > 0 and medians["bare"]["first_ms"] > 0

@@ -13,7 +13,9 @@ import sys
 from tests.processes import ROOT, free_port
 
 COLD_START = """
+import base64
 import json
+import sys
 import handler
 from app import schemas
 
@@ -25,13 +27,19 @@ def subclasses(cls):
 event = json.loads(open("infra/events/get_task.json").read())
 event.update(path="/healthz", pathParameters={"proxy": "healthz"})
 answer = handler.lambda_handler(event, None)
-described = list(subclasses(schemas.Described))
+models = list(subclasses(schemas.Model))
 state = {
     "status": int(answer["statusCode"]),
     "documented_paths": len(handler.get_app().paths),
-    "described": len(described),
-    "built": sorted(model.__name__ for model in described if model.__pydantic_complete__),
+    "models": len(models),
+    "built": sorted(model.__name__ for model in models if model.__pydantic_complete__),
+    "loaded": sorted(name for name in ("rq_dashboard", "prometheus_client") if name in sys.modules),
 }
+pair = {"Authorization": "Basic " + base64.b64encode(b"ops:cold-start-pair").decode()}
+answer = handler.lambda_handler({**event, "path": "/dashboard/", "headers": {**event["headers"], **pair}}, None)
+state["dashboard_status"] = int(answer["statusCode"])
+state["metrics_status"] = int(handler.lambda_handler({**event, "path": "/metrics"}, None)["statusCode"])
+state["loaded_later"] = sorted(name for name in ("rq_dashboard", "prometheus_client") if name in sys.modules)
 answer = handler.lambda_handler({**event, "path": "/openapi/openapi.json"}, None)
 state["spec_paths"] = len(json.loads(answer["body"])["paths"])
 print(json.dumps(state))
@@ -39,10 +47,13 @@ print(json.dumps(state))
 
 
 def cold_start() -> dict:
-    """Run COLD_START in a fresh interpreter (auth off, no Redis: /healthz and create_app need none)."""
+    """Run COLD_START in a fresh interpreter (auth off, the dashboard's login pair set, no Redis: /healthz and
+    create_app need none)."""
     env = {
         **os.environ,
         "TASKRELAY_AUTH": "off",
+        "DASHBOARD_USERNAME": "ops",
+        "DASHBOARD_PASSWORD": "cold-start-pair",
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "LOG_LEVEL": "ERROR",
     }
@@ -54,5 +65,13 @@ def test_a_cold_start_writes_no_openapi_document_until_it_is_read():
     state = cold_start()
     assert state["status"] == 200
     assert state["documented_paths"] == 0 and state["built"] == []
-    assert state["described"] > 40
+    assert state["models"] > 55  # request models and those that only describe answers
     assert state["spec_paths"] > 20  # and the document is whole when read (tests/unit/test_openapi.py)
+
+
+def test_a_cold_start_imports_rq_dashboard_and_prometheus_client_only_when_first_asked_for():
+    state = cold_start()
+    assert state["loaded"] == []
+    assert state["dashboard_status"] == 200  # rq-dashboard's page, built by this first request
+    assert state["metrics_status"] == 503  # no Redis here, but the scrape got as far as rendering
+    assert state["loaded_later"] == ["prometheus_client", "rq_dashboard"]

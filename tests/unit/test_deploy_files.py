@@ -139,3 +139,35 @@ def test_healthchecks_ask_the_readiness_route_the_app_serves():
     stage = template["Resources"]["Api"]["Properties"]["StageName"]
     assert config["ResourcePath"].startswith(f"/{stage}/")
     assert ("GET", "/readyz") in auth.OPEN_ROUTES and ("GET", "/healthz") in auth.OPEN_ROUTES  # probes send no key
+
+
+def test_the_lambda_package_holds_compiled_bytecode_for_all_its_code(tmp_path):
+    """`sam build` runs `make build-ApiFunction`; its `lambda-code` step leaves a package whose cold start compiles
+    nothing of ours (Lambda's /var/task is read-only: without .pyc files every start compiles every module)."""
+    template = yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=_CloudFormationLoader)
+    assert template["Resources"]["ApiFunction"]["Metadata"]["BuildMethod"] == "makefile"
+    assert re.search(r"^build-ApiFunction:", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    package = tmp_path / "package"
+    make = ["make", "--no-print-directory", "-s", "lambda-code", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}"]
+    subprocess.run(make, cwd=ROOT, check=True)
+    assert sorted(p.name for p in package.iterdir()) == ["__pycache__", "app", "bridge", "core", "handler.py", "jobs"]
+    event = str(ROOT / "infra" / "events" / "get_task.json")
+    first_request = (
+        f"import json, handler\nevent = json.load(open({event!r}))\n"
+        "event.update(path='/healthz', pathParameters={'proxy': 'healthz'})\n"
+        "assert int(handler.lambda_handler(event, None)['statusCode']) == 200\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(package),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "TASKRELAY_AUTH": "off",
+        "REDIS_URL": "redis://127.0.0.1:1/0",  # /healthz and create_app need no Redis
+        "LOG_LEVEL": "ERROR",
+    }
+    command = [sys.executable, "-v", "-c", first_request]
+    run = subprocess.run(command, cwd=package, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ours = [line for line in run.stderr.splitlines() if line.startswith("# code object from") and str(package) in line]
+    assert len(ours) > 40  # handler, app, core, bridge and jobs modules were loaded from the package
+    assert [line for line in ours if "__pycache__" not in line] == []
