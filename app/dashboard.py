@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, request
 
@@ -70,7 +70,7 @@ def mounted(redis_url: str) -> Callable[..., Response]:
         forwarded: dict[str, Any] = dict(request.environ)
         forwarded["SCRIPT_NAME"] = request.script_root + URL_PREFIX  # rq-dashboard's links keep the prefix
         forwarded["PATH_INFO"] = "/" + rest
-        return Response.from_app(inner[0].wsgi_app, forwarded)
+        return cast(Response, Response.from_app(inner[0].wsgi_app, forwarded))  # a flask Response: from_app uses cls
 
     return view
 
