@@ -26,6 +26,7 @@ RQ_PRIVATE_NAMES = {
     "_data",
     "_ordered_queues",
     "_state",
+    "resolve_serializer",
 }
 """RQ 2.12 internals: only core/storage/ may touch them (tests/unit/test_storage.py pins them)."""
 

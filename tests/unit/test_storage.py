@@ -6,8 +6,12 @@ If an upgrade of rq moves any of these, a test here fails before anything in Red
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 
+import pytest
 import rq.job
+import rq.registry
+import rq.serializers
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
@@ -15,7 +19,7 @@ from rq.results import Result
 
 from core.storage import claims, keys
 from core.storage.places import KINDS, places_of
-from core.storage.queues import SERIALIZER, JSONJob
+from core.storage.queues import RESOLVING_MODULES, SERIALIZER, JSONJob
 
 
 def test_the_adapter_is_written_for_the_pinned_rq():
@@ -264,3 +268,19 @@ def test_claimed_stamps_parse_as_rqs_own():
     for stamp in (utcformat(datetime.now(UTC)), "2026-01-02T03:04:05Z", "2026-01-02T03:04:05.000001Z"):
         assert claims.parse_stamp(stamp.encode()) == utcparse(stamp)
         assert claims.parse_stamp(stamp.encode()).tzinfo is not None
+
+
+def test_rq_resolves_our_serializer_without_its_protocol_check(fake_redis):
+    """core.storage.queues answers RQ's resolve_serializer for SERIALIZER at once; RQ's own check agrees with it."""
+    original = rq.serializers.resolve_serializer
+    assert original(SERIALIZER) is SERIALIZER  # what the skipped check returns
+    for module in RESOLVING_MODULES:  # each calls it by its module-level name (what the wrapper replaces)
+        assert module.resolve_serializer.__wrapped__ is original, module.__name__
+        assert "resolve_serializer(" in inspect.getsource(module)
+    assert rq.job.resolve_serializer("json") is rq.serializers.JSONSerializer  # anything else is still checked
+    with pytest.raises(NotImplementedError):
+        rq.job.resolve_serializer(object())
+    queue = Queue("q", connection=fake_redis, serializer=SERIALIZER)
+    job = Job.create("jobs.runner.run", connection=fake_redis, serializer=SERIALIZER)
+    registry = rq.registry.FinishedJobRegistry(queue=queue)
+    assert queue.serializer is job.serializer is registry.serializer is SERIALIZER
