@@ -335,3 +335,26 @@ def test_the_document_is_written_on_first_read_as_flask_openapi3_writes_it():
     assert _document(second) == _document(eager)
     assert _document(first) == _document(eager)  # registered before the blueprint was documented, read after
     assert _document(_served(app_openapi.OpenAPI, notes)) == _document(eager)  # registered after
+
+
+def test_a_models_json_schema_is_generated_once_then_handed_out_as_copies(monkeypatch):
+    """flask-openapi3 asks for the header and query models' JSON Schema on every request it validates."""
+    from app.schemas import Model
+
+    class Probe(Model):
+        name: str = Field(default="x", max_length=3)
+
+    generated: list[type] = []
+    original = BaseModel.model_json_schema.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, *args: Any, **kwargs: Any) -> Any:
+        generated.append(cls)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(BaseModel, "model_json_schema", classmethod(counted))
+    first = Probe.model_json_schema()
+    first["properties"]["name"]["maxLength"] = 99  # a caller changing its copy changes nobody else's
+    second = Probe.model_json_schema()
+    assert second["properties"]["name"]["maxLength"] == 3
+    assert Probe.model_json_schema(by_alias=False)["properties"]["name"]["maxLength"] == 3
+    assert generated == [Probe, Probe]  # once per set of arguments
