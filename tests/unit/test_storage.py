@@ -279,7 +279,7 @@ def test_rq_resolves_our_serializer_without_its_protocol_check(fake_redis):
         assert "resolve_serializer(" in inspect.getsource(module)
     assert rq.job.resolve_serializer("json") is rq.serializers.JSONSerializer  # anything else is still checked
     with pytest.raises(NotImplementedError):
-        rq.job.resolve_serializer(object())
+        rq.job.resolve_serializer(object())  # type: ignore[arg-type]
     queue = Queue("q", connection=fake_redis, serializer=SERIALIZER)
     job = Job.create("jobs.runner.run", connection=fake_redis, serializer=SERIALIZER)
     registry = rq.registry.FinishedJobRegistry(queue=queue)
