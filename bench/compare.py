@@ -36,6 +36,8 @@ import redis
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
 from bench.procs import child_env, descendants, peak_rss_mb, save_results
 from core.storage import keys
+from core.storage.places import places_of
+from core.storage.queues import get_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 DB, CELERY_BACKEND_DB = BENCH_DBS[0], BENCH_DBS[1]
@@ -147,6 +149,13 @@ def drain_taskrelay(workload: str, count: int) -> dict:
 
     try:
         seconds, peaks = _run(start, lambda: connection.zcard(keys.finished_key("normal_priority")) >= count, 600, feed)
+    except RuntimeError as exc:  # say where the rest are
+        pipe = connection.pipeline(transaction=False)
+        places = places_of(get_queue(connection, "normal"))
+        for place in places.values():
+            place.size(pipe)
+        where = dict(zip(places, pipe.execute(), strict=True))
+        raise RuntimeError(f"{exc}: {count} tasks, now {where}") from exc
     finally:
         delete_topology(RABBITMQ_URL, Topology(queue))
     commands = _commands(connection) - before
