@@ -140,6 +140,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
         INGRESS_QUEUE=queue,
         WORKER_CLASS="batch",
         TASKRELAY_TASK_MODULES="bench.tasks",
+        KEEP_FINISHED=str(count),  # the drain counts the finished registry: retention must not trim it first
     )
     before = _commands(connection)
 
