@@ -18,6 +18,7 @@ anyway (the enqueue's transaction, the batch worker's success pipeline).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
@@ -48,7 +49,10 @@ QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
 """The states of taskrelay_queue_length: the queue's list and four of RQ's registries (started counts claimed)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _field(*labels: str) -> str:
+    """Return the hash field of one label set (JSON); remembered: labels are few (task types, queues, states,
+    buckets), and a finished task needs three of them."""
     return json.dumps(labels, separators=(",", ":"))
 
 
