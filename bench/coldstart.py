@@ -76,15 +76,20 @@ CHILDREN = {
 CHILDREN["taskrelay-source"] = CHILDREN["taskrelay"]
 
 
-def build_packages(scratch: Path) -> dict[str, Path]:
-    """Build the Lambda package's code with `make lambda-code` into `scratch`, and a copy without bytecode; return
-    the directory each config runs in."""
-    package, source = scratch / "package", scratch / "source"
+def lambda_code(package: Path) -> Path:
+    """Build the Lambda package's code into `package` as `sam build` does (`make lambda-code`, this Python)."""
     subprocess.run(
         ["make", "--no-print-directory", "-s", "lambda-code", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}"],
         cwd=ROOT,
         check=True,
     )
+    return package
+
+
+def build_packages(scratch: Path) -> dict[str, Path]:
+    """Build the Lambda package's code into `scratch`, and a copy without bytecode; return the directory each
+    config runs in."""
+    package, source = lambda_code(scratch / "package"), scratch / "source"
     shutil.copytree(package, source, ignore=shutil.ignore_patterns("__pycache__"))
     return {"bare": ROOT, "taskrelay": package, "taskrelay+spec": package, "taskrelay-source": source}
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from bench.coldstart import lambda_code
+
 ROOT = Path(__file__).resolve().parents[2]
 TASKRELAY_SERVICES = {"api", "bridge", "worker", "scheduler", "dashboard"}
 
@@ -147,9 +149,7 @@ def test_the_lambda_package_holds_compiled_bytecode_for_all_its_code(tmp_path):
     template = yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=_CloudFormationLoader)
     assert template["Resources"]["ApiFunction"]["Metadata"]["BuildMethod"] == "makefile"
     assert re.search(r"^build-ApiFunction:", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    package = tmp_path / "package"
-    make = ["make", "--no-print-directory", "-s", "lambda-code", f"ARTIFACTS_DIR={package}", f"PYTHON={sys.executable}"]
-    subprocess.run(make, cwd=ROOT, check=True)
+    package = lambda_code(tmp_path / "package")
     assert sorted(p.name for p in package.iterdir()) == ["__pycache__", "app", "bridge", "core", "handler.py", "jobs"]
     event = str(ROOT / "infra" / "events" / "get_task.json")
     first_request = (
