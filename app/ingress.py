@@ -103,11 +103,9 @@ class DirectIngress:
 class RabbitIngress:
     """Publish to the durable ingress queue with confirms; the bridge enqueues into RQ.
 
-    The task is recorded in Redis as accepted while its publish is confirmed
-    (core.accepted writes no record for a task the bridge already moved), so
-    it is PENDING, or further on, from the moment the API answers. That record
-    is best effort: with Redis down the task is still accepted (it waits in
-    RabbitMQ), it just cannot be read yet.
+    The task is recorded in Redis as accepted first, so it is PENDING from the
+    moment the API answers. That record is best effort: with Redis down the
+    task is still accepted (it waits in RabbitMQ), it just cannot be read yet.
 
     Requests submitted at the same time by the threads of one process share a
     flush (GroupCommit): one Redis round trip records them all, one write
@@ -129,19 +127,14 @@ class RabbitIngress:
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         counted = metrics.Tally.of_submitted(requests)  # counted at accept time (the bridge counts nothing)
-        recorded = False
-
-        def record() -> None:  # while RabbitMQ confirms: the Redis round trip is not on the task's way
-            nonlocal recorded
-            recorded = self._try(
-                lambda: accepted.remember(self.connection, requests, also=counted.write),
-                "record",
-                [r.task_id for r in requests],
-            )
-
+        recorded = self._try(
+            lambda: accepted.remember(self.connection, requests, also=counted.write),
+            "record",
+            [r.task_id for r in requests],
+        )
         try:
             messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id) for r in requests]
-            refusals = self.publisher.publish_many(messages, meanwhile=record)
+            refusals = self.publisher.publish_many(messages)
         except Exception:
             if recorded:
                 self._try(lambda: self._unrecord(requests), "unrecord", [r.task_id for r in requests])

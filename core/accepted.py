@@ -1,10 +1,8 @@
 """Tasks accepted by the API but still in RabbitMQ: visible as PENDING before the bridge moves them.
 
-The API records each task here while RabbitMQ confirms its publish; the bridge
-forgets it in the same MULTI that creates its RQ job (so this lives in core/,
-which both import). A record is written only if the task's job does not exist
-yet: the bridge may already have moved a task whose record was still on its
-way. Keys (per priority queue name Q):
+The API records each task here before publishing it; the bridge forgets it in
+the same MULTI that creates its RQ job (so this lives in core/, which both
+import). Keys (per priority queue name Q):
 
     taskrelay:ingress:Q        sorted set, task id -> accepted time (Unix seconds)
     taskrelay:ingress:records  hash, task id -> JSON {task_type, priority, queue, submitted_at, run_at}
@@ -20,15 +18,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
 from core.model import PRIORITIES, QUEUE_NAMES, TaskRequest
-from core.storage.enqueue import run_if_absent
-from core.storage.keys import job_key
 
 PENDING_TTL_S = 24 * 3600
 """`trim` drops records older than this, in seconds: by then their publish has certainly failed."""
@@ -46,33 +41,15 @@ ALL_ZSET_KEYS = tuple(zset_key(QUEUE_NAMES[p]) for p in PRIORITIES)
 def remember(
     connection: redis.Redis, requests: list[TaskRequest], also: Callable[[Pipeline], object] | None = None
 ) -> None:
-    """Record `requests` as accepted and on their way, except those whose job exists already.
+    """Record `requests` as accepted and on their way: one round trip, one HSET and a ZADD per queue.
 
-    `also` may add commands to the same round trip (the API counts the tasks submitted there); they run whatever
-    was recorded.
+    `also` may add commands to the same round trip (the API counts the tasks submitted there).
 
-    The API calls this after writing the messages to RabbitMQ, while their
-    confirms are awaited (one round trip less before the bridge can have the
-    task). So the bridge may have moved a task, and forgotten its record,
-    before the record is written: one script writes the records only if none
-    of the jobs exists (one round trip, one EXISTS, one HSET and a ZADD per
-    queue); if one does, each record is then written only if its own job does
-    not exist (a round trip per task, only when the bridge came first).
+    The caller publishes only after this returned, so the record is in Redis
+    before the bridge can see the message (and forget the record), however
+    far the API is from Redis.
     """
     now = time.time()
-    jobs = [job_key(request.task_id) for request in requests]
-    if run_if_absent(connection, jobs, lambda pipe: _record(pipe, requests, now), also):
-        return
-    for request, job in zip(requests, jobs, strict=True):
-        run_if_absent(connection, [job], partial(_record, requests=[request], now=now), None)
-    if also is not None:
-        pipe = connection.pipeline(transaction=False)
-        also(pipe)
-        pipe.execute()
-
-
-def _record(pipe: Pipeline, requests: list[TaskRequest], now: float) -> None:
-    """Queue on `pipe` the records of `requests`, accepted at `now`: one HSET and a ZADD per queue."""
     records: dict[Any, Any] = {}
     by_queue: dict[str, dict[Any, float]] = {}
     for request in requests:
@@ -87,10 +64,13 @@ def _record(pipe: Pipeline, requests: list[TaskRequest], now: float) -> None:
             }
         )
         by_queue.setdefault(queue, {})[request.task_id] = now
-    if records:
-        pipe.hset(RECORDS_KEY, mapping=records)
+    pipe = connection.pipeline(transaction=False)
+    pipe.hset(RECORDS_KEY, mapping=records)
     for queue, members in by_queue.items():
         pipe.zadd(zset_key(queue), members)
+    if also is not None:
+        also(pipe)
+    pipe.execute()
 
 
 def forget(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:

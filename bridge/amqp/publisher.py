@@ -104,11 +104,8 @@ class _Link:
         self.run_until(lambda: bool(answers), method)
         return answers[0]
 
-    def publish(
-        self, messages: Sequence[Outgoing], exchange: str, meanwhile: Callable[[], object] = lambda: None
-    ) -> list[str | None]:
-        """Publish `messages` at once, call `meanwhile()` once they are sent, then wait for all their confirms;
-        return None or a refusal reason for each."""
+    def publish(self, messages: Sequence[Outgoing], exchange: str) -> list[str | None]:
+        """Publish `messages` at once and wait for all their confirms; return None or a refusal reason for each."""
         self.confirmed.clear()
         self.returned.clear()
         tags = []
@@ -124,8 +121,6 @@ class _Link:
             tags.append(self.next_tag)
             self.next_tag += 1
         self._coalesce_output()
-        self.run_until(self._sent, "send")
-        meanwhile()
         self.run_until(lambda: all(self.confirmed[tag] != "" for tag in tags), "publish")
         outcomes = [self.confirmed[tag] for tag in tags]
         return [
@@ -147,15 +142,6 @@ class _Link:
             joined = b"".join(buffers)
             buffers.clear()
             buffers.append(joined)
-
-    def _sent(self) -> bool:
-        """Whether pika's send buffer is empty: everything published so far was handed to the socket.
-
-        Reads pika's transport (the pinned pika 1.4.4's `_tx_buffers`, as `_coalesce_output` does); without it,
-        True at once (the frames then go out while the confirms are awaited).
-        """
-        buffers = getattr(getattr(self.connection, "_transport", None), "_tx_buffers", None)
-        return not buffers
 
     def close(self) -> None:
         """Close the connection (briefly waiting for RabbitMQ's close-ok) and release the loop's descriptors."""
@@ -224,25 +210,14 @@ class Publisher:
                 log.warning("RabbitMQ connection broken during %s (%s); reconnecting", what, exc)
         raise AssertionError("unreachable")
 
-    def publish_many(
-        self, messages: Sequence[Outgoing], meanwhile: Callable[[], object] | None = None
-    ) -> list[str | None]:
+    def publish_many(self, messages: Sequence[Outgoing]) -> list[str | None]:
         """Publish persistent messages and wait for RabbitMQ's confirms.
 
         Returns, per message, None once confirmed or the reason RabbitMQ
         refused it; raises IngressUnavailable when RabbitMQ cannot be reached.
-        `meanwhile`, if given, is called once, after the messages were written
-        to the socket and before their confirms are awaited (not again if the
-        publish is retried on a new connection); what it raises, this raises.
         """
-        pending = [meanwhile] if meanwhile is not None else []
-
-        def once() -> None:
-            if pending:
-                pending.pop()()
-
         with self._lock:
-            return self._call(lambda link: link.publish(messages, self.topology.exchange, once), "publish")
+            return self._call(lambda link: link.publish(messages, self.topology.exchange), "publish")
 
     def publish(self, body: bytes, priority: str, message_id: str) -> None:
         """Publish one persistent message and return once RabbitMQ confirmed it; raise IngressUnavailable."""

@@ -146,7 +146,7 @@ def enqueue_batch(
         first_of_each.setdefault(request.task_id, request)
     requests = list(first_of_each.values())
     keys = [job_key(r.task_id) for r in requests]
-    if run_if_absent(connection, keys, lambda pipe: _add_jobs(pipe, settings, queues, requests), also):
+    if _created_if_absent(connection, keys, lambda pipe: _add_jobs(pipe, settings, queues, requests), also):
         return [r.task_id for r in requests]
     while True:  # some exist already (a redelivery): WATCH them, see which, create the rest
         with connection.pipeline(transaction=True) as pipe:
@@ -257,7 +257,7 @@ SCRIPT_MAX_WORDS = 7000
 """Longest command IF_ABSENT runs (Lua's unpack is bounded near 8,000 values); a longer one goes the WATCH way."""
 
 
-def run_if_absent(
+def _created_if_absent(
     connection: redis.Redis,
     keys: list[str],
     write: Callable[[Pipeline], object],

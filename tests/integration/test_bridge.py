@@ -252,35 +252,6 @@ def test_a_batch_goes_out_in_one_send_intact_and_in_order(rabbitmq_url, ingress_
     assert received == [("first", "first")] + [(i, i) for i in ids]
 
 
-def test_meanwhile_runs_once_after_the_batch_was_sent_and_before_its_confirms(rabbitmq_url, ingress_queue, monkeypatch):
-    publisher = Publisher(rabbitmq_url, Topology(ingress_queue))
-    try:
-        publisher.publish(envelope("first"), "normal", "first")  # connects and declares
-        sent: list[int] = []
-        real_send = socket.socket.send
-
-        def counting_send(sock: socket.socket, data: bytes, *flags: int) -> int:
-            sent.append(len(data))
-            return real_send(sock, data, *flags)
-
-        monkeypatch.setattr(socket.socket, "send", counting_send)
-        link = publisher._link
-        assert link is not None
-        seen: list[tuple[int, list[int]]] = []
-
-        def meanwhile() -> None:
-            seen.append((sum(sent), [tag for tag, outcome in link.confirmed.items() if outcome == ""]))
-
-        ids = [f"meanwhile-{n}" for n in range(5)]
-        assert publisher.publish_many([Outgoing(envelope(i), "normal", i) for i in ids], meanwhile) == [None] * 5
-        monkeypatch.undo()
-        ((bytes_sent, unconfirmed),) = seen  # called once
-        assert bytes_sent == sum(sent) > 0  # every frame had been handed to the socket: nothing was sent after it
-        assert len(unconfirmed) == 5  # and no confirm had been read yet
-    finally:
-        publisher.close()
-
-
 def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_queue):
     publisher = Publisher(rabbitmq_url, Topology(ingress_queue))
     try:

@@ -1,5 +1,4 @@
-"""Accepted-task records: written in one round trip per batch unless their job exists, read back, forgotten, and
-trimmed when stale."""
+"""Accepted-task records: written in one round trip per batch, read back, forgotten, and trimmed when stale."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import fakeredis
 
 from core import accepted
 from core.model import TaskRequest
-from core.storage.keys import job_key
 
 
 def request(task_id: str, priority: str = "high", run_at: datetime | None = None) -> TaskRequest:
@@ -18,19 +16,25 @@ def request(task_id: str, priority: str = "high", run_at: datetime | None = None
     return TaskRequest(task_id, "data_processing", priority, {}, submitted_at=stamp, run_at=run_at)
 
 
-def test_a_batch_is_one_round_trip_of_one_script(fake_redis: fakeredis.FakeRedis, monkeypatch):
-    accepted.remember(fake_redis, [request("warm-up", "normal")])  # loads the script (redis-py retries a NOSCRIPT)
-    sent: list[str] = []
-    execute_command = fake_redis.execute_command
+def test_a_batch_is_one_round_trip_of_one_hset_and_a_zadd_per_queue(fake_redis: fakeredis.FakeRedis, monkeypatch):
+    sent: list[list[str]] = []
+    pipeline = fake_redis.pipeline
 
-    def recording(*args, **kwargs):
-        sent.append(str(args[0]))
-        return execute_command(*args, **kwargs)
+    def recording_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
 
-    monkeypatch.setattr(fake_redis, "execute_command", recording)
+        def recorded_execute(*a, **kw):
+            sent.append([command[0][0] for command in pipe.command_stack])
+            return execute(*a, **kw)
+
+        pipe.execute = recorded_execute  # type: ignore[method-assign]
+        return pipe
+
+    monkeypatch.setattr(fake_redis, "pipeline", recording_pipeline)
     later = datetime(2027, 1, 1, tzinfo=UTC)
     accepted.remember(fake_redis, [request("a"), request("b", "low", run_at=later), request("c")])
-    assert sent == ["EVALSHA"]  # one round trip: the records' HSET and ZADDs run in one script
+    assert sent == [["HSET", "ZADD", "ZADD"]]  # one round trip: one HSET, one ZADD per queue
     assert accepted.get(fake_redis, "b") == {
         "task_type": "data_processing",
         "priority": "low",
@@ -40,21 +44,6 @@ def test_a_batch_is_one_round_trip_of_one_script(fake_redis: fakeredis.FakeRedis
     }
     assert fake_redis.zrange(accepted.zset_key("high_priority"), 0, -1) == [b"a", b"c"]
     assert accepted.get(fake_redis, "never") is None
-
-
-def test_no_record_is_written_for_a_task_the_bridge_already_moved(fake_redis: fakeredis.FakeRedis):
-    fake_redis.hset(job_key("moved"), "status", "queued")  # the bridge created its job before the API recorded it
-
-    def count(pipe) -> None:
-        pipe.incr("submitted")
-
-    accepted.remember(fake_redis, [request("moved"), request("fresh", "low"), request("also-fresh")], also=count)
-    assert accepted.get(fake_redis, "moved") is None
-    assert fake_redis.zscore(accepted.zset_key("high_priority"), "moved") is None
-    assert accepted.get(fake_redis, "fresh") is not None
-    assert fake_redis.zrange(accepted.zset_key("high_priority"), 0, -1) == [b"also-fresh"]
-    assert fake_redis.zrange(accepted.zset_key("low_priority"), 0, -1) == [b"fresh"]
-    assert fake_redis.get("submitted") == b"1"  # `also` ran once, whatever was recorded
 
 
 def test_forget_leaves_no_key_behind(fake_redis: fakeredis.FakeRedis):

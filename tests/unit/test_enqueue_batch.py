@@ -94,7 +94,7 @@ def test_a_batch_too_long_for_one_script_goes_the_transaction_way(fake_redis, se
 
 
 def test_the_pipeline_keeps_the_commands_it_queued(fake_redis):
-    # core.storage.enqueue.run_if_absent reads them back: redis-py's Pipeline.command_stack.
+    # core.storage.enqueue._created_if_absent reads them back: redis-py's Pipeline.command_stack.
     pipe = fake_redis.pipeline(transaction=False)
     pipe.hset("h", mapping={"f": 1})
     pipe.rpush("l", "x", "y")

@@ -153,9 +153,7 @@ class StubPublisher:
     def __init__(self, refuse: str = "") -> None:
         self.refuse = refuse
 
-    def publish_many(self, messages, meanwhile=None):
-        if meanwhile is not None:
-            meanwhile()
+    def publish_many(self, messages):
         return ["RabbitMQ refused the message (nack)" if self.refuse.encode() in m.body else None for m in messages]
 
     def message_counts(self):
