@@ -67,6 +67,7 @@ bench: install  ## benchmarks (needs the real Redis and RabbitMQ): vs Celery and
 	$(BIN)/python -m bench.durability
 	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.coldstart
+	$(BIN)/python -m bench.coldstart --whole-package
 
 chaos: install  ## the whole system under load while workers, the bridge, an API worker, RabbitMQ and Redis are killed (own servers)
 	$(BIN)/python -m bench.chaos
