@@ -18,6 +18,7 @@ from typing import Any
 # then gc.freeze() moves them all to the permanent generation, which no later collection scans, and
 # collection is back on for the invocations. The import-time cycles that became garbage meanwhile
 # (~800 objects) are never collected.
+_collecting = gc.isenabled()
 gc.disable()
 try:
     import awsgi
@@ -25,7 +26,8 @@ try:
     from app import create_app
 finally:
     gc.freeze()
-    gc.enable()
+    if _collecting:
+        gc.enable()
 
 BINARY_CONTENT_TYPES = {"application/octet-stream", "image/png", "image/svg+xml", "font/woff2"}
 
