@@ -27,10 +27,11 @@ from core import accepted
 from core.connection import redis_errors
 from core.settings import Settings
 from core.storage import maps
-from core.storage.cancel import cancel_accepted, cancel_waiting, settle_stopped
-from core.storage.places import ask_to_stop
+from core.storage.cancel import cancel_accepted, cancel_waiting, cancel_waiting_many, settle_stopped
+from core.storage.keys import ORIGIN_FIELD
+from core.storage.places import ask_to_stop_all
 from core.storage.queues import queue_named
-from core.storage.records import fetch_job, worker_names
+from core.storage.records import fetch_job, read_fields, worker_names
 from core.storage.workflows import cancel_descendants
 
 CANCEL_WAIT_S = 2.5
@@ -92,20 +93,52 @@ def _cascade(connection: redis.Redis, settings: Settings, task_id: str, meta: di
             cancel(connection, settings, meta["map_of"])
         return
     if meta.get("map_role") == "collect":
-        for job_id in maps.unfinished_jobs(connection, task_id):
-            with suppress(TaskFinished, TaskNotFound):
-                cancel(connection, settings, job_id, cascade=False)
+        cancel_jobs(connection, settings, maps.unfinished_jobs(connection, task_id))
     cancel_descendants(connection, meta["workflow_id"], meta["step_id"], settings.failure_ttl_s)
+
+
+def cancel_jobs(connection: redis.Redis, settings: Settings, job_ids: list[str]) -> None:
+    """Cancel many jobs, none cascading (a map step's spawner and elements): the waiting ones together, a few
+    round trips in all, then the running ones as `cancel` does, but together (one stop request per worker, then
+    one wait for them all). Jobs that ended or are gone are left as they are."""
+    with redis_errors():
+        fields = read_fields(connection, job_ids, (ORIGIN_FIELD, "failure_ttl"))
+        found = [
+            (job_id, queue_named(connection, origin.decode()), int(ttl or 0) or settings.failure_ttl_s)
+            for job_id, (origin, ttl) in zip(job_ids, fields, strict=True)
+            if origin
+        ]
+        outcomes = cancel_waiting_many(connection, found)
+    running = [
+        (job_id, queue) for (job_id, queue, _), outcome in zip(found, outcomes, strict=True) if outcome == "started"
+    ]
+    if running:
+        with redis_errors():
+            _stop_running_many(connection, running, settings.failure_ttl_s)
 
 
 def _stop_running(connection: redis.Redis, queue: Any, task_id: str, failure_ttl_s: int) -> str:
     """Ask the task's worker to stop it; wait up to CANCEL_WAIT_S for it to end; return the status it ends with."""
-    (worker_name,) = worker_names(connection, [task_id])
-    if worker_name:
-        ask_to_stop(connection, worker_name, task_id)
+    (status,) = _stop_running_many(connection, [(task_id, queue)], failure_ttl_s)
+    return status
+
+
+def _stop_running_many(connection: redis.Redis, jobs: list[tuple[str, Any]], failure_ttl_s: int) -> list[str]:
+    """Ask the workers of `jobs` (job id, its queue) to stop them, one request per worker (a batch worker then
+    drops its unstarted claims among them before it interrupts the running one); wait up to CANCEL_WAIT_S for
+    them all to end; return the status each ends with, in order."""
+    by_worker: dict[str, list[str]] = {}
+    for (job_id, _), name in zip(jobs, worker_names(connection, [job_id for job_id, _ in jobs]), strict=True):
+        if name:
+            by_worker.setdefault(name, []).append(job_id)
+    for name, job_ids in by_worker.items():
+        ask_to_stop_all(connection, name, job_ids)
     deadline = time.monotonic() + CANCEL_WAIT_S
+    status = dict.fromkeys((job_id for job_id, _ in jobs), "started")
     while True:
-        status = settle_stopped(connection, queue, task_id, failure_ttl_s)
-        if status != "started" or time.monotonic() > deadline:
-            return status
+        for job_id, queue in jobs:
+            if status[job_id] == "started":
+                status[job_id] = settle_stopped(connection, queue, job_id, failure_ttl_s)
+        if "started" not in status.values() or time.monotonic() > deadline:
+            return [status[job_id] for job_id, _ in jobs]
         time.sleep(POLL_S)

@@ -12,6 +12,7 @@ canceled): nothing waits forever.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -19,6 +20,7 @@ from uuid import uuid4
 import redis
 
 from app.cancel import cancel as cancel_task
+from app.cancel import cancel_jobs
 from app.errors import InvalidRequest, TaskFinished, TaskNotFound, WorkflowNotFound
 from app.ingress import Ingress
 from app.schemas import SubmitWorkflow, retention_of
@@ -232,15 +234,15 @@ def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dic
             raise WorkflowNotFound(f"no workflow with id {workflow_id!r}; it was never submitted or has expired")
         workflows.mark_revoked(connection, workflow_id)
     # Children before parents (the document lists parents first), so a parent that ends meanwhile releases
-    # nothing; no cascade: every step is canceled here anyway, at two round trips a step.
+    # nothing; no cascade: every step is canceled here anyway, at two round trips a step (a map step's jobs
+    # together).
     for step in reversed(list(document["steps"].values())):
-        with redis_errors():
-            extra = maps.unfinished_jobs(connection, step["task_id"]) if "map" in step else []
-        for task_id in [step["task_id"], *extra]:
-            try:
-                cancel_task(connection, settings, task_id, cascade=False)
-            except (TaskNotFound, TaskFinished):  # purged, or it already ended
-                continue
+        with suppress(TaskNotFound, TaskFinished):  # purged, or it already ended
+            cancel_task(connection, settings, step["task_id"], cascade=False)
+        if "map" in step:  # its spawner and elements, the waiting ones together
+            with redis_errors():
+                extra = maps.unfinished_jobs(connection, step["task_id"])
+            cancel_jobs(connection, settings, extra)
     steps = status(connection, workflow_id)["steps"]
     revoked = [step_id for step_id, entry in steps.items() if entry["state"] == "REVOKED"]
     return {"workflow_id": workflow_id, "state": "REVOKED", "revoked_steps": revoked}

@@ -61,11 +61,6 @@ STOP_JOBS = "stop-jobs"
 """Taskrelay's command naming several jobs to stop at once (RQ's own workers ignore a command they do not know)."""
 
 
-def ask_to_stop(connection: redis.Redis, worker_name: str, job_id: str) -> None:
-    """Send `worker_name` RQ's stop-job command for `job_id` (batch workers also drop it from their claim)."""
-    send_command(connection, worker_name, "stop-job", job_id=job_id)
-
-
 def ask_to_stop_all(connection: redis.Redis, worker_name: str, job_ids: list[str]) -> None:
     """Ask `worker_name` to stop every one of `job_ids`, in one round trip.
 

@@ -26,7 +26,7 @@ from core.accepted import PENDING_TTL_S
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage import maps, metrics
-from core.storage.cancel import cancel_waiting
+from core.storage.cancel import cancel_waiting_many
 from core.storage.dependents import release
 from core.storage.enqueue import RUNNER, announce, create_job, enqueue_batch, job_options
 from core.storage.keys import ORIGIN_FIELD, QUEUES_KEY, dependencies_key, waiting_key
@@ -275,15 +275,19 @@ def cancel_descendants(
     below = descendants_of(step_id, {sid: step["depends_on"] for sid, step in steps.items()}, tolerated)
     task_ids = [steps[sid]["task_id"] for sid in below]
     origins = read_fields(connection, task_ids, (ORIGIN_FIELD,))
-    canceled = []
-    for sid, task_id, (origin,) in zip(below, task_ids, origins, strict=True):
-        if not origin:
-            continue
-        queue = queue_named(connection, origin.decode())
-        if cancel_waiting(connection, queue, task_id, failure_ttl_s) == "done":
-            canceled.append(sid)
-            if "map" in steps[sid]:  # its spawner waits on the same parents: cancel it too
-                cancel_waiting(connection, queue, maps.spawner_id(task_id), failure_ttl_s)
+    found = [
+        (sid, task_id, queue_named(connection, origin.decode()))
+        for sid, task_id, (origin,) in zip(below, task_ids, origins, strict=True)
+        if origin
+    ]
+    outcomes = cancel_waiting_many(connection, [(task_id, queue, failure_ttl_s) for _, task_id, queue in found])
+    canceled = [sid for (sid, _, _), outcome in zip(found, outcomes, strict=True) if outcome == "done"]
+    spawners = [  # a map step's spawner waits on the same parents: cancel it too
+        (maps.spawner_id(task_id), queue, failure_ttl_s)
+        for (sid, task_id, queue), outcome in zip(found, outcomes, strict=True)
+        if outcome == "done" and "map" in steps[sid]
+    ]
+    cancel_waiting_many(connection, spawners)
     return canceled
 
 

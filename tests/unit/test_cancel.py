@@ -109,3 +109,20 @@ def test_a_task_revoked_while_running_is_not_retried_recorded_or_notified(client
     assert job.retries_left == 0 and not job.meta.get("errors") and sent == []
     runner.on_failure(job, fake_redis, RuntimeError, RuntimeError("boom"), None)  # the same job failing for real
     assert job.meta["errors"][-1]["type"] == "RuntimeError" and len(sent) == 1
+
+
+def test_many_waiting_tasks_are_canceled_together_each_answering_what_it_found(client, fake_redis, drain):
+    from core.storage.cancel import cancel_waiting_many
+    from core.storage.metrics import snapshot
+
+    finished = submit(client, "test_echo", priority="high")
+    drain()
+    queued = [submit(client, "test_count") for _ in range(2)]
+    normal, high = get_queue(fake_redis, "normal"), get_queue(fake_redis, "high")
+    jobs = [(task_id, normal, 60) for task_id in queued] + [(finished, high, 60), ("never-was", normal, 60)]
+    assert cancel_waiting_many(fake_redis, jobs) == ["done", "done", "finished", "missing"]
+    assert sorted(places_of(normal)["canceled"].read(fake_redis, 0, -1)) == sorted(queued)
+    assert fake_redis.llen(keys.queue_key("normal_priority")) == 0
+    assert 0 < fake_redis.ttl(keys.job_key(queued[0])) <= 60  # kept for its failure TTL, as one cancel does
+    revoked = {labels: n for labels, n in snapshot(fake_redis).finished.items() if "REVOKED" in labels}
+    assert sum(revoked.values()) == 2, revoked

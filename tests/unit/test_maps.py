@@ -202,3 +202,61 @@ def test_the_readme_map_example_runs(client, drain):
     done = run(client, drain, body["steps"])
     assert done["state"] == "SUCCESS", done
     assert [row["result"]["sum"] for row in done["steps"]["report"]["result"]["result"]] == [3, 12, 6]
+
+
+def round_trips(connection) -> list[str]:
+    """Record each command sent on its own and each pipeline sent (one entry per round trip)."""
+    sent: list[str] = []
+    execute_command, pipeline = connection.execute_command, connection.pipeline
+
+    def command(*args, **kwargs):
+        sent.append(str(args[0]))
+        return execute_command(*args, **kwargs)
+
+    def recorded_pipeline(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def recorded_execute(*a, **kw):
+            sent.append("pipeline")
+            return execute(*a, **kw)
+
+        pipe.execute = recorded_execute
+        return pipe
+
+    connection.execute_command, connection.pipeline = command, recorded_pipeline
+    return sent
+
+
+def test_canceling_a_workflow_cancels_a_big_maps_waiting_elements_together(client, drain, fake_redis):
+    from rq.job import Job
+
+    from core.storage.paused import pause
+    from core.storage.queues import SERIALIZER
+
+    total = 300
+    source = step("source", parameters={"rows": list(range(total))}, priority="high")
+    each = step(
+        "each",
+        "test_echo",
+        {"n": {"$item": ""}},
+        ["source"],
+        priority="low",
+        map={"$from": "source", "path": "/echo/rows", "max_concurrency": 10},
+    )
+    answer = client.post("/api/workflows", json={"steps": [source, each]})
+    assert answer.status_code == 202, answer.json
+    workflow_id, map_id = answer.json["workflow_id"], answer.json["steps"]["each"]["task_id"]
+    pause(fake_redis, get_queue(fake_redis, "low").name)
+    drain()  # the source runs; the map's spawner waits in the paused low queue
+    Job.fetch(maps.spawner_id(map_id), connection=fake_redis, serializer=SERIALIZER).perform()  # spawns them
+    low = places_of(get_queue(fake_redis, "low"))
+    assert (fake_redis.llen(low["queued"].key), fake_redis.zcard(low["deferred"].key)) == (11, total - 10 + 1)
+    sent = round_trips(fake_redis)
+    canceled = client.post(f"/api/workflows/{workflow_id}/cancel")
+    assert canceled.status_code == 200, canceled.json
+    assert len(sent) < 40, sent  # was ~2 per element: the waiting ones go together, a pipeline per 500
+    states = [fake_redis.hget(f"rq:job:{maps.element_id(map_id, n)}", "status") for n in range(total)]
+    assert set(states) == {b"canceled"}
+    assert fake_redis.llen(low["queued"].key) == 0 and fake_redis.zcard(low["deferred"].key) == 0
+    assert client.get(f"/api/workflows/{workflow_id}").json["state"] == "REVOKED"
