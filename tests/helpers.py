@@ -93,3 +93,28 @@ def submit_concurrently(
     for worker in workers:
         worker.join(timeout=60)
     return ids, flushes
+
+
+def round_trips(connection: Any) -> list[str]:
+    """Record, from now on, each command `connection` sends on its own and each pipeline it sends (one entry per
+    round trip)."""
+    sent: list[str] = []
+    execute_command, pipeline = connection.execute_command, connection.pipeline
+
+    def command(*args: Any, **kwargs: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute_command(*args, **kwargs)
+
+    def recorded_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def recorded_execute(*a: Any, **kw: Any) -> Any:
+            sent.append("pipeline")
+            return execute(*a, **kw)
+
+        pipe.execute = recorded_execute
+        return pipe
+
+    connection.execute_command, connection.pipeline = command, recorded_pipeline
+    return sent

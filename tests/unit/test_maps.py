@@ -13,6 +13,7 @@ from core.storage import maps
 from core.storage.keys import dependencies_key
 from core.storage.places import places_of
 from core.storage.queues import get_queue
+from tests.helpers import round_trips
 
 
 def step(step_id: str, task_type: str = "test_echo", parameters: dict | None = None, depends_on=(), **extra) -> dict:
@@ -202,30 +203,6 @@ def test_the_readme_map_example_runs(client, drain):
     done = run(client, drain, body["steps"])
     assert done["state"] == "SUCCESS", done
     assert [row["result"]["sum"] for row in done["steps"]["report"]["result"]["result"]] == [3, 12, 6]
-
-
-def round_trips(connection) -> list[str]:
-    """Record each command sent on its own and each pipeline sent (one entry per round trip)."""
-    sent: list[str] = []
-    execute_command, pipeline = connection.execute_command, connection.pipeline
-
-    def command(*args, **kwargs):
-        sent.append(str(args[0]))
-        return execute_command(*args, **kwargs)
-
-    def recorded_pipeline(*args, **kwargs):
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        def recorded_execute(*a, **kw):
-            sent.append("pipeline")
-            return execute(*a, **kw)
-
-        pipe.execute = recorded_execute
-        return pipe
-
-    connection.execute_command, connection.pipeline = command, recorded_pipeline
-    return sent
 
 
 def test_canceling_a_workflow_cancels_a_big_maps_waiting_elements_together(client, drain, fake_redis):

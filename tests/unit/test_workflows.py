@@ -10,6 +10,7 @@ import pytest
 
 from core.storage.places import places_of
 from core.storage.queues import get_queue
+from tests.helpers import round_trips
 
 
 def post(client, steps: list[dict], **extra):
@@ -265,3 +266,13 @@ def test_the_workflow_list_filters_by_state(client, drain):
     assert client.get("/api/workflows?state=SUCCESS").json["workflows"][0]["name"] == "fine"
     bad = client.get("/api/workflows?state=DONE")
     assert bad.status_code == 400 and bad.json["fields"][0]["field"] == "state"
+
+
+def test_canceling_a_wide_workflow_cancels_its_steps_together(client, fake_redis):
+    fan = [step(f"s{n}") for n in range(200)] + [step("join", depends_on=[f"s{n}" for n in range(200)])]
+    answer = post(client, fan).json
+    sent = round_trips(fake_redis)
+    canceled = client.post(f"/api/workflows/{answer['workflow_id']}/cancel").json
+    assert len(canceled["revoked_steps"]) == 201
+    assert len(sent) < 30, sent  # was two round trips per step
+    assert fake_redis.llen("rq:queue:normal_priority") == 0
