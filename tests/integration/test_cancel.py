@@ -7,6 +7,7 @@ import time
 import pytest
 
 from app import create_app
+from core.storage import metrics
 from tests.helpers import keyed_settings, submit, wait_until
 from tests.processes import spawn_worker, stop_worker
 
@@ -48,5 +49,7 @@ def test_a_running_task_stops_within_2_s_and_is_revoked(redis_url, real_redis, w
         assert status["status"]["attempts"] == 1  # not retried, although it had retries left
         assert client.get("/api/tasks?type=active").json["total"] == 0
         assert worker.poll() is None  # the worker survived the interruption
+        finished = metrics.snapshot(real_redis).finished
+        assert finished.get((task_type, "normal_priority", "REVOKED")) == 1, finished  # counted once, by someone
     finally:
         stop_worker(worker, kill=True)
