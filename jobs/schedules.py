@@ -16,6 +16,7 @@ from rq import get_current_job
 
 from core.model import TaskRequest
 from core.settings import get_settings
+from core.storage import metrics
 from core.storage.enqueue import enqueue_task
 
 
@@ -25,17 +26,15 @@ def fire(schedule_id: str) -> dict[str, str]:
     assert job is not None, "fire runs inside an RQ job"
     task = job.meta["task"]
     task_id = str(uuid4())
-    enqueue_task(
-        job.connection,
-        get_settings(),
-        TaskRequest(
-            task_id=task_id,
-            task_type=task["task_type"],
-            priority=task["priority"],
-            parameters=task["parameters"],
-            max_retries=task.get("max_retries"),
-            submitted_at=datetime.now(UTC).isoformat(),
-            schedule_id=schedule_id,
-        ),
+    request = TaskRequest(
+        task_id=task_id,
+        task_type=task["task_type"],
+        priority=task["priority"],
+        parameters=task["parameters"],
+        max_retries=task.get("max_retries"),
+        submitted_at=datetime.now(UTC).isoformat(),
+        schedule_id=schedule_id,
     )
+    enqueue_task(job.connection, get_settings(), request)
+    metrics.record(job.connection, metrics.Tally.of_submitted([request]))  # taskrelay_tasks_submitted_total
     return {"task_id": task_id}

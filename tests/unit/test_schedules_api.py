@@ -6,6 +6,7 @@ import pytest
 from rq import Queue, SimpleWorker
 
 from core.model import SCHEDULES_QUEUE
+from core.storage import metrics
 from core.storage.queues import SERIALIZER, JSONJob, worker_queues
 
 INTERVAL = {"task_type": "data_processing", "parameters": {"data": [1]}, "interval_seconds": 60}
@@ -56,3 +57,5 @@ def test_due_schedule_fires_a_fresh_tagged_task(client, fake_redis, drain):
     assert run["schedule_id"] == schedule_id
     assert run["task_id"] != schedule_id
     assert run["task_type"] == "data_processing"
+    submitted = metrics.snapshot(fake_redis).submitted
+    assert sum(n for labels, n in submitted.items() if "data_processing" in labels) == 1  # the run counts
