@@ -57,7 +57,18 @@ class TaskrelayCollector(Collector):
             snap = metrics.snapshot(self.connection)
             flows = workflow_states(self.connection)
         yield from _counters(snap)
-        yield _histogram(snap)
+        yield _histogram(
+            "taskrelay_task_runtime_seconds",
+            "How long successful tasks ran, in seconds",
+            snap.runtime,
+            snap.runtime_sum,
+        )
+        yield _histogram(
+            "taskrelay_task_queue_wait_seconds",
+            "How long successful tasks waited in their queue, from their last enqueue to their start, in seconds",
+            snap.wait,
+            snap.wait_sum,
+        )
         queue_length = GaugeMetricFamily(
             "taskrelay_queue_length", "Tasks in each queue by state", labels=["queue", "state"]
         )
@@ -119,16 +130,14 @@ def _counters(snap: metrics.Snapshot) -> Iterator[Metric]:
         yield family
 
 
-def _histogram(snap: metrics.Snapshot) -> Metric:
-    family = HistogramMetricFamily(
-        "taskrelay_task_runtime_seconds", "How long successful tasks ran, in seconds", labels=["task_type"]
-    )
-    for task_type, per_bucket in sorted(snap.runtime.items()):
+def _histogram(name: str, documentation: str, counts: dict[str, dict[str, int]], sums: dict[str, float]) -> Metric:
+    family = HistogramMetricFamily(name, documentation, labels=["task_type"])
+    for task_type, per_bucket in sorted(counts.items()):
         cumulative, buckets = 0, []
         for bound in [*(repr(b) for b in metrics.RUNTIME_BUCKETS_S), metrics.INF]:
             cumulative += per_bucket.get(bound, 0)
             buckets.append((bound, cumulative))
-        family.add_metric([task_type], buckets, snap.runtime_sum.get(task_type, 0.0))
+        family.add_metric([task_type], buckets, sums.get(task_type, 0.0))
     return family
 
 

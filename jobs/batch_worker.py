@@ -302,7 +302,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         result_ttl = job.get_result_ttl(self.default_result_ttl)
         outcomes = self._outcomes()
         outcomes.success(job, return_value, result_ttl, member, queue)
-        self._tally.finished(metrics.task_type_of(job), queue.name, "SUCCESS", runtime_s)
+        self._tally.finished(metrics.task_type_of(job), queue.name, "SUCCESS", runtime_s, metrics.waited_of(job))
         if job.meta.get("workflow_id"):  # release what waits on it, in the same round trip, after its success
             workflows.release_on(outcomes.pipe, job)
         if not self._batch or self._pending_age() >= FLUSH_AFTER_S:

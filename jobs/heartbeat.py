@@ -105,7 +105,9 @@ class SuccessCounting:
     def handle_job_success(self, job: Job, queue: Queue, started_job_registry: Any) -> None:
         super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
         tally = metrics.Tally()
-        tally.finished(metrics.task_type_of(job), queue.name, "SUCCESS", metrics.runtime_of(job))
+        tally.finished(
+            metrics.task_type_of(job), queue.name, "SUCCESS", metrics.runtime_of(job), metrics.waited_of(job)
+        )
         with suppress(BackendUnavailable, StorageError), redis_errors():
             metrics.record(self.connection, tally)
 

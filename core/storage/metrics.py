@@ -39,11 +39,13 @@ FINISHED_KEY = "taskrelay:metrics:finished"
 RETRIES_KEY = "taskrelay:metrics:retries"
 RUNTIME_KEY = "taskrelay:metrics:runtime"
 RUNTIME_SUM_KEY = "taskrelay:metrics:runtime_sum"
-COUNTER_KEYS = (SUBMITTED_KEY, FINISHED_KEY, RETRIES_KEY, RUNTIME_KEY, RUNTIME_SUM_KEY)
+WAIT_KEY = "taskrelay:metrics:wait"
+WAIT_SUM_KEY = "taskrelay:metrics:wait_sum"
+COUNTER_KEYS = (SUBMITTED_KEY, FINISHED_KEY, RETRIES_KEY, RUNTIME_KEY, RUNTIME_SUM_KEY, WAIT_KEY, WAIT_SUM_KEY)
 
 RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-"""Upper bounds of the runtime histogram's buckets, in seconds (prometheus_client's defaults, up to 5 minutes);
-+Inf is added above them. Fixed: changing them splits the stored counts."""
+"""Upper bounds of the runtime and queue-wait histograms' buckets, in seconds (prometheus_client's defaults, up
+to 5 minutes); +Inf is added above them. Fixed: changing them splits the stored counts."""
 INF = "+Inf"
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
 """The states of taskrelay_queue_length: the queue's list and four of RQ's registries (started counts claimed)."""
@@ -73,18 +75,22 @@ class Tally:
     """Increments gathered in memory until `write` adds them to a pipeline (one command per distinct field)."""
 
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    sums: dict[str, float] = field(default_factory=dict)
+    sums: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def submitted(self, task_type: str, priority: str, n: int = 1) -> None:
         self.counts[(SUBMITTED_KEY, _field(task_type, priority))] += n
 
-    def finished(self, task_type: str, queue: str, state: str, runtime_s: float | None = None) -> None:
-        """Count one task that ended in `state`; `runtime_s` (successes) goes into the runtime histogram."""
+    def finished(
+        self, task_type: str, queue: str, state: str, runtime_s: float | None = None, waited_s: float | None = None
+    ) -> None:
+        """Count one task that ended in `state`; `runtime_s` and `waited_s` (successes: how long it ran, and
+        waited in its queue before it started) go into their histograms."""
         self.counts[(FINISHED_KEY, _field(task_type, queue, state))] += 1
-        if runtime_s is not None:
-            self.counts[(RUNTIME_KEY, _field(task_type, bucket_of(runtime_s)))] += 1
-            key = _field(task_type)
-            self.sums[key] = self.sums.get(key, 0.0) + runtime_s
+        for seconds, histogram, sums in ((runtime_s, RUNTIME_KEY, RUNTIME_SUM_KEY), (waited_s, WAIT_KEY, WAIT_SUM_KEY)):
+            if seconds is not None:
+                self.counts[(histogram, _field(task_type, bucket_of(seconds)))] += 1
+                key = (sums, _field(task_type))
+                self.sums[key] = self.sums.get(key, 0.0) + seconds
 
     def retried(self, task_type: str) -> None:
         self.counts[(RETRIES_KEY, _field(task_type))] += 1
@@ -97,8 +103,8 @@ class Tally:
         for (key, name), n in self.counts.items():
             if n:
                 pipe.hincrby(key, name, n)
-        for name, seconds in self.sums.items():
-            pipe.hincrbyfloat(RUNTIME_SUM_KEY, name, round(seconds, 6))
+        for (key, name), seconds in self.sums.items():
+            pipe.hincrbyfloat(key, name, round(seconds, 6))
 
     def clear(self) -> None:
         """Forget what was gathered (once written)."""
@@ -124,6 +130,14 @@ def runtime_of(job: Job) -> float | None:
     if job.started_at is None or job.ended_at is None:
         return None
     return max(0.0, (job.ended_at - job.started_at).total_seconds())
+
+
+def waited_of(job: Job) -> float | None:
+    """Return how long `job` waited in its queue before its last run started, in seconds (None if unstamped):
+    from its last enqueue (a retry's own) to its start."""
+    if job.enqueued_at is None or job.started_at is None:
+        return None
+    return max(0.0, (job.started_at - job.enqueued_at).total_seconds())
 
 
 def record(connection: redis.Redis, tally: Tally) -> None:
@@ -161,6 +175,9 @@ class Snapshot:
     runtime: dict[str, dict[str, int]]
     """task type -> le -> count in that bucket alone."""
     runtime_sum: dict[str, float]
+    wait: dict[str, dict[str, int]]
+    """task type -> le -> count in that bucket alone: how long successful tasks waited before they started."""
+    wait_sum: dict[str, float]
     queue_length: dict[tuple[str, str], int]
     """(queue, state) -> tasks."""
     workers: dict[str, int]
@@ -196,7 +213,7 @@ def snapshot(connection: redis.Redis, now: float | None = None) -> Snapshot:
     for key in accepted.ALL_ZSET_KEYS:
         pipe.zrange(key, 0, 0, withscores=True)
     replies: list[Any] = pipe.execute()
-    submitted, finished, retries, runtime_raw, sums_raw = replies[: len(COUNTER_KEYS)]
+    submitted, finished, retries, runtime_raw, sums_raw, wait_raw, wait_sums_raw = replies[: len(COUNTER_KEYS)]
     rest = replies[len(COUNTER_KEYS) :]
     queue_length = {}
     for queue in queues:
@@ -205,19 +222,31 @@ def snapshot(connection: redis.Redis, now: float | None = None) -> Snapshot:
     worker_keys = sorted(rest.pop(0))
     oldest = [entry[0][1] for entry in rest if entry]
     now = time.time() if now is None else now
-    runtime: dict[str, dict[str, int]] = {}
-    for (task_type, le), n in _ints(runtime_raw).items():
-        runtime.setdefault(task_type, {})[le] = n
     return Snapshot(
         submitted=_ints(submitted),
         finished=_ints(finished),
         retries=_ints(retries),
-        runtime=runtime,
-        runtime_sum={_labels(name)[0]: float(value) for name, value in sums_raw.items()},
+        runtime=_buckets(runtime_raw),
+        runtime_sum=_sums(sums_raw),
+        wait=_buckets(wait_raw),
+        wait_sum=_sums(wait_sums_raw),
         queue_length=queue_length,
         workers=_worker_states(connection, worker_keys),
         bridge_lag_s=max(0.0, now - min(oldest)) if oldest else 0.0,
     )
+
+
+def _buckets(raw: dict[Any, Any]) -> dict[str, dict[str, int]]:
+    """Return a stored histogram as task type -> le -> count in that bucket alone."""
+    per_type: dict[str, dict[str, int]] = {}
+    for (task_type, le), n in _ints(raw).items():
+        per_type.setdefault(task_type, {})[le] = n
+    return per_type
+
+
+def _sums(raw: dict[Any, Any]) -> dict[str, float]:
+    """Return a stored histogram's sums as task type -> seconds."""
+    return {_labels(name)[0]: float(value) for name, value in raw.items()}
 
 
 def _worker_states(connection: redis.Redis, worker_keys: list[Any]) -> dict[str, int]:

@@ -61,6 +61,32 @@ def test_submitted_and_finished_are_counted_exactly_with_a_runtime_histogram(cli
     assert value(after, "taskrelay_queue_length", queue="normal_priority", state="queued") == 0
 
 
+@pytest.mark.parametrize("worker", ["batch", "simple"])
+def test_the_queue_wait_histogram_counts_from_enqueue_to_start(client, fake_redis, drain, worker):
+    from datetime import UTC, datetime, timedelta
+
+    from rq.utils import utcformat
+
+    from core.storage.keys import job_key
+
+    ids = [submit(client, "test_echo", {}) for _ in range(3)]
+    two_s_ago = utcformat(datetime.now(UTC) - timedelta(seconds=2))
+    for task_id in ids:  # as if they had waited 2 s in the queue
+        fake_redis.hset(job_key(task_id), "enqueued_at", two_s_ago)
+    if worker == "batch":
+        drain()
+    else:
+        HeartbeatSimpleWorker(worker_queues(fake_redis), connection=fake_redis, serializer=SERIALIZER).work(
+            burst=True, logging_level="WARNING"
+        )
+    samples = scrape(client)
+    name = "taskrelay_task_queue_wait_seconds"
+    assert value(samples, f"{name}_count", task_type="test_echo") == 3
+    assert value(samples, f"{name}_bucket", task_type="test_echo", le="1.0") == 0
+    assert value(samples, f"{name}_bucket", task_type="test_echo", le="2.5") == 3
+    assert 6 <= (value(samples, f"{name}_sum", task_type="test_echo") or 0) < 7.5
+
+
 def test_retries_and_final_failures_are_counted(client, drain):
     submit(client, "test_flaky", {"succeed_on": 3})
     submit(client, "test_bad_input", {})  # not retryable: fails at once despite max_retries=5
