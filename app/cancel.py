@@ -27,7 +27,7 @@ from core import accepted
 from core.connection import redis_errors
 from core.settings import Settings
 from core.storage import maps
-from core.storage.cancel import cancel_accepted, cancel_waiting, cancel_waiting_many, settle_stopped
+from core.storage.cancel import cancel_accepted, cancel_waiting, cancel_waiting_many, settle_stopped_many
 from core.storage.keys import ORIGIN_FIELD
 from core.storage.places import ask_to_stop_all
 from core.storage.queues import queue_named
@@ -136,9 +136,10 @@ def _stop_running_many(connection: redis.Redis, jobs: list[tuple[str, Any]], fai
     deadline = time.monotonic() + CANCEL_WAIT_S
     status = dict.fromkeys((job_id for job_id, _ in jobs), "started")
     while True:
-        for job_id, queue in jobs:
-            if status[job_id] == "started":
-                status[job_id] = settle_stopped(connection, queue, job_id, failure_ttl_s)
+        pending = [(job_id, queue) for job_id, queue in jobs if status[job_id] == "started"]
+        status.update(
+            zip((job_id for job_id, _ in pending), settle_stopped_many(connection, pending, failure_ttl_s), strict=True)
+        )
         if "started" not in status.values() or time.monotonic() > deadline:
             return [status[job_id] for job_id, _ in jobs]
         time.sleep(POLL_S)

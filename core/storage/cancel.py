@@ -104,17 +104,16 @@ return status
 """KEYS: job hash, failed and canceled registries. ARGV: job id, the canceled entry's expiry (Unix time)."""
 
 
-def settle_stopped(connection: redis.Redis, queue: Queue, job_id: str, failure_ttl_s: int) -> str:
-    """Return `job_id`'s status, first turning RQ's `stopped` (a fork worker killed it on request) into canceled."""
-    places = places_of(queue)
-    keys = [job_key(job_id), places["failed"].key, places["canceled"].key]
-    return _status_script(connection, SETTLE_STOPPED, keys, [job_id, time.time() + failure_ttl_s])
-
-
-def _status_script(connection: redis.Redis, script: str, keys: list[str], args: list[Any]) -> str:
-    """Run one of the scripts above; return the status word it answers."""
-    outcome: Any = connection.eval(script, len(keys), *keys, *args)
-    return _text(outcome)
+def settle_stopped_many(connection: redis.Redis, jobs: Sequence[tuple[str, Queue]], failure_ttl_s: int) -> list[str]:
+    """Return each (job id, its queue) job's status, first turning RQ's `stopped` (a fork worker killed it on
+    request) into canceled; one round trip for them all."""
+    expires = time.time() + failure_ttl_s
+    pipe = connection.pipeline(transaction=False)
+    for job_id, queue in jobs:
+        places = places_of(queue)
+        keys = [job_key(job_id), places["failed"].key, places["canceled"].key]
+        pipe.eval(SETTLE_STOPPED, len(keys), *keys, job_id, expires)
+    return [_text(outcome) for outcome in pipe.execute()] if jobs else []
 
 
 def _text(value: Any) -> str:
