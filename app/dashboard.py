@@ -24,6 +24,7 @@ from typing import Any, cast
 from flask import Flask, Response, request
 
 from core.settings import Settings
+from core.storage.paused import paused_names
 from core.storage.queues import SERIALIZER, JSONJob, JSONWorker
 
 URL_PREFIX = "/dashboard"
@@ -50,12 +51,34 @@ def build(redis_url: str) -> Flask:
     rq_dashboard.web.config.serializer = SERIALIZER
     rq_dashboard.web.Worker = JSONWorker
     rq_dashboard.web.Job = JSONJob  # JSON always, and a success's return value where the batch worker writes it
+    if not hasattr(rq_dashboard.web.serialize_queues, "shows_pauses"):
+        rq_dashboard.web.serialize_queues = _showing_pauses(rq_dashboard.web.serialize_queues)
     # the app's /static is rq-dashboard's folder too: its pages link both url_for("static") and its blueprint's
     inner = Flask("taskrelay.dashboard", static_folder=rq_dashboard.blueprint.static_folder)
     inner.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
     inner.register_blueprint(rq_dashboard.blueprint)
     rq_dashboard.web.setup_rq_connection(inner)
     return inner
+
+
+PAUSED_MARK = " (paused)"
+"""Added to a paused queue's name in rq-dashboard's queue list (POST /api/queues/<name>/pause)."""
+
+
+def _showing_pauses(serialize: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[dict[str, Any]]]:
+    """Wrap rq-dashboard's `serialize_queues` (what its queue list shows) so a paused queue's name says so; its
+    links keep the queue's real name (they are fields of their own)."""
+
+    def serialize_queues(instance_number: int, queues: list[Any]) -> list[dict[str, Any]]:
+        rows = serialize(instance_number, queues)
+        paused = paused_names(queues[0].connection) if queues else set()
+        for row in rows:
+            if row.get("name") in paused:
+                row["name"] += PAUSED_MARK
+        return rows
+
+    serialize_queues.shows_pauses = True  # type: ignore[attr-defined]
+    return serialize_queues
 
 
 def mounted(redis_url: str) -> Callable[..., Response]:

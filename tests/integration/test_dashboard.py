@@ -54,6 +54,13 @@ def test_dashboard_views_answer_for_json_jobs(redis_url, real_redis):
         assert queues.status_code == 200
         counts = {q["name"]: q["count"] for q in queues.json["queues"]}  # queues that have held a job
         assert counts["normal_priority"] == 1  # the finished-to-be task; the held one is running
+        assert client.post("/api/queues/normal_priority/pause").status_code == 200
+        paused = client.get("/dashboard/0/data/queues.json", headers=AUTH).json["queues"]
+        [row] = [q for q in paused if q["name"].startswith("normal_priority")]
+        assert row["name"] == "normal_priority (paused)" and "normal_priority" in row["queued_url"]
+        assert client.post("/api/queues/normal_priority/resume").status_code == 200
+        resumed = client.get("/dashboard/0/data/queues.json", headers=AUTH).json["queues"]
+        assert "normal_priority" in {q["name"] for q in resumed}
 
         workers = client.get("/dashboard/0/data/workers.json", headers=AUTH)
         assert workers.status_code == 200
