@@ -1,4 +1,4 @@
-"""A TaskRequest becomes an RQ job: one at a time (`enqueue_task`), or a batch in one MULTI/EXEC.
+"""A TaskRequest becomes an RQ job: a batch of them (or one) in one MULTI/EXEC.
 
 Every job runs RUNNER with (task type, parameters) and calls FAILURE_CALLBACK
 on each failed attempt; both are dotted paths RQ imports in the worker.
@@ -97,26 +97,6 @@ def create_job(queue: Queue, request: TaskRequest, func: str, **options: Any) ->
     """Return `queue.create_job(func, **options)` for `request`, created when the API accepted it (not now)."""
     job = queue.create_job(func, **options)
     job.created_at = created_at(request, job.created_at)
-    return job
-
-
-def enqueue_task(connection: redis.Redis, settings: Settings, request: TaskRequest) -> Job:
-    """Put one task on its priority queue (or in the scheduled registry when `run_at` is set)."""
-    spec = registry.get(request.task_type)
-    queue = get_queue(connection, request.priority)
-    status = JobStatus.QUEUED if request.run_at is None else JobStatus.SCHEDULED
-    job = create_job(
-        queue,
-        request,
-        RUNNER,
-        args=(spec.name, request.parameters),
-        status=status,
-        **job_options(settings, spec, request),
-    )
-    if request.run_at is not None:
-        return queue.schedule_job(job, request.run_at)
-    job = queue.enqueue_job(job)
-    announce(connection, [request.priority])
     return job
 
 
