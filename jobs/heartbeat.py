@@ -23,6 +23,7 @@ from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_FINISHED
 from core.storage import metrics, retention, workflows
 from core.storage.paused import PausableQueues
+from jobs import runner
 from jobs.interrupt import CancellablePenalty, interrupt
 
 log = logging.getLogger("taskrelay.worker")
@@ -123,12 +124,8 @@ class StoppedCounting:
         self, job: Job, queue: Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)  # type: ignore[misc]
-        if job.get_status(refresh=False) != JobStatus.STOPPED:
-            return
-        tally = metrics.Tally()
-        tally.finished(metrics.task_type_of(job), queue.name, "REVOKED")
-        with suppress(BackendUnavailable, StorageError), redis_errors():
-            metrics.record(self.connection, tally)
+        if job.get_status(refresh=False) == JobStatus.STOPPED:
+            runner.count_failed_attempt(self.connection, job, "REVOKED")
 
 
 class HeartbeatWorker(

@@ -138,7 +138,7 @@ def describe_error(exc_type: type[BaseException] | None, exc_value: BaseExceptio
     }
 
 
-def _count(connection: Any, job: Job, outcome: str) -> None:
+def count_failed_attempt(connection: Any, job: Job, outcome: str) -> None:
     """Count a failed attempt: a retry, or a task that ended (FAILURE, REVOKED); one round trip, best effort."""
     tally = metrics.Tally()
     if outcome == "RETRY":
@@ -160,7 +160,7 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
     if isinstance(exc_type, type) and issubclass(exc_type, TaskRevoked):
         job.retries_left = 0  # canceled: never retried, no failure recorded or notified
         log.info("task canceled while it ran", extra=_context(job, ""))
-        _count(connection, job, "REVOKED")
+        count_failed_attempt(connection, job, "REVOKED")
         return
     error = describe_error(exc_type, exc_value)
     error["attempt"] = job.meta.get("attempts", 0)
@@ -173,7 +173,7 @@ def on_failure(job: Job, connection: Any, exc_type: Any, exc_value: Any, traceba
     job.meta["errors"] = errors
     job.save_meta()
     final = not job.should_retry
-    _count(connection, job, "FAILURE" if final else "RETRY")
+    count_failed_attempt(connection, job, "FAILURE" if final else "RETRY")
     context = {
         **_context(job, job.meta.get("task_type", job.description or "")),
         "error": f"{error['type']}: {error['message']}",
