@@ -58,6 +58,9 @@ SCOPE_NEEDED: dict[tuple[str, str], str] = {
     ("POST", "/api/tasks/<task_id>/retry"): "admin",
     ("GET", "/api/ingress/dead-letters"): "admin",
     ("POST", "/api/ingress/dead-letters/replay"): "admin",
+    ("POST", "/api/keys"): "admin",
+    ("GET", "/api/keys"): "admin",
+    ("DELETE", "/api/keys/<key_id>"): "admin",
     METRICS_ROUTE: "read",
 }
 """(method, route) -> the scope it needs; an /api route missing here needs admin (and a test fails)."""

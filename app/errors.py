@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from core.errors import BackendUnavailable, StorageError, TaskrelayError, UnknownTaskType
+from core.errors import ApiKeyError, BackendUnavailable, StorageError, TaskrelayError, UnknownTaskType
 
 log = logging.getLogger("taskrelay.api")
 
@@ -152,6 +152,20 @@ class ScheduleNotFound(ApiError):
     code = "not_found"
 
 
+class KeyNotFound(ApiError):
+    """No API key has that id."""
+
+    status = 404
+    code = "not_found"
+
+
+class KeyConflict(ApiError):
+    """The key cannot be created or revoked as asked: its name is taken, or it is the bootstrap key."""
+
+    status = 409
+    code = "conflict"
+
+
 class RateLimited(ApiError):
     """The caller's API key sent more requests than RATE_LIMIT allows."""
 
@@ -229,7 +243,16 @@ def _storage(error: StorageError) -> ApiError:
     return InternalError("internal error; it has been logged")
 
 
+def _api_key(error: ApiKeyError) -> ApiError:
+    if error.reason == ApiKeyError.UNKNOWN:
+        return KeyNotFound(str(error))
+    if error.reason in (ApiKeyError.TAKEN, ApiKeyError.FIXED):
+        return KeyConflict(str(error))
+    return InvalidRequest(str(error), [{"field": "name", "message": str(error)}])
+
+
 DOMAIN_ERRORS: dict[type[TaskrelayError], Callable[[Any], ApiError]] = {
+    ApiKeyError: _api_key,  # 404 unknown id, 409 name taken or the bootstrap key, 400 otherwise
     UnknownTaskType: _unknown_task_type,  # 400, naming the known task types
     BackendUnavailable: _unavailable,  # 503 (IngressUnavailable too: RabbitMQ)
     StorageError: _storage,  # 500: Redis refused a command; nothing a client can change

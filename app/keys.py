@@ -4,9 +4,10 @@
     python -m app.keys list                                 (make keys)
     python -m app.keys revoke ci                            (an id from `list`, or a name; make revoke-key KEY=ci)
 
-It talks to REDIS_URL. Each create and revoke writes an audit line on
-`taskrelay.audit` naming the key (never the key itself). The functions below
-are what a `taskrelay keys ...` CLI will call.
+It talks to REDIS_URL. The same functions serve the API's /api/keys routes
+(app/operations.py), which `taskrelay keys ...` calls over HTTP. Each create and
+revoke writes an audit line on `taskrelay.audit` naming the key and who asked
+(never the key itself).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -29,19 +31,49 @@ audit = logging.getLogger("taskrelay.audit")
 
 def create_key(connection: redis.Redis, name: str, scopes: list[str], actor: str = "the keys command") -> str:
     """Create a key named `name` with `scopes` and return it: the only time it is ever shown."""
+    return created_key(connection, name, scopes, actor)[0]
+
+
+def created_key(
+    connection: redis.Redis, name: str, scopes: list[str], actor: str = "the keys command"
+) -> tuple[str, ApiKey]:
+    """Create a key named `name` with `scopes`; return it (the only time it is ever shown) and its record."""
     with redis_errors():
         key, record = apikeys.create(connection, name, scopes)
     audit.info("created key %r (%s) with scopes %s, by %s", record.name, record.id, ",".join(record.scopes), actor)
-    return key
+    return key, record
 
 
-def revoke_key(connection: redis.Redis, id_or_name: str, actor: str = "the keys command") -> list[ApiKey]:
-    """Revoke every key whose id or name is `id_or_name`; return them (ApiKeyError if none)."""
+def revoke_key(
+    connection: redis.Redis, id_or_name: str, actor: str = "the keys command", by_name: bool = True
+) -> list[ApiKey]:
+    """Revoke every key whose id (or, with `by_name`, name) is `id_or_name`; return them (ApiKeyError if none)."""
     with redis_errors():
-        revoked = apikeys.revoke(connection, id_or_name)
+        revoked = apikeys.revoke(connection, id_or_name, by_name)
     for record in revoked:
         audit.info("revoked key %r (%s), by %s", record.name, record.id, actor)
     return revoked
+
+
+def describe(record: ApiKey) -> dict[str, Any]:
+    """Return the API's view of a key's record: id, name, scopes, created and last-used times (never the key)."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "scopes": list(record.scopes),
+        "created_at": _iso(record.created_at),
+        "last_used_at": _iso(record.last_used_at),
+    }
+
+
+def list_records(connection: redis.Redis) -> list[ApiKey]:
+    """Return every key's record, oldest first."""
+    with redis_errors():
+        return apikeys.list_keys(connection)
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp else None
 
 
 def _when(timestamp: float | None) -> str:
@@ -81,8 +113,7 @@ def main(argv: list[str] | None = None, connection: redis.Redis | None = None) -
             key = create_key(connection, args.name, scopes)
             print(f"created key {args.name!r}; it is shown only this once:\n{key}")
         elif args.command == "list":
-            with redis_errors():
-                print(key_table(apikeys.list_keys(connection)))
+            print(key_table(list_records(connection)))
         else:
             revoked = revoke_key(connection, args.id_or_name)
             print("revoked " + ", ".join(f"{r.name} ({r.id})" for r in revoked))

@@ -328,6 +328,37 @@ class QueuePaused(Described):
     paused: bool
 
 
+class KeyInfo(Described):
+    """One API key as GET /api/keys lists it: never the key itself."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: str | None
+    last_used_at: str | None = Field(description="At most a minute stale: each API process writes it once a minute")
+
+
+class KeyCreated(KeyInfo):
+    """POST /api/keys: the new key, shown this once only (only its SHA-256 digest is kept)."""
+
+    key: str
+
+
+class KeyList(Described):
+    """GET /api/keys, oldest first."""
+
+    keys: list[KeyInfo]
+    total: int
+
+
+class KeyRevoked(Described):
+    """DELETE /api/keys/{key_id}: the key stops working within 5 s in every API process."""
+
+    status: str
+    id: str
+    name: str
+
+
 class QueueEmptied(Described):
     """POST /api/queues/{name}/empty."""
 

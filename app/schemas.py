@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.states import LIST_TYPES, STATES
 from core.model import MAX_KEEP_AGE_S, MAX_KEEP_COUNT, NO_RETENTION, Keep, Retention
+from core.storage import apikeys
 from core.workflow import MAX_MAP_ITEMS, MAX_STEPS
 
 MAX_DELAY_S = 366 * 24 * 3600
@@ -284,6 +285,23 @@ class SchedulePath(Model):
     """The schedule id in the URL."""
 
     schedule_id: str = Field(max_length=200, pattern=ID_PATTERN)
+
+
+class CreateKey(Model):
+    """A new API key: a unique name and its scopes (admin ⊇ submit ⊇ read)."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        extra="forbid", openapi_extra={"examples": {"ci": {"value": {"name": "ci", "scopes": ["submit"]}}}}
+    )
+
+    name: str = Field(pattern=apikeys.NAME_PATTERN, description="Unique; shown in lists and audit lines")
+    scopes: list[Literal["read", "submit", "admin"]] = Field(min_length=1, max_length=3)
+
+
+class KeyPath(Model):
+    """A key's id in the URL (from GET /api/keys), never the key itself."""
+
+    key_id: str = Field(pattern=apikeys.ID_PATTERN)
 
 
 STEP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"

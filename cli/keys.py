@@ -1,44 +1,53 @@
-"""`taskrelay keys create|list|revoke`: a thin wrapper of `python -m app.keys`, which works on Redis directly.
-
-Keys have no HTTP endpoints, so this one command group needs REDIS_URL (the
-API's Redis) rather than TASKRELAY_URL, and the project's own code installed
-(`make install`); every other command speaks HTTP only.
-"""
+"""`taskrelay keys create|list|revoke`: the API's /api/keys routes (an admin key)."""
 
 from __future__ import annotations
 
 import click
 
-REDIS_NOTE = "Runs `python -m app.keys` on REDIS_URL (the API's Redis), not over HTTP: keys have no HTTP endpoints."
+from cli.client import Client, CliError
+from cli.output import console, key_table, show_json
 
 
-def _run(argv: list[str]) -> None:
-    """Run app.keys's command with `argv` and exit with its code (2: bad arguments, 1: Redis failed)."""
-    import app.keys as keys_command  # only here: every other command works without the server's code
-
-    code = keys_command.main(argv)
-    if code:
-        raise click.exceptions.Exit(code)
-
-
-@click.group(help=f"Create, list and revoke API keys. {REDIS_NOTE}")
+@click.group()
 def keys() -> None:
-    pass
+    """Create, list and revoke API keys (POST, GET and DELETE /api/keys; an admin key)."""
 
 
-@keys.command(help=f"Create a key and print it, the only time it is shown. {REDIS_NOTE}")
+@keys.command()
 @click.option("--name", required=True, help="A unique name, shown in `list` and in audit lines.")
-@click.option("--scopes", required=True, help="Comma-separated: read, submit, admin.")
-def create(name: str, scopes: str) -> None:
-    _run(["create", "--name", name, "--scopes", scopes])
+@click.option("--scopes", required=True, help="Comma-separated: read, submit, admin (each grants the ones before).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@click.pass_obj
+def create(client: Client, name: str, scopes: str, as_json: bool) -> None:
+    """Create a key and print it: the only time it is shown."""
+    answer = client.post("/api/keys", {"name": name, "scopes": [s.strip() for s in scopes.split(",") if s.strip()]})
+    if as_json:
+        show_json(answer)
+        return
+    click.echo(f"created key {answer['name']!r} ({answer['id']}, {','.join(answer['scopes'])}); shown only this once:")
+    click.echo(answer["key"])
 
 
-@keys.command(name="list", help=f"List the keys: id, name, scopes, created, last used (never a key). {REDIS_NOTE}")
-def list_keys() -> None:
-    _run(["list"])
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON instead of a table.")
+@click.pass_obj
+def list_keys(client: Client, as_json: bool) -> None:
+    """List the keys: id, name, scopes, created, last used (never a key)."""
+    answer = client.get("/api/keys")
+    if as_json:
+        show_json(answer)
+    else:
+        console.print(key_table(answer["keys"]))
 
 
-@keys.command(help=f"Revoke a key by its id (from `list`) or its name. {REDIS_NOTE}")
+@keys.command()
 @click.argument("id_or_name")
-def revoke(id_or_name: str) -> None:
-    _run(["revoke", id_or_name])
+@click.pass_obj
+def revoke(client: Client, id_or_name: str) -> None:
+    """Revoke the key ID_OR_NAME (an id from `list`, or a name); API processes refuse it within 5 s."""
+    matches = [key for key in client.get("/api/keys")["keys"] if id_or_name in (key["id"], key["name"])]
+    if not matches:
+        raise CliError(f"no key has the id or name {id_or_name!r}; `taskrelay keys list` shows them")
+    for key in matches:
+        answer = client.request("DELETE", f"/api/keys/{key['id']}")
+        click.echo(f"revoked {answer['name']} ({answer['id']})")

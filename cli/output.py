@@ -94,3 +94,19 @@ def depth_table(depths: dict[str, int]) -> Table:
     for name, depth in depths.items():
         table.add_row(name, str(depth))
     return table
+
+
+def key_table(keys: list[dict[str, Any]]) -> Table:
+    """Return GET /api/keys's `keys` as a table: id, name, scopes, created, last used (times in UTC)."""
+    table = Table(title="API keys", caption="times in UTC" if keys else None)
+    for column in ("ID", "NAME", "SCOPES", "CREATED", "LAST USED"):
+        table.add_column(column, no_wrap=column != "NAME", overflow="fold")
+    for key in keys:
+        table.add_row(
+            key["id"],
+            key["name"],
+            ",".join(key["scopes"]),
+            _moment(key.get("created_at")),
+            _moment(key.get("last_used_at")) or "never",
+        )
+    return table

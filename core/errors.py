@@ -61,4 +61,11 @@ class LaunchError(TaskrelayError):
 
 
 class ApiKeyError(TaskrelayError):
-    """An API key cannot be created or revoked as asked (unknown scope, name taken, nothing matches)."""
+    """An API key cannot be created or revoked as asked; `reason` says why, for the API's status."""
+
+    INVALID, TAKEN, UNKNOWN, FIXED = "invalid", "taken", "unknown", "fixed"
+    """Reasons: a bad name or scope; the name is in use; nothing matches; the bootstrap key (set by the environment)."""
+
+    def __init__(self, message: str, reason: str = INVALID) -> None:
+        super().__init__(message)
+        self.reason = reason

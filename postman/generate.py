@@ -29,7 +29,7 @@ COLLECTION = HERE / "taskrelay.postman_collection.json"
 ENVIRONMENT = HERE / "taskrelay.postman_environment.json"
 SCHEMA = "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
 METHODS = ("get", "post", "put", "patch", "delete")
-PATH_VALUES = {"task_id": "", "workflow_id": "", "schedule_id": "", "name": "normal_priority"}
+PATH_VALUES = {"task_id": "", "workflow_id": "", "schedule_id": "", "key_id": "", "name": "normal_priority"}
 """Collection variables that fill path parameters: ids saved by earlier requests, a queue name for queue actions."""
 
 
@@ -116,6 +116,18 @@ RECIPES = (
     ),
     Recipe("get", "/api/schedules", "List schedules", key="schedules", area="Schedules"),
     Recipe("delete", "/api/schedules/{schedule_id}", "Delete the schedule", key="status", area="Schedules"),
+    Recipe(
+        "post",
+        "/api/keys",
+        "Create a read key (shown once)",
+        status=(201,),
+        key="key",
+        body={"name": "postman-{{$timestamp}}-{{$randomInt}}", "scopes": ["read"]},
+        save={"key_id": "id"},
+        area="Keys",
+    ),
+    Recipe("get", "/api/keys", "List keys", key="keys", area="Keys"),
+    Recipe("delete", "/api/keys/{key_id}", "Revoke the key", key="status", area="Keys"),
     Recipe(
         "post",
         "/api/tasks/purge",

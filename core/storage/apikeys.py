@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ SCOPES = ("read", "submit", "admin")
 """Each scope grants the ones before it: admin ⊇ submit ⊇ read."""
 BOOTSTRAP_NAME = "bootstrap"
 """The name TASKRELAY_BOOTSTRAP_KEY is listed under."""
+NAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,100}$"
+"""What a key's name may be: it shows in tables and audit lines."""
+ID_PATTERN = rf"^[0-9a-f]{{{ID_CHARS}}}$"
+"""What a key's id looks like."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,12 @@ def _record(key: str, name: str, scopes: tuple[str, ...], now: float) -> tuple[s
 def create(connection: redis.Redis, name: str, scopes: list[str] | tuple[str, ...]) -> tuple[str, ApiKey]:
     """Make a new key named `name` (unique) with `scopes`; return (the key, its record). The key is not kept."""
     scopes = check_scopes(scopes)
-    if not name or name == BOOTSTRAP_NAME:
-        raise ApiKeyError(f"a key needs a name other than {BOOTSTRAP_NAME!r}")
+    if not re.fullmatch(NAME_PATTERN, name) or name == BOOTSTRAP_NAME:
+        raise ApiKeyError(f"a key's name is 1 to 100 letters, digits or _.@- and not {BOOTSTRAP_NAME!r}; got {name!r}")
     if any(existing.name == name for existing in list_keys(connection)):
-        raise ApiKeyError(f"a key named {name!r} exists already; revoke it first or choose another name")
+        raise ApiKeyError(
+            f"a key named {name!r} exists already; revoke it first or choose another name", ApiKeyError.TAKEN
+        )
     key = new_key()
     hashed, record = _record(key, name, scopes, time.time())
     connection.hset(KEYS_KEY, hashed, record.encode())
@@ -145,15 +152,26 @@ def touch(connection: redis.Redis, key_id: str, when: float) -> None:
     connection.hset(LAST_USED_KEY, key_id, f"{when:.3f}")
 
 
-def revoke(connection: redis.Redis, id_or_name: str) -> list[ApiKey]:
-    """Delete every key whose id or name is `id_or_name`; return what was deleted (raise ApiKeyError if nothing)."""
+def revoke(connection: redis.Redis, id_or_name: str, by_name: bool = True) -> list[ApiKey]:
+    """Delete every key whose id (or, with `by_name`, name) is `id_or_name`; return what was deleted.
+
+    Raises ApiKeyError if nothing matches, or if the match is the bootstrap key: it is
+    TASKRELAY_BOOTSTRAP_KEY, checked in-process, so only a change of that setting retires it.
+    """
     matches = {
         hashed: record
         for hashed, raw in connection.hgetall(KEYS_KEY).items()
-        if id_or_name in ((record := ApiKey.decode(raw)).id, record.name)
+        if id_or_name in ((record := ApiKey.decode(raw)).id, record.name if by_name else None)
     }
     if not matches:
-        raise ApiKeyError(f"no key has the id or name {id_or_name!r}; see the list command")
+        what = "id or name" if by_name else "id"
+        raise ApiKeyError(f"no key has the {what} {id_or_name!r}; see the list of keys", ApiKeyError.UNKNOWN)
+    if any(record.name == BOOTSTRAP_NAME for record in matches.values()):
+        raise ApiKeyError(
+            "the bootstrap key is TASKRELAY_BOOTSTRAP_KEY: to retire it, change or unset that setting and restart "
+            "the API (it re-lists the key at start)",
+            ApiKeyError.FIXED,
+        )
     pipe = connection.pipeline(transaction=True)
     pipe.hdel(KEYS_KEY, *matches)
     pipe.hdel(LAST_USED_KEY, *(record.id for record in matches.values()))

@@ -145,22 +145,33 @@ def test_a_down_api_or_a_wrong_key_is_one_sentence_and_exit_2(redis_url):
             assert refused.stdout == ""
 
 
-def test_keys_wrap_the_keys_command_on_redis(redis_url):
+def test_keys_are_created_listed_and_revoked_over_http(redis_url):
     with running_system(redis_url, workers=0) as system:
         url = system.base_url
-        created = taskrelay(url, "keys", "create", "--name", "cli-reader", "--scopes", "read", REDIS_URL=redis_url)
+        created = taskrelay(url, "keys", "create", "--name", "cli-reader", "--scopes", "read")
         assert created.returncode == 0, created.stderr
         key = created.stdout.split()[-1]
-        assert key.startswith("tr_")
-        assert "cli-reader" in taskrelay(url, "keys", "list", REDIS_URL=redis_url).stdout
+        assert key.startswith("tr_") and "shown only this once" in created.stdout
+        listed = taskrelay(url, "keys", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "cli-reader" in listed.stdout and "bootstrap" in listed.stdout and key not in listed.stdout
         assert taskrelay(url, "list", key=key).returncode == 0
         forbidden = taskrelay(url, "purge", "--yes", key=key)
         assert forbidden.returncode == 2 and "needs the admin scope" in forbidden.stderr
+        not_admin = taskrelay(url, "keys", "list", key=key)  # keys are the admin scope's
+        assert not_admin.returncode == 2 and "needs the admin scope" in not_admin.stderr
 
-        assert taskrelay(url, "keys", "revoke", "cli-reader", REDIS_URL=redis_url).returncode == 0
+        taken = taskrelay(url, "keys", "create", "--name", "cli-reader", "--scopes", "submit")
+        assert taken.returncode == 1 and "exists already" in taken.stderr and "(409)" in taken.stderr
+        bootstrap = taskrelay(url, "keys", "revoke", "bootstrap")
+        assert bootstrap.returncode == 1 and "TASKRELAY_BOOTSTRAP_KEY" in bootstrap.stderr
+
+        revoked = taskrelay(url, "keys", "revoke", "cli-reader")
+        assert revoked.returncode == 0 and "revoked cli-reader" in revoked.stdout, revoked.stderr
         wait_until(lambda: taskrelay(url, "list", key=key).returncode == 2, 20, "the revoked key to be refused")
-        unknown = taskrelay(url, "keys", "revoke", "cli-reader", REDIS_URL=redis_url)
-        assert unknown.returncode == 2 and "error:" in unknown.stderr
+        unknown = taskrelay(url, "keys", "revoke", "cli-reader")
+        assert unknown.returncode == 1 and "no key has the id or name 'cli-reader'" in unknown.stderr
+        assert "cli-reader" not in taskrelay(url, "keys", "list").stdout
 
 
 class Tmux:

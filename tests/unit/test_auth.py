@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 
 import pytest
@@ -330,3 +331,47 @@ def test_dashboard_actions_are_audited_with_who_did_them(fake_redis, caplog):
     assert len(lines) == 2
     assert lines[0].startswith("dashboard action /dashboard/job/j1/delete by key 'bootstrap'")
     assert lines[1].startswith("dashboard action /dashboard/queue/low_priority/queued/empty by dashboard user 'ops'")
+
+
+def test_keys_over_http_are_created_listed_and_revoked_by_an_admin(make_client, caplog):
+    admin = make_client("admin", name="ops")
+    with caplog.at_level(logging.INFO, logger="taskrelay.audit"):
+        created = admin.post("/api/keys", json={"name": "ci", "scopes": ["submit", "read"]})
+    assert created.status_code == 201, created.json
+    key = created.json["key"]
+    assert created.json["scopes"] == ["read", "submit"] and created.json["last_used_at"] is None
+    assert created.json["id"] == apikeys.digest(key)[: apikeys.ID_CHARS]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "taskrelay.audit" and "'ci'" in r.getMessage()]
+    assert line.startswith("created key 'ci'") and "by key 'ops'" in line and key not in line
+
+    ci = as_key(admin.application.test_client(), key)
+    assert ci.post("/api/tasks", json={"task_type": "data_processing", "parameters": {"data": [1]}}).status_code == 202
+    assert ci.get("/api/keys").status_code == 403  # managing keys is the admin scope's
+    assert ci.post("/api/keys", json={"name": "mine", "scopes": ["admin"]}).status_code == 403
+
+    listed = admin.get("/api/keys").json
+    assert [k["name"] for k in listed["keys"]] == ["bootstrap", "ops", "ci"] and listed["total"] == 3
+    assert all("key" not in k for k in listed["keys"]) and key not in json.dumps(listed)
+
+    revoked = admin.delete(f"/api/keys/{created.json['id']}")
+    assert revoked.status_code == 200 and revoked.json == {"status": "revoked", "id": created.json["id"], "name": "ci"}
+    assert [k["name"] for k in admin.get("/api/keys").json["keys"]] == ["bootstrap", "ops"]
+    assert admin.delete(f"/api/keys/{created.json['id']}").status_code == 404
+
+
+def test_keys_over_http_refuse_what_cannot_be_done_with_a_4xx_naming_why(make_client):
+    admin = make_client("admin", name="ops")
+    assert admin.post("/api/keys", json={"name": "ci", "scopes": ["read"]}).status_code == 201
+    taken = admin.post("/api/keys", json={"name": "ci", "scopes": ["read"]})
+    assert taken.status_code == 409 and "exists already" in taken.json["message"]
+    bad = admin.post("/api/keys", json={"name": "no spaces", "scopes": ["write"], "extra": 1})
+    assert bad.status_code == 400
+    assert {f["field"] for f in bad.json["fields"]} == {"name", "scopes.0", "extra"}
+    assert next(f for f in bad.json["fields"] if f["field"] == "scopes.0")["allowed"] == list(apikeys.SCOPES)
+    assert admin.post("/api/keys", json={"name": "none", "scopes": []}).status_code == 400
+    assert admin.post("/api/keys", json={"name": "bootstrap", "scopes": ["read"]}).status_code == 400
+    bootstrap_id = apikeys.digest(TEST_API_KEY)[: apikeys.ID_CHARS]
+    fixed = admin.delete(f"/api/keys/{bootstrap_id}")
+    assert fixed.status_code == 409 and "TASKRELAY_BOOTSTRAP_KEY" in fixed.json["message"]
+    assert admin.delete("/api/keys/ci").status_code == 400  # an id, not a name: names are the CLI's to resolve
+    assert admin.delete("/api/keys/0123456789ab").status_code == 404

@@ -39,6 +39,9 @@ EXPECTED: dict[tuple[str, str], set[int]] = {
     ("post", "/api/tasks/{task_id}/retry"): {202, 400, *BODY, 404, 409, 503},
     ("get", "/api/ingress/dead-letters"): {200, 400, 409, 503},
     ("post", "/api/ingress/dead-letters/replay"): {200, 400, *BODY, 409, 503},
+    ("post", "/api/keys"): {201, 400, *BODY, 409, 503},
+    ("get", "/api/keys"): {200, 400, 503},
+    ("delete", "/api/keys/{key_id}"): {200, 400, 404, 409, 503},
     ("get", "/healthz"): {200, 400},
     ("get", "/readyz"): {200, 400, 503},
     ("get", "/metrics"): {200, 400, 503},
@@ -220,7 +223,7 @@ def test_every_request_example_in_the_spec_is_accepted(spec, client):
             response = getattr(client, method)(path, json=example["value"])
             assert response.status_code in (201, 202), (path, response.json)
             tried += 1
-    assert tried == 4
+    assert tried == 5
 
 
 @pytest.mark.parametrize(
@@ -239,6 +242,17 @@ def test_the_spec_says_filters_take_any_case_as_the_api_does(spec, client, path,
     assert client.get(f"{path}?{name}={value}").status_code == 200
     assert not validator.is_valid("bogus")
     assert client.get(f"{path}?{name}=bogus").status_code == 400
+
+
+def test_key_bodies_match_the_spec(spec, client):
+    created = assert_conforms(
+        spec, "post", "/api/keys", client.post("/api/keys", json={"name": "a", "scopes": ["read"]})
+    )
+    assert_conforms(spec, "post", "/api/keys", client.post("/api/keys", json={"name": "a", "scopes": ["read"]}))  # 409
+    assert_conforms(spec, "get", "/api/keys", client.get("/api/keys"))
+    path = "/api/keys/{key_id}"
+    assert_conforms(spec, "delete", path, client.delete(f"/api/keys/{created['id']}"))
+    assert assert_conforms(spec, "delete", path, client.delete(f"/api/keys/{created['id']}"))["error"] == "not_found"
 
 
 def test_queue_retry_and_dead_letter_bodies_match_the_spec(spec, client, drain):

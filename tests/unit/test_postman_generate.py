@@ -33,7 +33,7 @@ def test_every_request_sends_the_key_and_tests_its_status_and_key_field():
     assert unkeyed == {"/api/ingress/dead-letters", "/api/ingress/dead-letters/replay", "/metrics"}
     scripts = "\n".join(line for item in items for line in item["event"][0]["script"]["exec"])
     saved = re.findall(r'pm.collectionVariables.set\("(\w+)"', scripts)
-    assert saved == ["task_id", "workflow_id", "schedule_id"]
+    assert saved == ["task_id", "workflow_id", "schedule_id", "key_id"]
 
 
 def test_the_environment_holds_no_key():
