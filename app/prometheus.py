@@ -21,28 +21,24 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from app import workflows
-from app.errors import WorkflowNotFound
 from app.ingress import Ingress
 from core.connection import redis_errors
 from core.errors import IngressUnavailable
 from core.storage import metrics
 from core.storage import workflows as stored_workflows
 
-WORKFLOW_SCAN_LIMIT = 500
-"""taskrelay_workflows counts the states of the newest this many workflows (each costs a few Redis reads)."""
-
 log = logging.getLogger("taskrelay.api")
+
+
+WORKFLOW_SCAN_LIMIT = 1000
+"""taskrelay_workflows counts the states of the newest this many workflows: a workflow's state is computed from
+its steps' when read, so a scrape reads them all (pipelined: ~0.2 ms per 10-step workflow on a local Redis)."""
 
 
 def workflow_states(connection: redis.Redis, limit: int = WORKFLOW_SCAN_LIMIT) -> dict[str, int]:
     """Return how many of the newest `limit` workflows are in each state."""
-    states: Counter[str] = Counter()
-    for workflow_id in stored_workflows.list_ids(connection, 0, limit - 1):
-        try:
-            states[workflows.status(connection, workflow_id, with_results=False)["state"]] += 1
-        except WorkflowNotFound:
-            continue  # expired between the two reads
-    return dict(states)
+    entries = workflows.listed(connection, stored_workflows.list_ids(connection, 0, limit - 1))
+    return dict(Counter(entry["state"] for entry in entries))
 
 
 class TaskrelayCollector(Collector):

@@ -206,22 +206,54 @@ def status(connection: redis.Redis, workflow_id: str, with_results: bool = True)
         if step_id in fanned:
             total, ended = fanned[step_id]
             entries[step_id]["map"] = {"elements": total, "ended": ended}
-    by_step = {step_id: entry["state"] for step_id, entry in entries.items()}
-    finished = sum(1 for state in by_step.values() if state in FINAL_STATES)
     on_failure = None
     if handler is not None and handler_row is not None:
         summary = summarize_fields(handler["task_id"], handler_row)
         on_failure = {"task_id": handler["task_id"], "task_type": handler["task_type"]}
         on_failure["state"] = summary["state"] if summary else None  # None: not triggered
+    listed = _listed(workflow_id, document, {step_id: entry["state"] for step_id, entry in entries.items()})
+    return {**listed, "on_failure": on_failure, "steps": entries}
+
+
+def _listed(workflow_id: str, document: dict[str, Any], by_step: dict[str, str]) -> dict[str, Any]:
+    """Return a workflow's entry in the list (and the head of its status): id, name, state, created_at, progress."""
+    finished = sum(1 for state in by_step.values() if state in FINAL_STATES)
     return {
         "workflow_id": workflow_id,
         "name": document.get("name"),
         "state": _overall(document, by_step),
-        "on_failure": on_failure,
         "created_at": document.get("created_at"),
         "progress": {"done": finished, "total": len(by_step), "percent": round(100.0 * finished / len(by_step), 1)},
-        "steps": entries,
     }
+
+
+LISTED_PER_ROUND = 500
+"""Workflows whose list entries one pair of pipelines reads (documents, then their steps' fields)."""
+
+
+def listed(connection: redis.Redis, workflow_ids: list[str]) -> list[dict[str, Any]]:
+    """Return the list entries of `workflow_ids`, in order, leaving out those that are gone (expired, purged).
+
+    Two or three round trips per LISTED_PER_ROUND workflows, whatever their number of steps: their
+    documents in one pipeline, then one HMGET per step of all of them in another. Call within redis_errors().
+    """
+    entries: list[dict[str, Any]] = []
+    for start in range(0, len(workflow_ids), LISTED_PER_ROUND):
+        chunk = workflow_ids[start : start + LISTED_PER_ROUND]
+        found = [
+            (workflow_id, document)
+            for workflow_id, document in zip(chunk, workflows.load_many(connection, chunk, accepted=True), strict=True)
+            if document is not None
+        ]
+        task_ids = [step["task_id"] for _, document in found for step in document["steps"].values()]
+        rows = iter(read_fields(connection, task_ids, SUMMARY_FIELDS))
+        for workflow_id, document in found:
+            by_step = {}
+            for step_id, step in document["steps"].items():
+                summary = summarize_fields(step["task_id"], next(rows)) or _not_created(step["task_id"], document)
+                by_step[step_id] = summary["state"]
+            entries.append(_listed(workflow_id, document, by_step))
+    return entries
 
 
 def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dict[str, Any]:
@@ -248,30 +280,19 @@ def cancel(connection: redis.Redis, settings: Settings, workflow_id: str) -> dic
     return {"workflow_id": workflow_id, "state": "REVOKED", "revoked_steps": revoked}
 
 
-def _entry(connection: redis.Redis, workflow_id: str) -> dict[str, Any] | None:
-    try:
-        entry = status(connection, workflow_id, with_results=False)
-    except WorkflowNotFound:
-        return None  # expired between the two reads
-    return {key: entry[key] for key in ("workflow_id", "name", "state", "created_at", "progress")}
-
-
 def list_workflows(connection: redis.Redis, limit: int, offset: int, state: str | None = None) -> dict[str, Any]:
     """Return a page of workflows, newest first, each with its state and progress.
 
-    With `state`, every workflow's state is computed to filter (and count) them:
-    a scan, fine for thousands of workflows, not for millions.
+    With `state`, every workflow's state is computed to filter (and count) them: a scan
+    (pipelined, see `listed`), fine for tens of thousands of workflows, not for millions.
     """
     with redis_errors():
         if state is None:
-            ids = workflows.list_ids(connection, offset, offset + limit - 1)
-            entries = [entry for entry in (_entry(connection, i) for i in ids) if entry]
+            entries = listed(connection, workflows.list_ids(connection, offset, offset + limit - 1))
             total = workflows.count(connection)
         else:
             matching = [
-                entry
-                for entry in (_entry(connection, i) for i in workflows.list_ids(connection, 0, -1))
-                if entry and entry["state"] == state
+                entry for entry in listed(connection, workflows.list_ids(connection, 0, -1)) if entry["state"] == state
             ]
             entries, total = matching[offset : offset + limit], len(matching)
     filters = {"state": state}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,39 @@ def test_canceling_a_wide_workflow_cancels_its_steps_together(client, fake_redis
     assert len(canceled["revoked_steps"]) == 201
     assert len(sent) < 30, sent  # was two round trips per step
     assert fake_redis.llen("rq:queue:normal_priority") == 0
+
+
+def test_the_list_reads_workflows_a_chunk_at_a_time_and_agrees_with_each_status(client, drain, fake_redis, monkeypatch):
+    from app import prometheus
+    from app import workflows as api_workflows
+    from core.storage import workflows as stored
+
+    monkeypatch.setattr(api_workflows, "LISTED_PER_ROUND", 3)  # 8 workflows: three rounds, one short
+    for i in range(3):
+        run(client, drain, [step("a"), step("b", depends_on=["a"])], name=f"ok{i}")
+    run(client, drain, [step("a", "test_bad_input")], name="broken")
+    waiting = [post(client, [step("a"), step("b", depends_on=["a"])], name=f"queued{i}").json for i in range(2)]
+    canceled = post(client, [step("a")], name="canceled").json
+    assert client.post(f"/api/workflows/{canceled['workflow_id']}/cancel").status_code == 200
+    gone = post(client, [step("a")], name="expired").json
+    fake_redis.delete(stored.workflow_key(gone["workflow_id"]))  # its document expired; the index still names it
+    # one still in the RabbitMQ ingress: only its accepted record exists
+    document = json.loads(fake_redis.get(stored.workflow_key(waiting[1]["workflow_id"])))
+    fake_redis.delete(stored.workflow_key(waiting[1]["workflow_id"]))
+    fake_redis.set(stored.accepted_key(waiting[1]["workflow_id"]), json.dumps(document))
+
+    ids = stored.list_ids(fake_redis, 0, -1)
+    sent = round_trips(fake_redis)
+    entries = api_workflows.listed(fake_redis, ids)
+    assert len(ids) == 8 and len(sent) <= 3 * 3, sent  # documents (+ accepted records) and step fields, per round
+    assert [e["workflow_id"] for e in entries] == [i for i in ids if i != gone["workflow_id"]]
+    for entry in entries:
+        whole = client.get(f"/api/workflows/{entry['workflow_id']}").json
+        assert entry == {key: whole[key] for key in entry}
+    states = [e["state"] for e in entries]
+    assert sorted(states) == ["FAILURE", "PENDING", "PENDING", "REVOKED", "SUCCESS", "SUCCESS", "SUCCESS"]
+    assert prometheus.workflow_states(fake_redis) == {"SUCCESS": 3, "FAILURE": 1, "PENDING": 2, "REVOKED": 1}
+    newest = [e["state"] for e in entries if e["workflow_id"] in ids[:5]]
+    assert prometheus.workflow_states(fake_redis, limit=5) == dict(Counter(newest))
+    page = client.get("/api/workflows?state=pending&limit=1&offset=1").json
+    assert page["total"] == 2 and [w["name"] for w in page["workflows"]] == ["queued0"]
