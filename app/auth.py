@@ -127,6 +127,10 @@ class Verifier:
         self._touch(record)
         return record
 
+    def forget(self, key_id: str) -> None:
+        """Stop trusting the cached record of the key `key_id` (revoked here: refused at once in this process)."""
+        self._verified = {h: cached for h, cached in self._verified.items() if cached[0].id != key_id}
+
     def _touch(self, record: ApiKey) -> None:
         now = self.wall_clock()
         if now - self._touched.get(record.id, 0.0) < TOUCH_INTERVAL_S:
@@ -137,6 +141,17 @@ class Verifier:
                 apikeys.touch(self.connection, record.id, now)
         except (BackendUnavailable, StorageError) as exc:
             log.warning("could not record key %s as used: %s", record.id, exc)
+
+
+VERIFIER = "taskrelay.verifier"
+"""Where init_app keeps this app's Verifier (in app.extensions) when auth is on."""
+
+
+def forget_revoked(app: Flask, key_id: str) -> None:
+    """Drop the key `key_id` from this process's cache after a revoke; other processes refuse it within CACHE_TTL_S."""
+    verifier = app.extensions.get(VERIFIER)
+    if verifier is not None:
+        verifier.forget(key_id)
 
 
 def caller_scope() -> str:
@@ -263,6 +278,7 @@ def init_app(app: Flask, connection: redis.Redis, settings: Settings, dashboard_
     ensure_a_key_exists(connection, settings)
     if settings.auth:
         verifier = Verifier(connection, settings.bootstrap_key)
+        app.extensions[VERIFIER] = verifier
         app.before_request(lambda: _check(verifier, dashboard_login, settings.metrics_public))
     app.after_request(lambda response: _audit(response, settings.auth))
     app.after_request(_harden)

@@ -13,7 +13,7 @@ from flask_openapi3 import Tag
 from pydantic import BaseModel
 
 from app import keys, queues, retry
-from app.auth import ANONYMOUS
+from app.auth import ANONYMOUS, forget_revoked
 from app.openapi import APIBlueprint
 from app.response_models import (
     DeadLetterList,
@@ -148,6 +148,8 @@ def list_keys() -> Any:
     security=API_KEY,
 )
 def revoke_key(path: KeyPath) -> Any:
-    """Revoke a key by its id; every API process refuses it within 5 s. The bootstrap key answers 409."""
+    """Revoke a key by its id: refused at once by this API process, by the others within 5 s. The bootstrap key
+    answers 409."""
     record = keys.revoke_key(_state().connection, path.key_id, _actor(), by_name=False)[0]
+    forget_revoked(current_app, record.id)
     return jsonify({"status": "revoked", "id": record.id, "name": record.name})

@@ -352,7 +352,7 @@ class KeyList(Described):
 
 
 class KeyRevoked(Described):
-    """DELETE /api/keys/{key_id}: the key stops working within 5 s in every API process."""
+    """DELETE /api/keys/{key_id}: the key is refused at once by the API process that answered, by others within 5 s."""
 
     status: str
     id: str

@@ -353,7 +353,9 @@ def test_keys_over_http_are_created_listed_and_revoked_by_an_admin(make_client, 
     assert [k["name"] for k in listed["keys"]] == ["bootstrap", "ops", "ci"] and listed["total"] == 3
     assert all("key" not in k for k in listed["keys"]) and key not in json.dumps(listed)
 
+    assert ci.get("/api/tasks").status_code == 200  # verified and now cached in this process
     revoked = admin.delete(f"/api/keys/{created.json['id']}")
+    assert ci.get("/api/tasks").status_code == 401  # the revoke dropped it from this process's cache at once
     assert revoked.status_code == 200 and revoked.json == {"status": "revoked", "id": created.json["id"], "name": "ci"}
     assert [k["name"] for k in admin.get("/api/keys").json["keys"]] == ["bootstrap", "ops"]
     assert admin.delete(f"/api/keys/{created.json['id']}").status_code == 404
