@@ -135,11 +135,23 @@ def load(connection: redis.Redis, workflow_id: str, accepted: bool = False) -> d
 
     With `accepted`, a workflow still in the RabbitMQ ingress is returned too, marked `"accepted": True`.
     """
-    return load_many(connection, [workflow_id], accepted)[0]
+    raw: Any = connection.get(workflow_key(workflow_id))
+    if raw:
+        return json.loads(raw)
+    if accepted and (raw := connection.get(accepted_key(workflow_id))):
+        return _accepted(raw)
+    return None
+
+
+def _accepted(raw: bytes | str) -> dict[str, Any]:
+    """Return the document of a workflow's accepted record (still in the RabbitMQ ingress), marked as such."""
+    return {**json.loads(raw), "accepted": True}
 
 
 def load_many(connection: redis.Redis, workflow_ids: list[str], accepted: bool = False) -> list[dict[str, Any] | None]:
-    """Return `load` of each of `workflow_ids`, in order, in one round trip (two if some are only accepted)."""
+    """Return `load` of each of `workflow_ids`, in order, in one round trip (two if some are only accepted).
+
+    `load` stays a plain GET: it runs before every workflow step a worker starts, where a pipeline costs more."""
     pipe = connection.pipeline(transaction=False)
     for workflow_id in workflow_ids:
         pipe.get(workflow_key(workflow_id))
@@ -149,7 +161,7 @@ def load_many(connection: redis.Redis, workflow_ids: list[str], accepted: bool =
         for workflow_id in (workflow_ids[i] for i in missing):
             pipe.get(accepted_key(workflow_id))
         for i, raw in zip(missing, pipe.execute(), strict=True):
-            documents[i] = {**json.loads(raw), "accepted": True} if raw else None
+            documents[i] = _accepted(raw) if raw else None
     return documents
 
 
