@@ -30,7 +30,7 @@ class Submitted:
     statuses: Counter = field(default_factory=Counter)
     connection_errors: int = 0
     rejected: list[str] = field(default_factory=list)
-    """Answers other than 202, 429 and 503 (the task is not resent), as "status: body"."""
+    """Answers other than 202, 429 and 503 (the task is not resent), as "status: body", or unreadable ones."""
     unsent: int = 0
     """Tasks the deadline came before."""
     most_behind_s: float = 0.0
@@ -78,6 +78,12 @@ async def _connection(port: int, schedule: _Schedule, body_of: Callable[[int], b
                 reader = writer = None
                 await asyncio.sleep(0.1)
                 continue
+            except ValueError as exc:  # an answer that is not HTTP: say so, and go on with a new connection
+                out.rejected.append(f"unreadable answer: {exc!r}")
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                break
             out.statuses[status] += 1
             if status == 202:
                 out.accepted.append(json.loads(body)["task_id"])

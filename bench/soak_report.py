@@ -181,6 +181,7 @@ def report(
         "lost_sample": sorted(tally.pending)[:20],
         "rejected": submitted.rejected[:20],
         "unsent": submitted.unsent,
+        "connection_errors": submitted.connection_errors,
         "http_statuses": statuses,
         "rss": rows,
         "redis": {moment: {"used_memory": used, "keys": count} for moment, (used, count) in moments.items()},
