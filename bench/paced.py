@@ -71,19 +71,16 @@ async def _connection(port: int, schedule: _Schedule, body_of: Callable[[int], b
                 assert reader is not None
                 writer.write(request)
                 status, headers, body = await read_response(reader)
-            except (OSError, asyncio.IncompleteReadError):
-                out.connection_errors += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 if writer is not None:
                     writer.close()
                 reader = writer = None
+                if isinstance(exc, ValueError):  # an answer that is not HTTP: say so; the next task reconnects
+                    out.rejected.append(f"unreadable answer: {exc!r}")
+                    break
+                out.connection_errors += 1
                 await asyncio.sleep(0.1)
                 continue
-            except ValueError as exc:  # an answer that is not HTTP: say so, and go on with a new connection
-                out.rejected.append(f"unreadable answer: {exc!r}")
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-                break
             out.statuses[status] += 1
             if status == 202:
                 out.accepted.append(json.loads(body)["task_id"])
