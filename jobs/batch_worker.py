@@ -23,12 +23,14 @@ info` see ordinary jobs, but:
 - an attempt is counted in the job's meta with its outcome; a task expected to
   run longer than FLUSH_AFTER_S (or of a type not timed yet) has its attempt
   written before it starts, as RQ's own workers do for every task;
-- every enqueue is announced on a Redis channel (core.storage.keys.ENQUEUED_CHANNEL,
-  in the enqueue's own transaction): it wakes idle workers, which wait on a
-  subscription of their own (no hop through another thread), and a worker
-  holding claims of a lower queue (told by RQ's pubsub thread) gives its
-  unstarted ones back before its next task and claims again, so a high task
-  waits for at most the task each worker is running.
+- an idle worker registers as idle and blocks on an inbox of its own; every
+  enqueue, in its own transaction, claims jobs for idle workers and pushes them
+  into their inboxes (core.storage.handoff), so the woken worker starts them
+  without a round trip, and one enqueue wakes one worker, not all;
+- every enqueue is also announced on a Redis channel (core.storage.keys.ENQUEUED_CHANNEL):
+  a worker holding claims of a lower queue (told by RQ's pubsub thread) gives
+  its unstarted ones back before its next task and claims again, so a high
+  task waits for at most the task each worker is running.
 
 A failing task goes through RQ's own failure handling (retries, callbacks),
 after the successes before it are written. Jobs still unstarted when the
@@ -46,7 +48,6 @@ from contextlib import suppress
 from typing import Any
 
 import redis
-from redis.client import PubSub
 from rq import Queue
 from rq.command import parse_payload
 from rq.job import Job
@@ -57,7 +58,7 @@ from rq.worker import WorkerStatus
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, StorageError
 from core.settings import DEFAULT_FAILURE_TTL_S
-from core.storage import cancel, claims, metrics, paused, places, workflows
+from core.storage import cancel, claims, handoff, metrics, paused, places, workflows
 from core.storage.keys import ENQUEUED_CHANNEL, started_key
 from jobs import runner
 from jobs.heartbeat import HeartbeatSimpleWorker
@@ -105,14 +106,14 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._pending_since = 0.0
         self._rank = {queue.name: rank for rank, queue in enumerate(self.queues)}  # 0 = highest priority
         self._announced: frozenset[str] = frozenset()  # queues announced on ENQUEUED_CHANNEL since the last claim
-        self._listener: PubSub | None = None  # an idle worker's own subscription to ENQUEUED_CHANNEL
+        self._desk = handoff.IdleDesk(self.connection, self.queues, self)  # idle: hand-offs come here
 
     # Taking work
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         if self._batch and self._outranked():
             self._release_unstarted("a higher-priority task was enqueued")
-        if not self._batch:
+        if not self._batch and timeout is None:
             self._claim_batch()
         if not self._batch and timeout is not None:
             self._wait_for_work(timeout, max_idle_time)
@@ -122,13 +123,14 @@ class BatchWorker(HeartbeatSimpleWorker):
         return job, queue
 
     def _wait_for_work(self, timeout: int, max_idle_time: int | None) -> None:
-        """Idle: sleep until an enqueue is announced (or IDLE_POLL_S passes), then claim; keep the worker's TTL
-        alive and run maintenance when due, as RQ's own idle loop does.
+        """Idle: claim, or register as idle and wait for an enqueue to hand jobs over (core.storage.handoff), at
+        most IDLE_POLL_S before trying again; keep the worker's TTL alive and run maintenance when due, as RQ's
+        own idle loop does.
 
         Never RQ's blocking pop: over several queues RQ uses BLPOP, and a job it popped is held only in this
         process until the claim script registers it, so a kill, or Redis restarting, in between would lose
-        it. Here the claim script is the only thing that takes a job off a queue (atomically into the started
-        registry), and the announcement only wakes the worker.
+        it. Here a job leaves its queue only by a claim (the worker's own, or one an enqueue made for it), which
+        registers it in the started registry in the same script.
         """
         if self.get_state() != WorkerStatus.IDLE:  # the end of the last batch wrote it
             self.set_state(WorkerStatus.IDLE)
@@ -144,35 +146,15 @@ class BatchWorker(HeartbeatSimpleWorker):
                     last_beat = time.monotonic()
                     if self.should_run_maintenance_tasks:
                         self.run_maintenance_tasks()
-                self._await_announcement(IDLE_POLL_S)
-                self._claim_batch()
+                self._claim_batch(register=True)
+                if not self._batch:
+                    self._take(*self._desk.await_handoff(IDLE_POLL_S))
                 backoff = 1.0
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 self.log.error("Worker %s: could not reach Redis (%s); retrying in %.0f s", self.name, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
         self.heartbeat()
-
-    def _await_announcement(self, timeout_s: float) -> None:
-        """Block until an enqueue is announced or `timeout_s` passes, then take every announcement waiting (the
-        claim that follows serves them all; one announced after it wakes the next wait at once).
-
-        The idle worker reads its own subscription rather than waiting for RQ's
-        pubsub thread to pass the message on: one thread switch less per task
-        that finds its worker idle (bench.latency's queue→start leg).
-        """
-        if self._listener is None:
-            self._listener = self.connection.pubsub(ignore_subscribe_messages=True)
-            self._listener.subscribe(ENQUEUED_CHANNEL)
-        message = self._listener.get_message(timeout=timeout_s)
-        while message is not None:
-            message = self._listener.get_message(timeout=0.0)
-
-    def teardown(self) -> None:
-        super().teardown()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
 
     def claim_size(self) -> int:
         """Return how many jobs the next claim takes: about CLAIM_BUDGET_S of work, 1 to BATCH_SIZE."""
@@ -216,13 +198,21 @@ class BatchWorker(HeartbeatSimpleWorker):
         if name in self._rank:
             self._announced = self._announced | {name}  # a new set: _outranked may be reading the old one
 
-    def _claim_batch(self) -> None:
+    def _claim_batch(self, register: bool = False) -> None:
+        """Claim about CLAIM_BUDGET_S of work; with `register`, take what was handed over first, and with nothing
+        to claim register as idle (core.storage.handoff)."""
         execution_id = f"batch-{self.name}-{time.monotonic_ns()}"
-        expires = time.time() + self.get_heartbeat_ttl(None)
+        ttl = self.get_heartbeat_ttl(None)
         # Cleared before the claim: an announcement after this point is for a job the claim may not see.
         self._announced = frozenset()
-        want = self.claim_size()
-        claimed = self._claimer.claim(want, expires, execution_id, self.name, utcformat(now()))
+        want, stamp = self.claim_size(), utcformat(now())
+        if register:
+            self._take(*self._desk.claim_or_register(want, time.time() + ttl, ttl, execution_id, stamp))
+        else:
+            self._take(execution_id, self._claimer.claim(want, time.time() + ttl, execution_id, self.name, stamp))
+
+    def _take(self, execution_id: str, claimed: handoff.Claimed) -> None:
+        """Add jobs claimed for this worker (by itself or by a hand-off) to the batch in hand."""
         if not claimed:
             return
         # The claim made this worker busy for the whole batch: RQ's warm shutdown then waits for the running task
@@ -397,6 +387,12 @@ class BatchWorker(HeartbeatSimpleWorker):
             with suppress(BackendUnavailable, StorageError), redis_errors():
                 self._flush()
                 self._release_unstarted("the worker is stopping")
+                self._leave_idle()
+
+    def _leave_idle(self) -> None:
+        """Leave the idle list, giving back anything handed over meanwhile."""
+        self._take(*self._desk.leave())
+        self._release_unstarted("the worker is stopping")
 
     def _release_unstarted(self, why: str) -> None:
         """Put claimed jobs that never started back at the head of their queues, in their order."""

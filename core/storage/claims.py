@@ -28,50 +28,71 @@ from core.storage.keys import JOB_PREFIX, RESULT_FIELD, WORKER_FIELD, finished_k
 from core.storage.paused import PAUSED_KEY
 from core.storage.queues import JSONJob
 
-CLAIM = """
-local want = tonumber(ARGV[1])
-local job_prefix = ARGV[6]
-local worker_key = ARGV[7] == '1' and KEYS[#KEYS] or nil
-local paused_key = worker_key and KEYS[#KEYS - 1] or KEYS[#KEYS]
-local slots = (#KEYS - (worker_key and 2 or 1)) / 2
-local claimed = {}
-local count = 0
-local function claim(slot, id, started)
-  local job_key = job_prefix .. id
-  local hash = redis.call('HGETALL', job_key)  -- empty: gone (purged) since it was queued
-  if #hash > 0 then
-    if redis.call('TTL', job_key) >= 0 then redis.call('PERSIST', job_key) end  -- must not expire while it runs
-    redis.call('HSET', job_key, 'status', 'started', 'worker_name', ARGV[4], 'started_at', ARGV[5])
-    table.insert(started, ARGV[2])
-    table.insert(started, id .. ':' .. ARGV[3])
-    table.insert(claimed, {slot, id, hash})
-  end
-  count = count + 1
-end
-local function paused(slot) return redis.call('SISMEMBER', paused_key, ARGV[7 + slot]) == 1 end
-for slot = 1, slots do
-  if count >= want then break end
-  if not paused(slot) then
-    local ids = redis.call('LPOP', KEYS[2 * slot - 1], want - count)
-    if ids then
-      local started = {}  -- score, member, ...: one ZADD into the started registry for the queue's claims
-      for _, id in ipairs(ids) do claim(slot, id, started) end
-      if #started > 0 then redis.call('ZADD', KEYS[2 * slot], unpack(started)) end
+CLAIM_JOBS = """
+local function claim_jobs(queue_keys, started_keys, names, paused_key, worker_key, want, expires, execution,
+                          worker_name, stamp, job_prefix, drained)
+  local claimed = {}
+  local count = 0
+  for slot = 1, #queue_keys do
+    if count >= want then break end
+    local key = queue_keys[slot]
+    if not drained[key] then
+      if redis.call('SISMEMBER', paused_key, names[slot]) == 1 then
+        drained[key] = true
+      else
+        local ids = redis.call('LPOP', key, want - count)
+        if not ids or #ids < want - count then drained[key] = true end
+        if ids then
+          local started = {}  -- score, member, ...: one ZADD into the started registry for the queue's claims
+          for _, id in ipairs(ids) do
+            local job_key = job_prefix .. id
+            local hash = redis.call('HGETALL', job_key)  -- empty: gone (purged) since it was queued
+            if #hash > 0 then
+              -- it must not expire while it runs
+              if redis.call('TTL', job_key) >= 0 then redis.call('PERSIST', job_key) end
+              redis.call('HSET', job_key, 'status', 'started', 'worker_name', worker_name, 'started_at', stamp)
+              table.insert(started, expires)
+              table.insert(started, id .. ':' .. execution)
+              table.insert(claimed, {slot, id, hash})
+            end
+            count = count + 1
+          end
+          if #started > 0 then redis.call('ZADD', started_keys[slot], unpack(started)) end
+        end
+      end
     end
   end
+  if worker_key and #claimed > 0 then redis.call('HSET', worker_key, 'state', 'busy') end
+  return claimed
 end
-if worker_key and #claimed > 0 then redis.call('HSET', worker_key, 'state', 'busy') end
-return claimed
 """
+"""Lua: claim up to `want` jobs from `queue_keys` (highest priority first; a queue named in the paused set is
+skipped), registering each in its queue's started registry (`started_keys`) as `<id>:<execution>` scored by
+`expires`, marking its hash started by `worker_name` at `stamp`, and the worker's key (if any) busy. Returns
+{{slot, id, {field, value, ...}}, ...} with each job hash as it was before the claim; a popped id whose hash is
+gone is dropped. `drained` (a table) collects the queue keys found empty or paused. Job keys are built inside,
+so it needs a single Redis (not a cluster)."""
+
+CLAIM = (
+    CLAIM_JOBS
+    + """
+local worker_key = ARGV[7] == '1' and KEYS[#KEYS] or nil
+local paused_key = worker_key and KEYS[#KEYS - 1] or KEYS[#KEYS]
+local queue_keys, started_keys, names = {}, {}, {}
+for slot = 1, (#KEYS - (worker_key and 2 or 1)) / 2 do
+  queue_keys[slot], started_keys[slot], names[slot] = KEYS[2 * slot - 1], KEYS[2 * slot], ARGV[7 + slot]
+end
+return claim_jobs(queue_keys, started_keys, names, paused_key, worker_key, tonumber(ARGV[1]), ARGV[2], ARGV[3],
+                  ARGV[4], ARGV[5], ARGV[6], {})
+"""
+)
 """KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set, then the
 claiming worker's key if it is to be marked busy. ARGV: how many to claim, when the claims lapse (Unix time), the
 execution id, the worker's name, the claim's time (RQ's format: `started_at` until the worker writes when the job
 really started), RQ's job key prefix, "1" if the last key is the worker's (its `state` becomes busy when something
 was claimed: what RQ's set_state writes, without a round trip of its own), then each slot's queue name. A paused
-queue is skipped (see core/storage/paused.py). Returns
-[[slot, id, [field, value, ...]], ...] with each job hash as it was before the claim (so the worker needs no
-second round trip to read the jobs); a popped id whose hash is gone is dropped. Job keys are built inside the
-script, so it needs a single Redis (not a cluster)."""
+queue is skipped (see core/storage/paused.py). Returns what CLAIM_JOBS returns (so the worker needs no second
+round trip to read the jobs)."""
 
 
 def claim_member(job_id: str, execution_id: str) -> str:

@@ -24,6 +24,7 @@ from core import registry
 from core.model import PRIORITIES, QUEUE_NAMES, TaskRequest
 from core.registry import TaskType
 from core.settings import Settings
+from core.storage import handoff
 from core.storage.keys import ENQUEUED_CHANNEL, QUEUES_KEY, job_key
 from core.storage.queues import SERIALIZER, get_queue
 from core.storage.retention import count_meta
@@ -101,9 +102,11 @@ def create_job(queue: Queue, request: TaskRequest, func: str, **options: Any) ->
 
 
 def announce(pipe: Pipeline | redis.Redis, priorities: list[str]) -> None:
-    """Publish the highest of `priorities` on ENQUEUED_CHANNEL: it wakes idle batch workers, and a busy one
-    holding claims below it hands them back (jobs.batch_worker)."""
+    """Hand what was just queued at `priorities` to idle batch workers (core.storage.handoff), and publish the
+    highest of them on ENQUEUED_CHANNEL: a busy batch worker holding claims below it hands them back
+    (jobs.batch_worker)."""
     if priorities:
+        handoff.queue_handoff(pipe, [QUEUE_NAMES[priority] for priority in priorities])
         pipe.publish(ENQUEUED_CHANNEL, QUEUE_NAMES[min(priorities, key=PRIORITIES.index)])
 
 
@@ -217,20 +220,29 @@ def job_hash(
     return mapping
 
 
-IF_ABSENT = """
+IF_ABSENT = (
+    handoff.FUNCTIONS
+    + """
 for first = 1, #KEYS, 1000 do  -- one EXISTS per 1,000 keys (unpack's stack is bounded)
   if redis.call('EXISTS', unpack(KEYS, first, math.min(first + 999, #KEYS))) > 0 then return 0 end
 end
 local i = 1
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
+  if ARGV[i + 1] == HANDOFF_COMMAND then
+    handoff(unpack(ARGV, i + 2, i + n))
+  else
+    redis.call(unpack(ARGV, i + 1, i + n))
+  end
   i = i + n + 1
 end
 return 1
-"""
+""".replace("HANDOFF_COMMAND", repr(handoff.HANDOFF_COMMAND))
+)
 """Run the commands in ARGV (each as its length, then its words) only if none of KEYS exists; return 1 if they
-ran. The commands' own keys are not declared, so, like the batch worker's claim, it needs a single Redis."""
+ran. A hand-off (an EVAL of handoff.HANDOFF, which a script cannot run) is sent as handoff.HANDOFF_COMMAND and run
+by the same function. The commands' own keys are not declared, so, like the batch worker's claim, it needs a
+single Redis."""
 
 
 SCRIPT_MAX_WORDS = 7000
@@ -258,6 +270,8 @@ def _created_if_absent(
     words: list[Any] = []
     longest = 0
     for command, _options in recorder.command_stack:
+        if command[:2] == ("EVAL", handoff.HANDOFF):  # EVAL script numkeys args... -> HANDOFF_COMMAND args...
+            command = (handoff.HANDOFF_COMMAND, *command[3:])
         words.append(len(command))
         words.extend(command)
         longest = max(longest, len(command))

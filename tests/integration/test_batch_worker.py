@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app import create_app
+from core.storage import handoff, keys
 from jobs.batch_worker import BATCH_SIZE
 from jobs.worker import build_worker
 from tests.helpers import keyed_settings, submit, wait_until
@@ -107,6 +108,27 @@ def test_a_killed_batch_worker_loses_no_task_and_runs_none_twice(redis_url, real
 
 
 @pytest.mark.slow
+def test_a_task_handed_to_a_worker_killed_while_idle_runs_on_the_next_one(redis_url, real_redis):
+    client = make_client(redis_url, real_redis)
+    lasting = "import core.storage.handoff as h; h.IDLE_TICKET_S = 120.0"  # the dead worker stays listed as idle
+    first = spawn_worker(redis_url, TASKRELAY_TEST_WORKER_CODE=lasting)
+    second = None
+    try:
+        wait_until(lambda: real_redis.llen(handoff.IDLE_KEY) == 1, 60, "the worker to register as idle")
+        [name] = real_redis.lrange(handoff.IDLE_KEY, 0, -1)
+        stop_worker(first, kill=True)
+        task_id = submit(client)
+        assert real_redis.hget(keys.job_key(task_id), keys.WORKER_FIELD) == name  # handed to the dead worker
+        assert real_redis.llen(handoff.IDLE_KEY) == 0  # and only once
+        second = spawn_worker(redis_url)
+        wait_until(lambda: client.get(f"/api/tasks/{task_id}").json["state"] == "SUCCESS", 60, "the task to run")
+        assert client.get(f"/api/tasks/{task_id}").json["status"]["attempts"] == 1  # requeued as never started
+    finally:
+        for process in (first, second):
+            if process is not None:
+                stop_worker(process, kill=True)
+
+
 def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
     warm_up(client)
