@@ -3,7 +3,7 @@
 An idle batch worker registers a ticket (what it would claim: its queues, how
 many, its execution id) and blocks on an inbox list of its own. Every enqueue
 that announces work (core.storage.enqueue.announce) runs HANDOFF in its own
-transaction: for each idle worker, longest idle first, it claims what that
+transaction: for each idle worker, most recently idle first, it claims what that
 worker's claim would (CLAIM_JOBS: the same registry entries, the same hash
 changes) and pushes the claimed jobs into the worker's inbox, which wakes it
 with its jobs in hand. The worker starts them without a round trip of its own,
@@ -12,9 +12,11 @@ and one enqueue wakes one worker, not every idle one.
 Nothing is held only in a message: a handed-over job is claimed in its queue's
 started registry exactly as if the worker had claimed it, so if the worker dies
 before it pops its inbox, maintenance finds the lapsed claim and requeues the
-job, as for any claim of a killed worker. A ticket lives IDLE_TICKET_S unless
-the worker renews it (it does at every idle poll); an expired one is dropped
-from the idle list by the next hand-off, so a dead worker receives at most one.
+job, as for any claim of a killed worker. The inbox itself expires at half the
+claims' lifetime, so a worker stalled past that (suspended, starved) never
+starts a job maintenance may requeue. A ticket lives IDLE_TICKET_S unless the
+worker renews it (it does at every idle poll); an expired one is dropped from
+the idle list by the next hand-off, so a dead worker receives at most one.
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ local function handoff(idle_key, ticket_prefix, inbox_prefix, job_prefix, ...)
   local time = redis.call('TIME')
   local now, stamp = tonumber(time[1]) + tonumber(time[2]) / 1e6, utcstamp(tonumber(time[1]), tonumber(time[2]))
   local drained, handed = {}, 0
-  for i = #idle, 1, -1 do
+  for i = 1, #idle do  -- the most recently idle first: its process is the likeliest to be on a CPU still
     local waiting = false
     for _, key in ipairs(pushed) do if not drained[key] then waiting = true end end
     if not waiting then break end
@@ -100,7 +102,8 @@ local function handoff(idle_key, ticket_prefix, inbox_prefix, job_prefix, ...)
         redis.call('LREM', idle_key, 0, name)
         redis.call('DEL', ticket_prefix .. name)
         redis.call('RPUSH', inbox_prefix .. name, unpack(flatten(ticket[1], claimed)))
-        redis.call('EXPIRE', inbox_prefix .. name, tonumber(ticket[3]))
+        -- gone well before the claims lapse: a worker stalled that long must not start what maintenance requeues
+        redis.call('EXPIRE', inbox_prefix .. name, math.max(1, math.floor(tonumber(ticket[3]) / 2)))
         handed = handed + 1
       end
     end

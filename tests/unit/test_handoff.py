@@ -63,7 +63,9 @@ def test_an_idle_worker_is_handed_the_job_by_the_enqueue(connection):
     assert connection.hget(keys.job_key("t1"), "status") == b"started"
     assert connection.hget(keys.job_key("t1"), keys.WORKER_FIELD) == b"w1"
     assert connection.hget(worker.key, "state") == b"busy"
-    [member] = connection.zrange(keys.started_key("normal_priority"), 0, -1)
+    [(member, lapses)] = connection.zrange(keys.started_key("normal_priority"), 0, -1, withscores=True)
+    inbox_ttl = connection.ttl(handoff.INBOX_PREFIX + "w1")
+    assert 1 <= inbox_ttl <= (lapses - time.time()) / 2 + 1  # the inbox is gone well before the claim lapses
 
     worker._take(*worker._desk.await_handoff(1.0))
     [(job, queue, held)] = list(worker._batch)
@@ -90,11 +92,11 @@ def test_a_hand_off_takes_the_highest_priority_first_and_only_what_the_worker_cl
     assert connection.llen(keys.queue_key("low_priority")) == connection.llen(keys.queue_key("normal_priority")) == 1
 
 
-def test_one_enqueue_wakes_one_worker_the_longest_idle(connection):
+def test_one_enqueue_wakes_one_worker_the_most_recently_idle(connection):
     first, second = idle_worker(connection, "w1"), idle_worker(connection, "w2")
     enqueue(connection, request_for("t1"))
-    assert first._desk.await_handoff(0.01)[1] and not second._desk.await_handoff(0.01)[1]
-    assert connection.lrange(handoff.IDLE_KEY, 0, -1) == [b"w2"]
+    assert second._desk.await_handoff(0.01)[1] and not first._desk.await_handoff(0.01)[1]
+    assert connection.lrange(handoff.IDLE_KEY, 0, -1) == [b"w1"]
 
 
 def test_a_paused_queue_is_not_handed_off(connection):
