@@ -134,3 +134,17 @@ def test_the_idle_call_takes_a_hand_off_that_came_after_the_wait_ended(connectio
     worker._claim_batch(register=True)
     assert [job.id for job, _, _ in worker._batch] == ["t1"]
     assert connection.lrange(handoff.IDLE_KEY, 0, -1) == []
+
+
+def test_a_workflows_first_step_is_handed_over_too(client, fake_redis):
+    # Workflows (and maps, and the steps a success releases) enqueue in a transaction of their own: the hand-off
+    # runs there as an EVAL.
+    worker = idle_worker(fake_redis)
+    steps = [
+        {"id": "first", "task_type": "test_echo", "parameters": {}, "depends_on": []},
+        {"id": "second", "task_type": "test_echo", "parameters": {}, "depends_on": ["first"]},
+    ]
+    answer = client.post("/api/workflows", json={"steps": steps})
+    assert answer.status_code == 202, answer.json
+    _, handed = worker._desk.await_handoff(1.0)
+    assert [job_id for _, job_id, _ in handed] == [answer.json["steps"]["first"]["task_id"]]
