@@ -107,6 +107,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._rank = {queue.name: rank for rank, queue in enumerate(self.queues)}  # 0 = highest priority
         self._announced: frozenset[str] = frozenset()  # queues announced on ENQUEUED_CHANNEL since the last claim
         self._desk = handoff.IdleDesk(self.connection, self.queues, self)  # idle: hand-offs come here
+        self._idle_spell: tuple[str, int] | None = None  # the ticket's execution id and size while idle
 
     # Taking work
 
@@ -207,6 +208,9 @@ class BatchWorker(HeartbeatSimpleWorker):
         self._announced = frozenset()
         want, stamp = self.claim_size(), utcformat(now())
         if register:
+            if self._idle_spell is None:  # one ticket for the whole idle spell: a registered one is only renewed
+                self._idle_spell = (execution_id, want)
+            execution_id, want = self._idle_spell
             self._take(*self._desk.claim_or_register(want, time.time() + ttl, ttl, execution_id, stamp))
         else:
             self._take(execution_id, self._claimer.claim(want, time.time() + ttl, execution_id, self.name, stamp))
@@ -215,6 +219,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         """Add jobs claimed for this worker (by itself or by a hand-off) to the batch in hand."""
         if not claimed:
             return
+        self._idle_spell = None  # the ticket was taken with them
         # The claim made this worker busy for the whole batch: RQ's warm shutdown then waits for the running task
         # instead of interrupting it.
         with self._claim_lock:

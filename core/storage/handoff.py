@@ -126,12 +126,21 @@ IDLE = (
     FUNCTIONS
     + """
 local idle_key, ticket_key, inbox_key, name = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local ticket = {unpack(ARGV, 6)}
+if redis.call('PEXPIRE', ticket_key, ARGV[2]) == 1 then
+  -- Still registered with this ticket, and nothing handed over since (a hand-off takes the ticket): claim only
+  -- what was queued without a hand-off (a retry, RQ's scheduler).
+  local claimed = ticket_claim(ticket, name, ARGV[3], ARGV[4], ARGV[5], {})
+  if #claimed == 0 then return {} end
+  redis.call('LREM', idle_key, 0, name)
+  redis.call('DEL', ticket_key)
+  return flatten(ticket[1], claimed)
+end
 local handed = redis.call('LRANGE', inbox_key, 0, -1)
 if #handed > 0 then  -- the hand-off took this worker off the idle list and took its ticket
   redis.call('DEL', inbox_key)
   return handed
 end
-local ticket = {unpack(ARGV, 6)}
 local claimed = ticket_claim(ticket, name, ARGV[3], ARGV[4], ARGV[5], {})
 if #claimed > 0 then
   redis.call('LREM', idle_key, 0, name)
@@ -146,8 +155,9 @@ return {}
 """
 )
 """KEYS: the idle list, the worker's ticket and inbox. ARGV: the worker's name, the ticket's TTL in ms, when a claim
-lapses (Unix time), the claim's stamp, RQ's job prefix, then the ticket. Returns what was handed over, else what
-it claimed itself, else (registered as idle) nothing."""
+lapses (Unix time), the claim's stamp, RQ's job prefix, then the ticket (the same one for a whole idle spell: a
+ticket still registered is only renewed). Returns what was handed over, else what it claimed itself, else
+(registered as idle) nothing. An idle worker's poll costs the script, PEXPIRE and its claim's commands."""
 
 LEAVE = """
 redis.call('LREM', KEYS[1], 0, ARGV[1])
@@ -203,7 +213,8 @@ class IdleDesk:
     ) -> tuple[str, Claimed]:
         """Return (execution id, jobs) of what was handed over, else claim up to `want` jobs (claims lapsing at
         `expires`, stamped `stamp`); with nothing to claim, register as idle with a ticket for `want` jobs under
-        `execution_id`, claims lapsing `ttl_s` after a hand-off."""
+        `execution_id`, claims lapsing `ttl_s` after a hand-off. Pass the same `want` and `execution_id` for
+        every call of one idle spell (until something is taken): a ticket still registered is only renewed."""
         ticket = [execution_id, want, ttl_s, self.worker.key, PAUSED_KEY, *self._slots]
         args: list[Any] = [self.name, int(IDLE_TICKET_S * 1000), expires, stamp, JOB_PREFIX, *ticket]
         return self._busy(decode(self._idle(keys=self._keys, args=args), self.queues))

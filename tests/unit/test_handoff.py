@@ -148,3 +148,21 @@ def test_a_workflows_first_step_is_handed_over_too(client, fake_redis):
     assert answer.status_code == 202, answer.json
     _, handed = worker._desk.await_handoff(1.0)
     assert [job_id for _, job_id, _ in handed] == [answer.json["steps"]["first"]["task_id"]]
+
+
+def test_an_idle_poll_renews_the_ticket_and_claims_what_came_without_a_hand_off(connection):
+    worker = idle_worker(connection)
+    ticket = connection.lrange(handoff.TICKET_PREFIX + "w1", 0, -1)
+    connection.pexpire(handoff.TICKET_PREFIX + "w1", 50)
+    worker._claim_batch(register=True)  # the next poll of the same idle spell
+    assert connection.lrange(handoff.TICKET_PREFIX + "w1", 0, -1) == ticket  # the same ticket, renewed
+    assert connection.pttl(handoff.TICKET_PREFIX + "w1") > 50
+    assert connection.lrange(handoff.IDLE_KEY, 0, -1) == [b"w1"]
+
+    connection.delete(handoff.IDLE_KEY)  # as for a push that hands nothing over (RQ's scheduler, a retry)
+    enqueue(connection, request_for("t1"))
+    connection.lpush(handoff.IDLE_KEY, "w1")
+    worker._claim_batch(register=True)  # the poll claims it itself
+    assert [job.id for job, _, _ in worker._batch] == ["t1"]
+    assert connection.lrange(handoff.IDLE_KEY, 0, -1) == []
+    assert not connection.exists(handoff.TICKET_PREFIX + "w1")
