@@ -129,6 +129,7 @@ def test_a_task_handed_to_a_worker_killed_while_idle_runs_on_the_next_one(redis_
                 stop_worker(process, kill=True)
 
 
+@pytest.mark.slow
 def test_sigterm_returns_unstarted_tasks_to_their_queue(redis_url, real_redis):
     client = make_client(redis_url, real_redis)
     warm_up(client)
