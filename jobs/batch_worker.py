@@ -114,10 +114,11 @@ class BatchWorker(HeartbeatSimpleWorker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         if self._batch and self._outranked():
             self._release_unstarted("a higher-priority task was enqueued")
-        if not self._batch and timeout is None:
-            self._claim_batch()
-        if not self._batch and timeout is not None:
-            self._wait_for_work(timeout, max_idle_time)
+        if not self._batch:
+            if timeout is None:  # burst mode: claim once, never register as idle
+                self._claim_batch()
+            else:
+                self._wait_for_work(timeout, max_idle_time)
         if not self._batch:
             return None  # burst mode with nothing queued, or idle past max_idle_time
         job, queue, _member = self._batch[0]
@@ -215,7 +216,7 @@ class BatchWorker(HeartbeatSimpleWorker):
         else:
             self._take(execution_id, self._claimer.claim(want, time.time() + ttl, execution_id, self.name, stamp))
 
-    def _take(self, execution_id: str, claimed: handoff.Claimed) -> None:
+    def _take(self, execution_id: str, claimed: claims.Claimed) -> None:
         """Add jobs claimed for this worker (by itself or by a hand-off) to the batch in hand."""
         if not claimed:
             return
@@ -391,11 +392,10 @@ class BatchWorker(HeartbeatSimpleWorker):
         finally:
             with suppress(BackendUnavailable, StorageError), redis_errors():
                 self._flush()
-                self._release_unstarted("the worker is stopping")
                 self._leave_idle()
 
     def _leave_idle(self) -> None:
-        """Leave the idle list, giving back anything handed over meanwhile."""
+        """Leave the idle list, and give back every unstarted claim, with anything handed over meanwhile."""
         self._take(*self._desk.leave())
         self._release_unstarted("the worker is stopping")
 

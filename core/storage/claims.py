@@ -65,13 +65,24 @@ local function claim_jobs(queue_keys, started_keys, names, paused_key, worker_ke
   if worker_key and #claimed > 0 then redis.call('HSET', worker_key, 'state', 'busy') end
   return claimed
 end
+local function flatten(execution, claimed)  -- execution id, then per job: slot, id, hash length, hash...
+  local flat = {execution}
+  for _, job in ipairs(claimed) do
+    table.insert(flat, job[1])
+    table.insert(flat, job[2])
+    table.insert(flat, #job[3])
+    for _, word in ipairs(job[3]) do table.insert(flat, word) end
+  end
+  return flat
+end
 """
 """Lua: claim up to `want` jobs from `queue_keys` (highest priority first; a queue named in the paused set is
 skipped), registering each in its queue's started registry (`started_keys`) as `<id>:<execution>` scored by
 `expires`, marking its hash started by `worker_name` at `stamp`, and the worker's key (if any) busy. Returns
 {{slot, id, {field, value, ...}}, ...} with each job hash as it was before the claim; a popped id whose hash is
 gone is dropped. `drained` (a table) collects the queue keys found empty or paused. Job keys are built inside,
-so it needs a single Redis (not a cluster)."""
+so it needs a single Redis (not a cluster). `flatten` turns an execution id and such a result into one flat list,
+what the scripts return (read by `decode`)."""
 
 CLAIM = (
     CLAIM_JOBS
@@ -82,8 +93,8 @@ local queue_keys, started_keys, names = {}, {}, {}
 for slot = 1, (#KEYS - (worker_key and 2 or 1)) / 2 do
   queue_keys[slot], started_keys[slot], names[slot] = KEYS[2 * slot - 1], KEYS[2 * slot], ARGV[7 + slot]
 end
-return claim_jobs(queue_keys, started_keys, names, paused_key, worker_key, tonumber(ARGV[1]), ARGV[2], ARGV[3],
-                  ARGV[4], ARGV[5], ARGV[6], {})
+return flatten(ARGV[3], claim_jobs(queue_keys, started_keys, names, paused_key, worker_key, tonumber(ARGV[1]),
+                                   ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], {}))
 """
 )
 """KEYS: (queue list, its started registry) per queue, highest priority first, then the paused set, then the
@@ -91,8 +102,36 @@ claiming worker's key if it is to be marked busy. ARGV: how many to claim, when 
 execution id, the worker's name, the claim's time (RQ's format: `started_at` until the worker writes when the job
 really started), RQ's job key prefix, "1" if the last key is the worker's (its `state` becomes busy when something
 was claimed: what RQ's set_state writes, without a round trip of its own), then each slot's queue name. A paused
-queue is skipped (see core/storage/paused.py). Returns what CLAIM_JOBS returns (so the worker needs no second
-round trip to read the jobs)."""
+queue is skipped (see core/storage/paused.py). Returns the claimed jobs flattened (see `decode`), each with its
+hash as it was before the claim (so the worker needs no second round trip to read the jobs)."""
+
+
+Claimed = list[tuple[Queue, str, dict[bytes, bytes]]]
+"""(queue, job id, the job hash as it was before the claim) per claimed job."""
+
+
+def decode(flat: Sequence[bytes], queues: Sequence[Queue]) -> tuple[str, Claimed]:
+    """Return the execution id and the claimed jobs of a script's flat answer (CLAIM_JOBS's `flatten`), whose
+    slots number `queues` from 1."""
+    if not flat:
+        return "", []
+    execution = flat[0].decode()
+    claimed: Claimed = []
+    at = 1
+    while at < len(flat):
+        slot, job_id, length = int(flat[at]), flat[at + 1].decode(), int(flat[at + 2])
+        words = flat[at + 3 : at + 3 + length]
+        claimed.append((queues[slot - 1], job_id, dict(zip(words[::2], words[1::2], strict=True))))
+        at += 3 + length
+    return execution, claimed
+
+
+def mark_busy(worker: BaseWorker, claimed: Claimed) -> Claimed:
+    """Set `worker` busy in memory, as RQ's set_state would, if `claimed` took something (the claim's script already
+    wrote it to Redis); return `claimed`."""
+    if claimed:
+        worker._state = WorkerStatus.BUSY
+    return claimed
 
 
 def claim_member(job_id: str, execution_id: str) -> str:
@@ -121,17 +160,12 @@ class Claimer:
         execution_id: str,
         worker_name: str,
         stamp: str,
-    ) -> list[tuple[Queue, str, dict[bytes, bytes]]]:
+    ) -> Claimed:
         """Claim jobs from the queues that are not paused; return (queue, job id, job hash before the claim)."""
         busy = "1" if self.worker is not None else "0"
         args: list[Any] = [want, expires, execution_id, worker_name, stamp, JOB_PREFIX, busy, *self._names]
-        claimed = []
-        for slot, job_id, flat in self._script(keys=self._keys, args=args):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            claimed.append((self.queues[int(slot) - 1], job_id.decode(), fields))
-        if claimed and self.worker is not None:
-            self.worker._state = WorkerStatus.BUSY  # what set_state keeps in memory; CLAIM wrote it to Redis
-        return claimed
+        _, claimed = decode(self._script(keys=self._keys, args=args), self.queues)
+        return claimed if self.worker is None else mark_busy(self.worker, claimed)
 
 
 def perform_claimed(job: Job) -> Any:

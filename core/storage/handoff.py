@@ -27,9 +27,9 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 from rq import Queue
-from rq.worker import BaseWorker, WorkerStatus
+from rq.worker import BaseWorker
 
-from core.storage.claims import CLAIM_JOBS
+from core.storage.claims import CLAIM_JOBS, Claimed, decode, mark_busy
 from core.storage.keys import JOB_PREFIX, queue_key
 from core.storage.paused import PAUSED_KEY
 
@@ -39,7 +39,7 @@ TICKET_PREFIX = "taskrelay:idle-ticket:"
 """+ a worker's name: its ticket while it is idle (a list: execution id, how many to claim, claim TTL in seconds,
 worker key, paused set, then per queue its list key, started registry key and name, highest priority first)."""
 INBOX_PREFIX = "taskrelay:inbox:"
-"""+ a worker's name: the jobs handed over to it (a list, see `decode`)."""
+"""+ a worker's name: the jobs handed over to it (a list, see core.storage.claims.decode)."""
 IDLE_TICKET_S = 1.0
 """How long an idle worker's ticket lives unless renewed, in seconds: a dead worker gets hand-offs at most this long
 after its last renewal (one at most, since a hand-off takes the ticket)."""
@@ -61,16 +61,6 @@ local function utcstamp(sec, usec)  -- RQ's utcformat: 2026-01-02T03:04:05.67890
   local year = yoe + era * 400 + (month <= 2 and 1 or 0)
   return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day, math.floor(rest / 3600),
                        math.floor(rest % 3600 / 60), rest % 60, usec)
-end
-local function flatten(execution, claimed)  -- execution id, then per job: slot, id, hash length, hash...
-  local flat = {execution}
-  for _, job in ipairs(claimed) do
-    table.insert(flat, job[1])
-    table.insert(flat, job[2])
-    table.insert(flat, #job[3])
-    for _, word in ipairs(job[3]) do table.insert(flat, word) end
-  end
-  return flat
 end
 local function ticket_claim(ticket, worker_name, expires, stamp, job_prefix, drained)
   local queue_keys, started_keys, names = {}, {}, {}
@@ -127,30 +117,26 @@ IDLE = (
     + """
 local idle_key, ticket_key, inbox_key, name = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local ticket = {unpack(ARGV, 6)}
-if redis.call('PEXPIRE', ticket_key, ARGV[2]) == 1 then
-  -- Still registered with this ticket, and nothing handed over since (a hand-off takes the ticket): claim only
-  -- what was queued without a hand-off (a retry, RQ's scheduler).
-  local claimed = ticket_claim(ticket, name, ARGV[3], ARGV[4], ARGV[5], {})
-  if #claimed == 0 then return {} end
-  redis.call('LREM', idle_key, 0, name)
-  redis.call('DEL', ticket_key)
-  return flatten(ticket[1], claimed)
+-- Still registered with this ticket means nothing was handed over since (a hand-off takes the ticket).
+local registered = redis.call('PEXPIRE', ticket_key, ARGV[2]) == 1
+if not registered then
+  local handed = redis.call('LRANGE', inbox_key, 0, -1)
+  if #handed > 0 then  -- the hand-off took this worker off the idle list and took its ticket
+    redis.call('DEL', inbox_key)
+    return handed
+  end
 end
-local handed = redis.call('LRANGE', inbox_key, 0, -1)
-if #handed > 0 then  -- the hand-off took this worker off the idle list and took its ticket
-  redis.call('DEL', inbox_key)
-  return handed
-end
-local claimed = ticket_claim(ticket, name, ARGV[3], ARGV[4], ARGV[5], {})
+local claimed = ticket_claim(ticket, name, ARGV[3], ARGV[4], ARGV[5], {})  -- what came without a hand-off
 if #claimed > 0 then
   redis.call('LREM', idle_key, 0, name)
   redis.call('DEL', ticket_key)
   return flatten(ticket[1], claimed)
 end
-redis.call('DEL', ticket_key)
-redis.call('RPUSH', ticket_key, unpack(ticket))
-redis.call('PEXPIRE', ticket_key, ARGV[2])
-if not redis.call('LPOS', idle_key, name) then redis.call('LPUSH', idle_key, name) end
+if not registered then
+  redis.call('RPUSH', ticket_key, unpack(ticket))
+  redis.call('PEXPIRE', ticket_key, ARGV[2])
+  if not redis.call('LPOS', idle_key, name) then redis.call('LPUSH', idle_key, name) end
+end
 return {}
 """
 )
@@ -168,29 +154,11 @@ return handed
 """
 """KEYS: the idle list, the worker's ticket and inbox. ARGV: the worker's name. Returns what was handed over."""
 
-Claimed = list[tuple[Queue, str, dict[bytes, bytes]]]
-"""(queue, job id, the job hash as it was before the claim) per claimed job."""
-
 
 def queue_handoff(pipe: Pipeline | redis.Redis, queue_names: Sequence[str]) -> None:
     """Queue on `pipe` the hand-off of what was just pushed to `queue_names` to idle workers."""
     args = [IDLE_KEY, TICKET_PREFIX, INBOX_PREFIX, JOB_PREFIX, *(queue_key(name) for name in queue_names)]
     pipe.execute_command("EVAL", HANDOFF, 0, *args)
-
-
-def decode(flat: Sequence[bytes], queues: Sequence[Queue]) -> tuple[str, Claimed]:
-    """Return the execution id and the claimed jobs of a hand-off or claim in its flat form (see `flatten`)."""
-    if not flat:
-        return "", []
-    execution = flat[0].decode()
-    claimed: Claimed = []
-    at = 1
-    while at < len(flat):
-        slot, job_id, length = int(flat[at]), flat[at + 1].decode(), int(flat[at + 2])
-        words = flat[at + 3 : at + 3 + length]
-        claimed.append((queues[slot - 1], job_id, dict(zip(words[::2], words[1::2], strict=True))))
-        at += 3 + length
-    return execution, claimed
 
 
 class IdleDesk:
@@ -217,18 +185,17 @@ class IdleDesk:
         every call of one idle spell (until something is taken): a ticket still registered is only renewed."""
         ticket = [execution_id, want, ttl_s, self.worker.key, PAUSED_KEY, *self._slots]
         args: list[Any] = [self.name, int(IDLE_TICKET_S * 1000), expires, stamp, JOB_PREFIX, *ticket]
-        return self._busy(decode(self._idle(keys=self._keys, args=args), self.queues))
+        return self._busy(self._idle(keys=self._keys, args=args))
 
     def await_handoff(self, timeout_s: float) -> tuple[str, Claimed]:
         """Block until jobs are handed over or `timeout_s` passes; return (execution id, jobs)."""
         popped: Any = self.connection.blmpop(timeout_s, 1, self._inbox, direction="LEFT", count=1_000_000)
-        return self._busy(decode(popped[1] if popped else [], self.queues))
+        return self._busy(popped[1] if popped else [])
 
     def leave(self) -> tuple[str, Claimed]:
         """Stop being idle; return whatever was handed over meanwhile (the caller gives it back)."""
         return decode(self._leave(keys=self._keys, args=[self.name]), self.queues)
 
-    def _busy(self, taken: tuple[str, Claimed]) -> tuple[str, Claimed]:
-        if taken[1]:
-            self.worker._state = WorkerStatus.BUSY  # what set_state keeps in memory; the claim wrote it to Redis
-        return taken
+    def _busy(self, flat: Sequence[bytes]) -> tuple[str, Claimed]:
+        execution, claimed = decode(flat, self.queues)
+        return execution, mark_busy(self.worker, claimed)
