@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 from rq import Callback, Queue, Retry
 from rq.defaults import CALLBACK_TIMEOUT
 from rq.job import Job, JobStatus
@@ -278,7 +279,19 @@ def _created_if_absent(
     recorder.reset()
     if longest > SCRIPT_MAX_WORDS:  # e.g. one RPUSH of a BRIDGE_BATCH_SIZE over ~7,000: the transaction takes it
         return False
-    return bool(connection.register_script(IF_ABSENT)(keys=keys, args=words))
+    return bool(_if_absent(connection)(keys=keys, args=words, client=connection))
+
+
+_IF_ABSENT_SCRIPT: Script | None = None
+
+
+def _if_absent(connection: redis.Redis) -> Script:
+    """Return IF_ABSENT as a redis-py Script, made once: making one hashes the ~5 KB script, on every enqueue if
+    made per call. Each call passes its own client (the Script loads itself into a Redis that lacks it)."""
+    global _IF_ABSENT_SCRIPT
+    if _IF_ABSENT_SCRIPT is None:
+        _IF_ABSENT_SCRIPT = connection.register_script(IF_ABSENT)
+    return _IF_ABSENT_SCRIPT
 
 
 EXISTS_EACH = "local found = {} for i, key in ipairs(KEYS) do found[i] = redis.call('EXISTS', key) end return found"
