@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, jsonify
 from flask_openapi3 import Tag
 
-from app import cancel, listing, purge, schedules, tasks, workflows
+from app import cancel, idempotency, listing, purge, schedules, tasks, workflows
 from app.openapi import APIBlueprint
 from app.response_models import (
     Health,
@@ -70,7 +70,7 @@ SUBMIT_ERRORS = (*BODY, 409, 422, 503)
 )
 def submit_task(body: SubmitTask, header: IdempotencyHeader) -> Any:
     """Submit a task: it is queued on its priority's queue and answered with its id."""
-    return jsonify(tasks.submit(_state().ingress, body)), 202
+    return jsonify(tasks.submit(_state().ingress, body, idempotency.new_id)), 202
 
 
 @api.get("/tasks/<task_id>", tags=[tasks_tag], responses=documented({200: TaskStatus}, 404, 503), security=API_KEY)
@@ -109,7 +109,7 @@ def purge_tasks() -> Any:
 def submit_workflow(body: SubmitWorkflow, header: IdempotencyHeader) -> Any:
     """Submit a DAG of steps; answered with the workflow id and every step's task id."""
     state = _state()
-    return jsonify(workflows.submit(state.ingress, body)), 202
+    return jsonify(workflows.submit(state.ingress, body, idempotency.new_id)), 202
 
 
 @api.get(

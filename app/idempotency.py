@@ -3,8 +3,11 @@
 * first request with a key: runs; a 2xx answer is stored for IDEMPOTENCY_TTL_S (default 24 h);
 * the same key and the same body again: the stored answer, with `Idempotent-Replayed: true`; nothing is
   submitted or published again (the RabbitMQ ingress included);
-* the same key with a different body: 422; while the first is still running: 409;
-* an answer that is not 2xx is not stored: the key may be sent again with a corrected body;
+* the same key with a different body: 422; while the first is still running: 409, for at most
+  idempotency.LEASE_S: then a retry takes the key over (the first request's process may have died);
+* the ids a request creates are derived from its key's claim (`new_id`), so a retry that took the key over,
+  or that follows a 5xx, creates the same task or workflow, which the enqueue keeps once;
+* an answer that is not 2xx is not stored: after a 4xx the key may be sent again with a corrected body;
 * keys are scoped per caller (the API key's id when auth is on), at most MAX_KEY_LENGTH characters (400).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any
+from uuid import UUID, uuid4, uuid5
 
 from flask import Flask, Response, current_app, g, jsonify, request
 
@@ -58,15 +62,27 @@ def _before() -> Any:
         response.status_code = seen.status
         response.headers[REPLAYED_HEADER] = "true"
         return response
-    g.idempotency = (key, content)
+    g.idempotency = (key, content, seen.claim)
     return None
+
+
+def new_id(purpose: str) -> str:
+    """Return the id of something this request creates (`purpose` names it: "task", "step:a"...).
+
+    Random, or with an Idempotency-Key, derived from the key's claim: a retry that took the key over, or
+    that follows a 5xx, creates the same ids, so whatever the first attempt published is not made twice.
+    """
+    claimed = g.get("idempotency")
+    if claimed is None:
+        return str(uuid4())
+    return str(uuid5(UUID(claimed[2].seed), purpose))
 
 
 def _after(response: Response) -> Response:
     claimed = g.pop("idempotency", None)
     if claimed is None:
         return response
-    key, content = claimed
+    key, content, claim = claimed
     state = current_app.extensions["taskrelay"]
     try:
         with redis_errors():
@@ -74,9 +90,11 @@ def _after(response: Response) -> Response:
                 body = response.get_json(silent=True)
                 ttl = state.settings.idempotency_ttl_s
                 idempotency.finish(state.connection, caller_scope(), key, content, response.status_code, body, ttl)
+            elif response.status_code >= 500:  # it may have published before failing: keep the ids
+                idempotency.release(state.connection, caller_scope(), key, claim)
             else:
-                idempotency.abandon(state.connection, caller_scope(), key)
-    except Exception:  # the answer stands; the key's record expires on its own (IN_FLIGHT_TTL_S)
+                idempotency.abandon(state.connection, caller_scope(), key, claim)
+    except Exception:  # the answer stands; a retry takes the key over after LEASE_S
         current_app.logger.warning("could not store the answer for an %s", HEADER)
     return response
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import redis
 from pydantic import ValidationError
@@ -47,8 +47,11 @@ def checked_task_type(task_type: str, parameters: dict[str, Any]) -> TaskType:
     return spec
 
 
-def submit(ingress: Ingress, request: SubmitTask) -> dict[str, Any]:
-    """Validate `request` against the task registry and hand it to the ingress; return the 202 body."""
+def submit(ingress: Ingress, request: SubmitTask, new_id: Callable[[str], str]) -> dict[str, Any]:
+    """Validate `request` against the task registry and hand it to the ingress; return the 202 body.
+
+    `new_id("task")` gives the task's id (app.idempotency.new_id: random, or fixed by an Idempotency-Key).
+    """
     spec = checked_task_type(request.task_type, request.parameters)
     now = datetime.now(UTC)
     run_at = request.run_at
@@ -57,7 +60,7 @@ def submit(ingress: Ingress, request: SubmitTask) -> dict[str, Any]:
     if request.delay_seconds:
         run_at = now + timedelta(seconds=request.delay_seconds)
     priority = request.priority.value
-    task_id = str(uuid4())
+    task_id = new_id("task")
     ingress.submit(
         TaskRequest(
             task_id=task_id,

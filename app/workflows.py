@@ -12,9 +12,9 @@ canceled): nothing waits forever.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 import redis
 
@@ -83,15 +83,18 @@ def _map_entry(step: StepSpec, default_priority: str) -> dict[str, Any]:
     }
 
 
-def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
-    """Check a workflow and hand it to the ingress whole; return the 202 body with the task id of every step."""
+def submit(ingress: Ingress, body: SubmitWorkflow, new_id: Callable[[str], str]) -> dict[str, Any]:
+    """Check a workflow and hand it to the ingress whole; return the 202 body with the task id of every step.
+
+    `new_id(purpose)` gives each id (app.idempotency.new_id: random, or fixed by an Idempotency-Key).
+    """
     try:
         ordered = order(_specs(body))
     except WorkflowInvalid as exc:
         raise InvalidRequest(str(exc), [{"field": exc.field, "message": exc.message}]) from None
-    workflow_id = str(uuid4())
+    workflow_id = new_id("workflow")
     now = datetime.now(UTC).isoformat()
-    task_ids = {step.id: str(uuid4()) for step in ordered}
+    task_ids = {step.id: new_id(f"step:{step.id}") for step in ordered}
     default_priority = body.priority.value
     jobs = [
         StepJob(
@@ -132,7 +135,7 @@ def submit(ingress: Ingress, body: SubmitWorkflow) -> dict[str, Any]:
             field = [{"field": "on_failure.task_type", "message": str(exc), "allowed": exc.known}]
             raise InvalidRequest(str(exc), field) from None
         document["on_failure"] = {
-            "task_id": str(uuid4()),
+            "task_id": new_id("on_failure"),
             "task_type": spec.name,
             "parameters": body.on_failure.parameters,
             "priority": body.on_failure.priority.value if body.on_failure.priority else default_priority,

@@ -100,7 +100,7 @@ class Taskrelay:
         from app.workflows import submit
 
         ingress = DirectIngress(self.connection, self.settings)
-        return submit(ingress, SubmitWorkflow.model_validate({"steps": steps}))
+        return submit(ingress, SubmitWorkflow.model_validate({"steps": steps}), lambda _purpose: str(uuid.uuid4()))
 
     def done(self, task_ids: list[str]) -> bool:
         pipe = self.connection.pipeline(transaction=False)
