@@ -1,4 +1,4 @@
-"""The Taskrelay HTTP API: `create_app()` builds the Flask app (flask-openapi3 for validation and docs).
+"""The Taskrelay HTTP API: `create_app()` builds the Flask app (app.openapi: validation, and flask-openapi3's docs).
 
 It stands on `core/` and, to publish to RabbitMQ, `bridge.message` and `bridge.amqp`;
 never on `jobs/` or the bridge process (tests/unit/test_architecture.py).
@@ -14,12 +14,11 @@ from typing import Any
 
 import redis
 from flask import Response, g, request
-from flask_openapi3 import Info
 from pydantic import ValidationError
 
 from app import auth, dashboard, errors, health, idempotency, ingress, metrics, ratelimit
 from app.ingress import Ingress
-from app.openapi import OpenAPI
+from app.openapi import Info, OpenAPI
 from app.schemas import SECURITY_SCHEMES, ErrorBody
 from core import logs, registry
 from core.connection import API_SOCKET_TIMEOUT_S, connect

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_openapi3 import Tag
 
 from app import cancel, idempotency, listing, purge, schedules, tasks, workflows
-from app.openapi import APIBlueprint
+from app.openapi import APIBlueprint, Tag
 from app.response_models import (
     Health,
     Purged,

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, jsonify
-from flask_openapi3 import Tag
 from pydantic import ConfigDict, Field
 
 from app import errors
-from app.openapi import APIBlueprint
+from app.openapi import APIBlueprint, Tag
 from app.schemas import Described, Unavailable, documented
 from core.connection import redis_errors
 from core.errors import BackendUnavailable, IngressUnavailable, StorageError

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, current_app, request
-from flask_openapi3 import Tag
 
-from app.openapi import APIBlueprint
+from app.openapi import APIBlueprint, Tag
 from app.schemas import API_KEY, documented
 
 metrics_tag = Tag(name="operations", description="Health and the registered task types")

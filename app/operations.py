@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, g, jsonify
-from flask_openapi3 import Tag
 from pydantic import BaseModel
 
 from app import keys, queues, retry
 from app.auth import ANONYMOUS, forget_revoked
-from app.openapi import APIBlueprint
+from app.openapi import APIBlueprint, Tag
 from app.response_models import (
     DeadLetterList,
     DeadLettersReplayed,

@@ -11,13 +11,17 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from flask_openapi3.types import ResponseDict, SecuritySchemesDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.states import LIST_TYPES, STATES
 from core.model import MAX_KEEP_AGE_S, MAX_KEEP_COUNT, NO_RETENTION, Keep, Retention
 from core.storage import apikeys
 from core.workflow import MAX_MAP_ITEMS, MAX_STEPS
+
+ResponseDict = dict[Any, Any]
+"""An operation's `responses=`: status -> a response model, or an OpenAPI response object (flask-openapi3's)."""
+SecuritySchemesDict = dict[str, Any]
+"""OpenAPI security schemes by name (flask-openapi3's `security_schemes=`)."""
 
 MAX_DELAY_S = 366 * 24 * 3600
 """Longest accepted delay_seconds: one year, in seconds."""

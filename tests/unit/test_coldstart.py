@@ -34,7 +34,7 @@ state = {
     "frozen": frozen,
     "collecting": collecting,
     "status": int(answer["statusCode"]),
-    "documented_paths": len(handler.get_app().paths),
+    "documenting": "flask_openapi3" in sys.modules,
     "models": len(models),
     "built": sorted(model.__name__ for model in models if model.__pydantic_complete__),
     "loaded": sorted(name for name in ("rq_dashboard", "prometheus_client") if name in sys.modules),
@@ -46,6 +46,7 @@ state["metrics_status"] = int(handler.lambda_handler({**event, "path": "/metrics
 state["loaded_later"] = sorted(name for name in ("rq_dashboard", "prometheus_client") if name in sys.modules)
 answer = handler.lambda_handler({**event, "path": "/openapi/openapi.json"}, None)
 state["spec_paths"] = len(json.loads(answer["body"])["paths"])
+state["documented"] = "flask_openapi3" in sys.modules
 print(json.dumps(state))
 """
 
@@ -65,10 +66,11 @@ def cold_start() -> dict:
     return json.loads(subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout)
 
 
-def test_a_cold_start_writes_no_openapi_document_until_it_is_read():
+def test_a_cold_start_imports_flask_openapi3_only_when_the_document_is_read():
     state = cold_start()
     assert state["status"] == 200
-    assert state["documented_paths"] == 0 and state["built"] == []
+    assert not state["documenting"] and state["built"] == []
+    assert state["documented"]
     assert state["models"] > 55  # request models and those that only describe answers
     assert state["spec_paths"] > 20  # and the document is whole when read (tests/unit/test_openapi.py)
 
