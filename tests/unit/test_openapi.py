@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import flask_openapi3
@@ -435,3 +436,9 @@ def test_a_models_json_schema_is_generated_once_then_handed_out_as_copies(monkey
     assert "required" not in second
     assert Probe.model_json_schema(by_alias=False)["properties"]["name"]["maxLength"] == 3
     assert generated == [Probe, Probe]  # once per set of arguments
+
+
+def test_flask_openapi_exports_the_served_document(app, client):
+    exported = app.test_cli_runner().invoke(args=["openapi"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.output) == client.get("/openapi/openapi.json").json
