@@ -8,7 +8,9 @@ ingress), and a TCP proxy between the API and that node. Then gunicorn (2
 workers, RabbitMQ ingress), the bridge and 3 batch workers. Clients submit
 TASKS tasks (priorities mixed, no-op and 20 ms) and WORKFLOWS workflows over
 HTTP, each with an Idempotency-Key, retrying after 503, lost connections and
-409 (still in flight) until answered 202. Meanwhile, on a schedule:
+409 (still in flight) until answered 202; clients done before the last event
+keep submitting, EXTRA_PACE_S apart, until it has happened, so that every event
+meets submissions in flight. Meanwhile, on a schedule:
 
     a worker SIGKILLed x5 (a new one started each time), the bridge SIGKILLed x2
     (restarted), one gunicorn worker SIGKILLed (gunicorn replaces it), RabbitMQ
@@ -54,6 +56,8 @@ from infra.processes import free_port
 
 OBSERVER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DBS', '13,14').split(',')[0]}"
 PRIORITIES = ("high", "normal", "low")
+EXTRA_PACE_S = 0.2
+"""How far apart a client that submitted its share sends its extra tasks until the last event, in seconds."""
 KILLED_WHILE_RUNNING = "its worker was killed while it ran (an abandoned attempt, retried)"
 RAN_AGAIN_UNRECORDED = (
     "ran again with no failed attempt recorded (its worker was killed after running it, before writing its end)"
@@ -179,6 +183,8 @@ class Answers:
     statuses: Counter = field(default_factory=Counter)
     unavailable_without_retry_after: int = 0
     connection_errors: int = 0
+    submitted_tasks: int = 0
+    """Tasks the clients set out to submit (each retried until answered 202, or the deadline)."""
     accepted_tasks: set[str] = field(default_factory=set)
     accepted_workflows: dict[str, str] = field(default_factory=dict)
     """workflow id -> the task id of its last step."""
@@ -365,14 +371,27 @@ def _run(
 
     every = max(1, args.tasks // max(1, args.workflows))
 
+    events_over = threading.Event()
+
+    def numbers(worker_number: int) -> Any:
+        """This client's task numbers: its share of TASKS, then more, paced, until the last event happened."""
+        n = worker_number
+        while n < args.tasks or not events_over.is_set():
+            if n >= args.tasks:
+                events_over.wait(EXTRA_PACE_S)
+            yield n
+            n += args.clients
+
     def load(worker_number: int) -> None:
         client = Client(system.port, answers, deadline)
-        for n in range(worker_number, args.tasks, args.clients):
+        for n in numbers(worker_number):
             body = {
                 "task_type": "bench_chaos",
                 "priority": random.choice(PRIORITIES),
                 "parameters": {"n": n, "sleep_ms": random.choice((0, 20))},
             }
+            with answers.lock:
+                answers.submitted_tasks += 1
             answer = client.post("/api/tasks", body)
             if answer is not None:
                 with answers.lock:
@@ -393,6 +412,7 @@ def _run(
         action()
         done_events.append((round(time.monotonic() - started, 1), what))
         print(f"{done_events[-1][0]:6.1f} s  {what}", flush=True)
+    events_over.set()
     for thread in clients:
         thread.join(timeout=max(1.0, deadline - time.monotonic()))
     submitted_s = time.monotonic() - started
@@ -488,7 +508,7 @@ def _report(
     workflows_done = sum(1 for status in pipe.execute() if status == b"finished")
     statuses = dict(sorted(answers.statuses.items()))
     data = {
-        "tasks_submitted": args.tasks,
+        "tasks_submitted": answers.submitted_tasks,
         "accepted": len(ids),
         "finished": finished,
         "failed": failed,
@@ -508,7 +528,8 @@ def _report(
         "appendfsync": args.appendfsync,
     }
     lines = [
-        f"Chaos run ({args.tasks} tasks, {args.workflows} workflows, 3 batch workers, gunicorn 2 workers, own Redis"
+        f"Chaos run ({answers.submitted_tasks} tasks, {args.workflows} workflows, 3 batch workers, gunicorn 2 workers,"
+        " own Redis"
         f" with appendfsync {args.appendfsync}, own RabbitMQ node; one run)",
         "",
         "| what | figure |",
