@@ -88,7 +88,7 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
 
 class _Operation(BaseModel):
     # Unlike the top-level parameters, no old client sends operations, so a misspelt option fails loudly.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built by its first use, not at every cold start
 
 
 class StatsOp(_Operation):
@@ -154,7 +154,7 @@ class SortOp(_Operation):
 class Aggregate(BaseModel):
     """One output column of group_by: `fn` over `field` within each group."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built by its first use, not at every cold start
 
     fn: Literal["count", "sum", "mean", "min", "max"]
     field: str | None = None
@@ -257,7 +257,7 @@ class DataProcessingParams(BaseModel):
     """Parameters of a data_processing task."""
 
     # Seed clients may send keys this task does not use; ignore them rather than reject the task.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # built by its first use, not at every cold start
 
     data: Any
     operations: list[Operation] = Field(default_factory=list)

@@ -185,7 +185,7 @@ def render(template: str, variables: Mapping[str, Any], field: str, *, escape: b
 class EmailParams(BaseModel):
     """Parameters of an `email_sending` task."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)  # built by its first use, not at every cold start
 
     to: list[str] = Field(min_length=1, max_length=MAX_ADDRESSES_PER_FIELD)
     cc: list[str] = Field(default_factory=list, max_length=MAX_ADDRESSES_PER_FIELD)

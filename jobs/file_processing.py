@@ -44,7 +44,7 @@ LISTED_KEYS = 100
 class FileParams(BaseModel):
     """Parameters of a file_processing task; unknown keys are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)  # built by its first use
 
     path: str = Field(min_length=1, description="Path relative to FILES_DIR, or s3://bucket/key.")
     format: Format = "auto"
