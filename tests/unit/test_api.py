@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -129,6 +130,11 @@ def test_docs_are_served_without_a_cdn(client):
     page = client.get("/openapi/swagger")
     assert page.status_code == 200
     assert b"cdn" not in page.data.lower()
+    assets = re.findall(r'(?:src|href)="(swagger/[^"]+)"', page.get_data(as_text=True))
+    assert len(assets) >= 3  # the UI's script, styles and logo, served from the package
+    for asset in assets:
+        with client.get(f"/openapi/{asset}") as served:  # a file response: closed, as a server closes it
+            assert served.status_code == 200 and len(served.data) > 1000, asset
 
 
 def test_task_types_lists_registered_types(client):
