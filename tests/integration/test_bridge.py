@@ -29,6 +29,7 @@ from core.connection import connect
 from core.errors import IngressUnavailable
 from core.model import TaskRequest
 from core.settings import Settings
+from core.storage import idempotency
 from core.storage.queues import SERIALIZER, all_queues
 from tests.helpers import keyed_settings, submit_concurrently, wait_until
 from tests.processes import ROOT, free_port
@@ -497,6 +498,39 @@ def test_an_idempotent_replay_publishes_nothing(redis_url, rabbitmq_url, ingress
     replayed = client.post("/api/workflows", json=CHAIN, headers={"Idempotency-Key": "flow-once"})
     assert replayed.json["workflow_id"] == workflow.json["workflow_id"]
     assert ingress_depth(rabbitmq_url, ingress_queue) == 2
+
+
+def test_a_retry_that_takes_over_a_dead_requests_key_publishes_the_same_task_which_runs_once(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client, monkeypatch
+):
+    """The first request published its task and died before storing its answer: after the lease, the retry
+    publishes the task again with the same id; the bridge creates it once and nothing stays PENDING."""
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    client = make_client(settings, real_redis)
+    headers = {"Idempotency-Key": "died-after-publishing"}
+
+    def dies(*_args: object, **_kwargs: object) -> None:
+        raise SystemExit("the API process died before storing the answer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(idempotency, "finish", dies)
+        with pytest.raises(SystemExit):
+            client.post("/api/tasks", json=SEED_TASK, headers=headers)
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 1
+    assert client.post("/api/tasks", json=SEED_TASK, headers=headers).status_code == 409
+    (record,) = real_redis.keys("taskrelay:idempotency:*")
+    real_redis.pexpire(record, (idempotency.IN_FLIGHT_TTL_S - idempotency.LEASE_S) * 1000)  # the lease ran out
+    retry = client.post("/api/tasks", json=SEED_TASK, headers=headers)
+    assert retry.status_code == 202
+    task_id = retry.json["task_id"]
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 2  # both attempts published: the same id
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.moved + bridge.counters.duplicates == 2, what="both messages")
+    assert (bridge.counters.moved, bridge.counters.duplicates) == (1, 1)
+    assert real_redis.lrange("rq:queue:high_priority", 0, -1) == [task_id.encode()]
+    assert real_redis.keys("taskrelay:ingress:*") == []  # no accepted record left to read PENDING
+    drain(real_redis)
+    assert client.get(f"/api/tasks/{task_id}").json["state"] == "SUCCESS"
 
 
 def bridge_env(redis_url: str, rabbitmq_url: str, queue: str, batch_size: int) -> dict[str, str]:
