@@ -103,6 +103,18 @@ def load(modules: Iterable[str] = ()) -> None:
         importlib.import_module(module)
 
 
+def build_models() -> None:
+    """Build every registered type's parameter model now.
+
+    The built-in models are declared with defer_build, so an API cold start (Lambda) does not pay for them. A
+    worker builds them when it starts instead: otherwise a type's first run would include its model's build,
+    and the batch worker sizes its claims from the durations it observes.
+    """
+    for spec in _registry.values():
+        if spec.params_model is not None:
+            spec.params_model.model_rebuild()
+
+
 def get(name: str) -> TaskType:
     """Return task type `name` or raise UnknownTaskType listing the known ones."""
     try:

@@ -59,6 +59,7 @@ def build_worker(settings: Settings, worker_class: str | None = None, name: str 
         raise ConfigError(f"WORKER_CLASS must be one of {', '.join(WORKER_CLASS_OF)}, got {worker_class!r}")
     cls = WORKER_CLASS_OF[worker_class]
     registry.load(settings.task_modules)
+    registry.build_models()
     connection = connect(settings.redis_url)
     options: dict[str, Any] = {
         "name": name or default_name(),

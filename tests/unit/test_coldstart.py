@@ -91,3 +91,15 @@ def test_the_objects_imported_at_a_cold_start_are_frozen_out_of_garbage_collecti
     state = cold_start()
     assert state["collecting"]  # back on for the invocations
     assert state["frozen"] > 50_000  # modules, classes, functions: in the permanent generation, never scanned
+
+
+def test_a_worker_builds_the_task_models_a_cold_api_start_defers():
+    """A type's first run must not include its model's build: the batch worker sizes claims from run times."""
+    script = (
+        "import fakeredis; from core import registry; from core.settings import Settings; from jobs import worker; "
+        "worker.connect = lambda url, **options: fakeredis.FakeRedis(); "
+        "worker.build_worker(Settings.from_env({'REDIS_URL': 'redis://127.0.0.1:1/0'}), 'batch'); "
+        "print(sorted(n for n in registry.names() if not registry.get(n).params_model.__pydantic_complete__))"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "[]"
