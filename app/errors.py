@@ -179,6 +179,14 @@ class IdempotencyConflict(ApiError):
     status = 409
     code = "idempotency_conflict"
 
+    def __init__(self, message: str, fields: list[dict[str, Any]] | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, fields)
+        self.retry_after_s = retry_after_s
+        """Seconds until a retry may take the key over (the first request's lease ends)."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class IdempotencyMismatch(ApiError):
     """An Idempotency-Key was reused with a different request body."""

@@ -3,8 +3,8 @@
 * first request with a key: runs; a 2xx answer is stored for IDEMPOTENCY_TTL_S (default 24 h);
 * the same key and the same body again: the stored answer, with `Idempotent-Replayed: true`; nothing is
   submitted or published again (the RabbitMQ ingress included);
-* the same key with a different body: 422; while the first is still running: 409, for at most
-  idempotency.LEASE_S: then a retry takes the key over (the first request's process may have died);
+* the same key with a different body: 422; while the first is still running: 409 with `Retry-After` (the
+  seconds left of its idempotency.LEASE_S): then a retry takes the key over (its process may have died);
 * the ids a request creates are derived from its key's claim (`new_id`), so a retry that took the key over,
   or that follows a 5xx, creates the same task or workflow, which the enqueue keeps once;
 * an answer that is not 2xx is not stored: after a 4xx the key may be sent again with a corrected body;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
@@ -55,8 +56,10 @@ def _before() -> Any:
         message = f"this {HEADER} was already used with a different request body; use a new key for a new request"
         return errors.render(errors.IdempotencyMismatch(message, [{"field": HEADER, "message": message}]))
     if seen.state == "in_flight":
-        message = f"the first request with this {HEADER} is still being processed; retry shortly"
-        return errors.render(errors.IdempotencyConflict(message, [{"field": HEADER, "message": message}]))
+        wait_s = max(1, math.ceil(seen.lease_left_s))
+        message = f"the first request with this {HEADER} is still being processed; retry in {wait_s} s at most"
+        conflict = errors.IdempotencyConflict(message, [{"field": HEADER, "message": message}], retry_after_s=wait_s)
+        return errors.render(conflict)
     if seen.state == "done":
         response = jsonify(seen.body)
         response.status_code = seen.status

@@ -475,7 +475,24 @@ class IdempotencyHeader(Model):
     )
 
 
-IDEMPOTENT_SUBMIT: dict[int, type[BaseModel]] = {409: ErrorBody, 422: ErrorBody}
+class IdempotencyInFlight(ErrorBody):
+    """409: the first request with this Idempotency-Key is still being processed; retry after `Retry-After` s."""
+
+    model_config = ConfigDict(  # type: ignore[typeddict-unknown-key]  # flask-openapi3 reads openapi_extra
+        openapi_extra={
+            "description": "Conflict: the first request with this Idempotency-Key is still being processed",
+            "headers": {
+                "Retry-After": {
+                    "required": True,
+                    "description": "Seconds until a retry may take the key over (at most 10)",
+                    "schema": {"type": "integer"},
+                }
+            },
+        }
+    )
+
+
+IDEMPOTENT_SUBMIT: dict[int, type[BaseModel]] = {409: IdempotencyInFlight, 422: ErrorBody}
 """What a submit with an Idempotency-Key may also answer: still in flight (409), reused for another body (422)."""
 
 

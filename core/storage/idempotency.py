@@ -50,6 +50,8 @@ class Seen:
     body: Any = None
     claim: Claim | None = None
     """This request's claim when state is 'new'."""
+    lease_left_s: float = 0.0
+    """When state is 'in_flight': seconds until a retry may take the key over."""
 
 
 def record_key(scope: str, key: str) -> str:
@@ -80,8 +82,9 @@ def begin(connection: redis.Redis, scope: str, key: str, fingerprint: str) -> Se
                     return Seen("mismatch")
                 if record["status"]:
                     return Seen("done", record["status"], record["body"])
-                if int(pipe.pttl(name)) > _TAKEN_OVER_BELOW_MS:
-                    return Seen("in_flight")
+                left_ms = int(pipe.pttl(name)) - _TAKEN_OVER_BELOW_MS
+                if left_ms > 0:
+                    return Seen("in_flight", lease_left_s=left_ms / 1000)
                 taken = Claim(holder=claim.holder, seed=record.get("seed") or claim.seed)
                 pipe.multi()
                 pipe.set(name, _in_flight(fingerprint, taken), ex=IN_FLIGHT_TTL_S)

@@ -58,6 +58,9 @@ def test_a_key_still_in_flight_is_a_409(client, fake_redis):
     assert idempotency.begin(fake_redis, SCOPE, "busy", content).state == "new"
     answer = client.post("/api/tasks", json=TASK, headers={"Idempotency-Key": "busy"})
     assert answer.status_code == 409 and answer.json["error"] == "idempotency_conflict"
+    assert 1 <= int(answer.headers["Retry-After"]) <= idempotency.LEASE_S  # when a retry may take the key over
+    fake_redis.pexpire(idempotency.record_key(SCOPE, "busy"), (idempotency.IN_FLIGHT_TTL_S - 3) * 1000)
+    assert client.post("/api/tasks", json=TASK, headers={"Idempotency-Key": "busy"}).headers["Retry-After"] == "7"
     assert 0 < fake_redis.ttl(idempotency.record_key(SCOPE, "busy")) <= idempotency.IN_FLIGHT_TTL_S
 
 
