@@ -134,6 +134,10 @@ class BatchWorker(HeartbeatSimpleWorker):
         it. Here a job leaves its queue only by a claim (the worker's own, or one an enqueue made for it), which
         registers it in the started registry in the same script.
         """
+        # Nothing in hand: write what finished first. A batch emptied by giving its claims back (outranked) ended
+        # without a task's end to flush it, and an idle worker would hold those successes unwritten until its
+        # claims lapse (then maintenance would run them again).
+        self._flush()
         if self.get_state() != WorkerStatus.IDLE:  # the end of the last batch wrote it
             self.set_state(WorkerStatus.IDLE)
         self.procline("Listening on " + ",".join(self.queue_names()))

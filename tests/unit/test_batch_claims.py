@@ -55,6 +55,23 @@ def test_an_announced_higher_task_takes_back_the_unstarted_lower_claims(client, 
     assert [claimed.id for claimed, _, _ in worker._batch] == [high, *lows]
 
 
+def test_a_batch_emptied_by_giving_claims_back_writes_its_successes_before_idling(client, fake_redis):
+    """A success kept for the batch's flush must not wait for the next task when the rest of the batch goes back:
+    an idle worker would keep it unwritten until its claim lapsed, and maintenance would run it again."""
+    done = submit(client, priority="normal")
+    low = submit(client, priority="low")
+    worker = make_worker(fake_redis)
+    observe(worker, "data_processing", 0.0001)
+    job, queue = worker.dequeue_job_and_maintain_ttl(timeout=1)
+    assert job.id == done and [claimed.id for claimed, _, _ in worker._batch] == [done, low]
+    worker.execute_job(job, queue)
+    assert fake_redis.hget(keys.job_key(done), "status") == b"started"  # its success waits for the batch's flush
+    worker._on_enqueued({"type": "message", "data": b"high_priority"})  # another worker took the high task
+    assert worker.dequeue_job_and_maintain_ttl(timeout=1, max_idle_time=0) is None  # the low went back; idle
+    assert fake_redis.hget(keys.job_key(done), "status") == b"finished"
+    assert fake_redis.lrange(keys.queue_key("low_priority"), 0, -1) == [low.encode()]
+
+
 def test_a_lower_announcement_changes_nothing(client, fake_redis):
     highs = [submit(client, priority="high") for _ in range(3)]
     worker = make_worker(fake_redis)
