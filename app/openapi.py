@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import wraps
+from dataclasses import dataclass
+from functools import cache, wraps
 from typing import TYPE_CHECKING, Any, get_type_hints
 
 import click
@@ -81,20 +81,9 @@ class _Field:
     """Typed null: validated as given even when absent."""
 
 
-@dataclass
-class _Fields:
-    """A model's fields as flask-openapi3 reads them, worked out once per model (it did so on every request)."""
-
-    cache: dict[tuple[type[BaseModel], bool], tuple[_Field, ...]] = field(default_factory=dict)
-
-    def of(self, model: type[BaseModel], *, header: bool = False) -> tuple[_Field, ...]:
-        found = self.cache.get((model, header))
-        if found is None:
-            found = self.cache[(model, header)] = _fields(model, header)
-        return found
-
-
+@cache
 def _fields(model: type[BaseModel], header: bool) -> tuple[_Field, ...]:
+    """A model's fields as flask-openapi3 reads them, worked out once per model (it did so on every request)."""
     properties = model.model_json_schema().get("properties", {})
     by_name = bool(model.model_config.get("populate_by_name"))
     found = []
@@ -115,9 +104,6 @@ def _fields(model: type[BaseModel], header: bool) -> tuple[_Field, ...]:
     return tuple(found)
 
 
-FIELDS = _Fields()
-
-
 def _read(source: Any, spec: _Field) -> Any:
     """flask-openapi3's `_get_value` / `_get_list_value` (the first non-empty of the names tried)."""
     value: Any = None
@@ -131,7 +117,7 @@ def _read(source: Any, spec: _Field) -> Any:
 def _collect(model: type[BaseModel], source: Any, *, header: bool = False) -> dict[str, Any]:
     """The dict flask-openapi3 validates a header or query model against: its fields, then every other key."""
     values: dict[str, Any] = {}
-    for spec in FIELDS.of(model, header=header):
+    for spec in _fields(model, header):
         value = _read(source, spec)
         if value is not None and value != []:
             values[spec.key] = value
@@ -153,10 +139,7 @@ def validated(models: dict[str, Any], path_kwargs: dict[str, Any]) -> dict[str, 
         headers = dict(request.headers)  # one value per name, as flask-openapi3 reads them
         kwargs["header"] = models["header"].model_validate(_collect(models["header"], headers, header=True))
     if "path" in models:
-        path = models["path"].model_validate(path_kwargs)
-        kwargs["path"] = path
-        for name, _ in path:
-            path_kwargs.pop(name, None)
+        kwargs["path"] = models["path"].model_validate(path_kwargs)
     if "query" in models:
         kwargs["query"] = models["query"].model_validate(_collect(models["query"], request.args))
     if "body" in models:
@@ -283,10 +266,6 @@ class Documentation:
                 getattr(declared, route.method)(route.rule, **options)(route.func)
             doc.register_api(declared)
         return doc
-
-    def document(self) -> dict[str, Any]:
-        """Return the OpenAPI document (what GET /openapi/openapi.json answers)."""
-        return dict(self.made().api_doc)
 
     def serve(self, subpath: str = "") -> Response:
         """Answer a request under /openapi/ as flask-openapi3 answers it (its 404 is the API's)."""
