@@ -12,6 +12,7 @@ core.errors become one of them through one table, DOMAIN_ERRORS.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +44,26 @@ class ApiError(TaskrelayError):
     def headers(self) -> dict[str, str]:
         """Return HTTP headers this kind of error adds to the response (none by default)."""
         return {}
+
+
+def retry_after(wait_s: float) -> int:
+    """Return what `Retry-After` says for a wait of `wait_s` seconds: whole seconds, at least 1."""
+    return max(1, math.ceil(wait_s))
+
+
+class RetryLater(ApiError):
+    """An answer the client may send again later: `Retry-After` says in how many seconds."""
+
+    retry_after_s = 1
+    """The wait, in seconds, unless the error is given its own (see `retry_after`)."""
+
+    def __init__(self, message: str, fields: list[dict[str, Any]] | None = None, retry_after_s: int | None = None):
+        super().__init__(message, fields)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class InvalidRequest(ApiError):
@@ -166,26 +187,18 @@ class KeyConflict(ApiError):
     code = "conflict"
 
 
-class RateLimited(ApiError):
+class RateLimited(RetryLater):
     """The caller's API key sent more requests than RATE_LIMIT allows."""
 
     status = 429
     code = "rate_limited"
 
 
-class IdempotencyConflict(ApiError):
-    """The request with this Idempotency-Key is still being processed."""
+class IdempotencyConflict(RetryLater):
+    """The request with this Idempotency-Key is still being processed (`Retry-After`: until its lease ends)."""
 
     status = 409
     code = "idempotency_conflict"
-
-    def __init__(self, message: str, fields: list[dict[str, Any]] | None = None, retry_after_s: int = 1) -> None:
-        super().__init__(message, fields)
-        self.retry_after_s = retry_after_s
-        """Seconds until a retry may take the key over (the first request's lease ends)."""
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 class IdempotencyMismatch(ApiError):
@@ -216,16 +229,13 @@ class InternalError(ApiError):
     code = "internal_error"
 
 
-class ServiceUnavailable(ApiError):
+class ServiceUnavailable(RetryLater):
     """A backing service (Redis) is not answering; the request was not accepted."""
 
     status = 503
     code = "service_unavailable"
     retry_after_s = 1
     """What `Retry-After` tells the client, in seconds: outages this API rides out are short (a reconnect)."""
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 class HttpError(ApiError):

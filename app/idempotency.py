@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any
 from uuid import UUID, uuid4, uuid5
 
@@ -56,7 +55,7 @@ def _before() -> Any:
         message = f"this {HEADER} was already used with a different request body; use a new key for a new request"
         return errors.render(errors.IdempotencyMismatch(message, [{"field": HEADER, "message": message}]))
     if seen.state == "in_flight":
-        wait_s = max(1, math.ceil(seen.lease_left_s))
+        wait_s = errors.retry_after(seen.lease_left_s)
         message = f"the first request with this {HEADER} is still being processed; retry in {wait_s} s at most"
         conflict = errors.IdempotencyConflict(message, [{"field": HEADER, "message": message}], retry_after_s=wait_s)
         return errors.render(conflict)

@@ -8,14 +8,13 @@ limit: 429 JSON with `Retry-After` (seconds until the next window). Unset or `of
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, current_app, g, request
 
 from app import errors
 from app.auth import caller_scope
@@ -84,12 +83,11 @@ def _check() -> Any:
         wait = limiter.allow(current_app.extensions["taskrelay"].connection, scope, time.time())
     if wait is None:
         return None
-    retry_after = max(1, math.ceil(wait))
+    retry_after = errors.retry_after(wait)
     who = f"key {api_key.name!r}" if api_key is not None else "this API"
     message = f"rate limit of {limiter.limit.text} for {who} exceeded; retry after {retry_after} s"
-    response: Response = errors.render(errors.RateLimited(message, [{"field": "RATE_LIMIT", "message": message}]))
-    response.headers["Retry-After"] = str(retry_after)
-    return response
+    fields = [{"field": "RATE_LIMIT", "message": message}]
+    return errors.render(errors.RateLimited(message, fields, retry_after_s=retry_after))
 
 
 def init_app(app: Flask, setting: str) -> None:
