@@ -68,9 +68,9 @@ class Model(BaseModel):
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """pydantic's JSON Schema of the model, generated once per model and arguments (a copy each call).
 
-        flask-openapi3 asks for the header model's and the query model's schema on
-        every request it validates (to look up each field's type): generating it
-        was ~30% of a submit's time in the API.
+        Writing the OpenAPI document asks for a model's schema once per operation
+        that declares it: 215 times for 46 models (ErrorBody 92 times). Request
+        validation (app/openapi.py) reads each request model's schema once.
         """
         key = (cls, args, tuple(sorted(kwargs.items())))
         schema = _JSON_SCHEMAS.get(key)

@@ -414,7 +414,7 @@ def test_a_request_is_validated_and_answered_as_flask_openapi3_does(method, url,
 
 
 def test_a_models_json_schema_is_generated_once_then_handed_out_as_copies(monkeypatch):
-    """flask-openapi3 asks for the header and query models' JSON Schema on every request it validates."""
+    """Writing the OpenAPI document asks for an error model's JSON Schema once per operation declaring it."""
     from app.schemas import Model
 
     class Probe(Model):
