@@ -21,6 +21,10 @@ from typing import Any
 _collecting = gc.isenabled()
 gc.disable()
 try:
+    from core.lazy_imports import defer_redis_asyncio
+
+    defer_redis_asyncio()  # before anything imports redis: its unused asyncio client is loaded on first use
+
     import awsgi
 
     from app import create_app

@@ -19,6 +19,7 @@ import json
 import sys
 import handler
 frozen, collecting = gc.get_freeze_count(), gc.isenabled()
+async_client_at_import = "redis.asyncio.client" in sys.modules
 from app import schemas
 from core import registry
 
@@ -42,6 +43,8 @@ state = {
         name for name in registry.names() if (registry.get(name).params_model or schemas.Model).__pydantic_complete__
     ),
     "loaded": sorted(name for name in ("rq_dashboard", "prometheus_client") if name in sys.modules),
+    "async_client_at_import": async_client_at_import,
+    "async_client_after_request": "redis.asyncio.client" in sys.modules,
 }
 pair = {"Authorization": "Basic " + base64.b64encode(b"ops:cold-start-pair").decode()}
 answer = handler.lambda_handler({**event, "path": "/dashboard/", "headers": {**event["headers"], **pair}}, None)
@@ -51,6 +54,13 @@ state["loaded_later"] = sorted(name for name in ("rq_dashboard", "prometheus_cli
 answer = handler.lambda_handler({**event, "path": "/openapi/openapi.json"}, None)
 state["spec_paths"] = len(json.loads(answer["body"])["paths"])
 state["documented"] = "flask_openapi3" in sys.modules
+state["async_client_after_every_page"] = "redis.asyncio.client" in sys.modules
+import redis
+from redis.asyncio import Redis as AsyncRedis
+import redis.asyncio.client
+state["async_client_is_real"] = AsyncRedis is redis.asyncio.client.Redis is redis.asyncio.Redis
+real_module = redis.asyncio is sys.modules["redis.asyncio"]
+state["async_module_is_real"] = real_module and type(redis.asyncio).__name__ == "module"
 print(json.dumps(state))
 """
 
@@ -85,6 +95,13 @@ def test_a_cold_start_imports_rq_dashboard_and_prometheus_client_only_when_first
     assert state["dashboard_status"] == 200  # rq-dashboard's page, built by this first request
     assert state["metrics_status"] == 503  # no Redis here, but the scrape got as far as rendering
     assert state["loaded_later"] == ["prometheus_client", "rq_dashboard"]
+
+
+def test_a_cold_start_loads_redis_asyncio_client_only_when_something_reads_it():
+    state = cold_start()
+    assert not state["async_client_at_import"]
+    assert not state["async_client_after_request"] and not state["async_client_after_every_page"]
+    assert state["async_client_is_real"] and state["async_module_is_real"]
 
 
 def test_the_objects_imported_at_a_cold_start_are_frozen_out_of_garbage_collection():
