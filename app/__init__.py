@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         validation_error_callback=_validation_failed,
         security_schemes=SECURITY_SCHEMES,
         validation_error_model=ErrorBody,
+        named_models="app.response_models",  # the success answers: only the OpenAPI document needs them
     )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -8,22 +8,6 @@ from flask import current_app, jsonify
 
 from app import cancel, idempotency, listing, purge, schedules, tasks, workflows
 from app.openapi import APIBlueprint, Tag
-from app.response_models import (
-    Health,
-    Purged,
-    Schedule,
-    ScheduleDeleted,
-    ScheduleList,
-    TaskCanceled,
-    TaskList,
-    TaskStatus,
-    TaskSubmitted,
-    TaskTypes,
-    WorkflowCanceled,
-    WorkflowList,
-    WorkflowStatus,
-    WorkflowSubmitted,
-)
 from app.schemas import (
     API_KEY,
     IDEMPOTENT_SUBMIT,
@@ -50,7 +34,7 @@ ops_tag = Tag(name="operations", description="Health and the registered task typ
 api = APIBlueprint("api", __name__, url_prefix="/api")
 BODY = (413, 415)
 """What a POST may also answer: a body over MAX_BODY_BYTES, or one that is not JSON."""
-CANCEL_RESPONSES = documented({200: TaskCanceled, 202: TaskCanceled}, *BODY, 404, 409, 503)
+CANCEL_RESPONSES = documented({200: "TaskCanceled", 202: "TaskCanceled"}, *BODY, 404, 409, 503)
 
 
 def _state() -> Any:
@@ -64,7 +48,7 @@ SUBMIT_ERRORS = (*BODY, 409, 422, 503)
 @api.post(
     "/tasks",
     tags=[tasks_tag],
-    responses=documented({202: TaskSubmitted}, *SUBMIT_ERRORS, models=IDEMPOTENT_SUBMIT),
+    responses=documented({202: "TaskSubmitted"}, *SUBMIT_ERRORS, models=IDEMPOTENT_SUBMIT),
     security=API_KEY,
 )
 def submit_task(body: SubmitTask, header: IdempotencyHeader) -> Any:
@@ -72,13 +56,13 @@ def submit_task(body: SubmitTask, header: IdempotencyHeader) -> Any:
     return jsonify(tasks.submit(_state().ingress, body, idempotency.new_id)), 202
 
 
-@api.get("/tasks/<task_id>", tags=[tasks_tag], responses=documented({200: TaskStatus}, 404, 503), security=API_KEY)
+@api.get("/tasks/<task_id>", tags=[tasks_tag], responses=documented({200: "TaskStatus"}, 404, 503), security=API_KEY)
 def get_task(path: TaskPath) -> Any:
     """Return a task's state, result, attempts, errors and progress; 404 for an unknown id."""
     return jsonify(tasks.status(_state().connection, path.task_id))
 
 
-@api.get("/tasks", tags=[tasks_tag], responses=documented({200: TaskList}, 503), security=API_KEY)
+@api.get("/tasks", tags=[tasks_tag], responses=documented({200: "TaskList"}, 503), security=API_KEY)
 def list_tasks(query: ListQuery) -> Any:
     """List tasks, filtered by state, type, task_type and priority, a page at a time."""
     return jsonify(listing.list_tasks(_state().connection, query))
@@ -92,7 +76,7 @@ def cancel_task(path: TaskPath) -> Any:
     return jsonify(body), status
 
 
-@api.post("/tasks/purge", tags=[tasks_tag], responses=documented({200: Purged}, *BODY, 503), security=API_KEY)
+@api.post("/tasks/purge", tags=[tasks_tag], responses=documented({200: "Purged"}, *BODY, 503), security=API_KEY)
 def purge_tasks() -> Any:
     """Stop running tasks, drop queued and scheduled ones and delete all task history."""
     state = _state()
@@ -102,7 +86,7 @@ def purge_tasks() -> Any:
 @api.post(
     "/workflows",
     tags=[workflows_tag],
-    responses=documented({202: WorkflowSubmitted}, *SUBMIT_ERRORS, models=IDEMPOTENT_SUBMIT),
+    responses=documented({202: "WorkflowSubmitted"}, *SUBMIT_ERRORS, models=IDEMPOTENT_SUBMIT),
     security=API_KEY,
 )
 def submit_workflow(body: SubmitWorkflow, header: IdempotencyHeader) -> Any:
@@ -114,7 +98,7 @@ def submit_workflow(body: SubmitWorkflow, header: IdempotencyHeader) -> Any:
 @api.get(
     "/workflows/<workflow_id>",
     tags=[workflows_tag],
-    responses=documented({200: WorkflowStatus}, 404, 503),
+    responses=documented({200: "WorkflowStatus"}, 404, 503),
     security=API_KEY,
 )
 def get_workflow(path: WorkflowPath) -> Any:
@@ -122,7 +106,7 @@ def get_workflow(path: WorkflowPath) -> Any:
     return jsonify(workflows.status(_state().connection, path.workflow_id))
 
 
-@api.get("/workflows", tags=[workflows_tag], responses=documented({200: WorkflowList}, 503), security=API_KEY)
+@api.get("/workflows", tags=[workflows_tag], responses=documented({200: "WorkflowList"}, 503), security=API_KEY)
 def list_workflows(query: WorkflowListQuery) -> Any:
     """List workflows, newest first, with their state and progress."""
     state = query.state.value if query.state else None
@@ -132,7 +116,7 @@ def list_workflows(query: WorkflowListQuery) -> Any:
 @api.post(
     "/workflows/<workflow_id>/cancel",
     tags=[workflows_tag],
-    responses=documented({200: WorkflowCanceled}, *BODY, 404, 503),
+    responses=documented({200: "WorkflowCanceled"}, *BODY, 404, 503),
     security=API_KEY,
 )
 def cancel_workflow(path: WorkflowPath) -> Any:
@@ -141,13 +125,13 @@ def cancel_workflow(path: WorkflowPath) -> Any:
     return jsonify(workflows.cancel(state.connection, state.settings, path.workflow_id))
 
 
-@api.post("/schedules", tags=[schedules_tag], responses=documented({201: Schedule}, *BODY, 503), security=API_KEY)
+@api.post("/schedules", tags=[schedules_tag], responses=documented({201: "Schedule"}, *BODY, 503), security=API_KEY)
 def create_schedule(body: CreateSchedule) -> Any:
     """Create a periodic task; each run becomes an ordinary task tagged with the schedule id."""
     return jsonify(schedules.create(_state().connection, body)), 201
 
 
-@api.get("/schedules", tags=[schedules_tag], responses=documented({200: ScheduleList}, 503), security=API_KEY)
+@api.get("/schedules", tags=[schedules_tag], responses=documented({200: "ScheduleList"}, 503), security=API_KEY)
 def list_schedules() -> Any:
     """List the schedules with their next run time."""
     return jsonify(schedules.list_schedules(_state().connection))
@@ -156,7 +140,7 @@ def list_schedules() -> Any:
 @api.delete(
     "/schedules/<schedule_id>",
     tags=[schedules_tag],
-    responses=documented({200: ScheduleDeleted}, 404, 503),
+    responses=documented({200: "ScheduleDeleted"}, 404, 503),
     security=API_KEY,
 )
 def delete_schedule(path: SchedulePath) -> Any:
@@ -164,7 +148,7 @@ def delete_schedule(path: SchedulePath) -> Any:
     return jsonify(schedules.delete(_state().connection, path.schedule_id))
 
 
-@api.get("/task-types", tags=[ops_tag], responses=documented({200: TaskTypes}), security=API_KEY)
+@api.get("/task-types", tags=[ops_tag], responses=documented({200: "TaskTypes"}), security=API_KEY)
 def task_types() -> Any:
     """List the registered task types with their default retries and timeout."""
     types = []
@@ -183,7 +167,7 @@ def task_types() -> Any:
     return jsonify({"task_types": types})
 
 
-@api.get("/health", tags=[ops_tag], responses=documented({200: Health}, 503, keyed=False))
+@api.get("/health", tags=[ops_tag], responses=documented({200: "Health"}, 503, keyed=False))
 def health() -> Any:
     """Report whether Redis answers, the queue depths and how many workers are registered."""
     state = _state()

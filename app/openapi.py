@@ -11,7 +11,9 @@ flask-openapi3's import (some 60 pydantic models of the OpenAPI objects, its plu
 importlib.metadata) was a quarter of a Lambda cold start, although almost no request reads the document.
 So on the first request under /openapi/, `Documentation` makes a flask-openapi3 app of its own, declares
 every recorded route on it again, and lets it answer: the document is flask-openapi3's own, and its Swagger
-UI is served offline as before. `flask openapi` exports the document as before.
+UI is served offline as before. `flask openapi` exports the document as before. A route's `responses` may name
+a model by a string instead, one of the app's `named_models` module: that module
+(the success answers, which only the document needs) is imported with it.
 
 The one module that imports flask-openapi3; tests/unit/test_openapi.py pins that the document and the
 validation answers are flask-openapi3's.
@@ -19,6 +21,7 @@ validation answers are flask-openapi3's.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,11 +215,14 @@ class OpenAPI(Flask):
         *,
         info: Info,
         validation_error_callback: Callable[[ValidationError], Any],
+        named_models: str | None = None,
         **document_options: Any,
     ) -> None:
         super().__init__(import_name)
         self.info = info
         self.validation_error_callback = validation_error_callback
+        self.named_models = named_models
+        """The module a route's `responses` may name models of (as strings): imported when the document is written."""
         self.documentation = Documentation(self, document_options)
         self.add_url_rule(f"{DOC_PREFIX}/", "openapi", self.documentation.serve)
         self.add_url_rule(f"{DOC_PREFIX}/<path:subpath>", "openapi_files", self.documentation.serve)
@@ -263,9 +269,19 @@ class Documentation:
                 options = dict(route.options)
                 if "tags" in options:
                     options["tags"] = [flask_openapi3.Tag(**vars(tag)) for tag in options["tags"]]
+                if "responses" in options:
+                    options["responses"] = {code: self._model(model) for code, model in options["responses"].items()}
                 getattr(declared, route.method)(route.rule, **options)(route.func)
             doc.register_api(declared)
         return doc
+
+    def _model(self, answer: Any) -> Any:
+        """Return the model a `responses` entry names (a string names one in the app's `named_models` module)."""
+        if not isinstance(answer, str):
+            return answer
+        if self.app.named_models is None:
+            raise TypeError(f"responses name the model {answer!r}, but the app has no named_models module")
+        return getattr(importlib.import_module(self.app.named_models), answer)
 
     def serve(self, subpath: str = "") -> Response:
         """Answer a request under /openapi/ as flask-openapi3 answers it (its 404 is the API's)."""

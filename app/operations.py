@@ -14,17 +14,6 @@ from pydantic import BaseModel
 from app import keys, queues, retry
 from app.auth import ANONYMOUS, forget_revoked
 from app.openapi import APIBlueprint, Tag
-from app.response_models import (
-    DeadLetterList,
-    DeadLettersReplayed,
-    KeyCreated,
-    KeyList,
-    KeyRevoked,
-    QueueEmptied,
-    QueueList,
-    QueuePaused,
-    TaskRetried,
-)
 from app.schemas import (
     API_KEY,
     CreateKey,
@@ -45,14 +34,14 @@ BODY = (413, 415)
 """What a POST may also answer: a body over MAX_BODY_BYTES, or one that is not JSON."""
 PLAIN_CONFLICT: dict[int, type[BaseModel]] = {409: ErrorBody}
 """A 409 that carries no task state: the dead-letter routes' (no RABBITMQ_URL) and the keys' (name taken...)."""
-PAUSE_RESPONSES = documented({200: QueuePaused}, *BODY, 404, 503)
+PAUSE_RESPONSES = documented({200: "QueuePaused"}, *BODY, 404, 503)
 
 
 def _state() -> Any:
     return current_app.extensions["taskrelay"]
 
 
-@operations.get("/queues", tags=[queues_tag], responses=documented({200: QueueList}, 503), security=API_KEY)
+@operations.get("/queues", tags=[queues_tag], responses=documented({200: "QueueList"}, 503), security=API_KEY)
 def list_queues() -> Any:
     """Return each task queue's depth by state, workers, oldest queued task's age, last minute's finished count
     and whether it is paused."""
@@ -75,7 +64,7 @@ def resume_queue(path: QueuePath) -> Any:
 @operations.post(
     "/queues/<name>/empty",
     tags=[queues_tag],
-    responses=documented({200: QueueEmptied}, *BODY, 404, 503),
+    responses=documented({200: "QueueEmptied"}, *BODY, 404, 503),
     security=API_KEY,
 )
 def empty_queue(path: QueuePath) -> Any:
@@ -87,7 +76,7 @@ def empty_queue(path: QueuePath) -> Any:
 @operations.post(
     "/tasks/<task_id>/retry",
     tags=[recovery_tag],
-    responses=documented({202: TaskRetried}, *BODY, 404, 409, 503, models={409: TaskNotRetryableError}),
+    responses=documented({202: "TaskRetried"}, *BODY, 404, 409, 503, models={409: TaskNotRetryableError}),
     security=API_KEY,
 )
 def retry_task(path: TaskPath) -> Any:
@@ -98,7 +87,7 @@ def retry_task(path: TaskPath) -> Any:
 @operations.get(
     "/ingress/dead-letters",
     tags=[recovery_tag],
-    responses=documented({200: DeadLetterList}, 409, 503, models=PLAIN_CONFLICT),
+    responses=documented({200: "DeadLetterList"}, 409, 503, models=PLAIN_CONFLICT),
     security=API_KEY,
 )
 def dead_letters(query: DeadLetterQuery) -> Any:
@@ -109,7 +98,7 @@ def dead_letters(query: DeadLetterQuery) -> Any:
 @operations.post(
     "/ingress/dead-letters/replay",
     tags=[recovery_tag],
-    responses=documented({200: DeadLettersReplayed}, *BODY, 409, 503, models=PLAIN_CONFLICT),
+    responses=documented({200: "DeadLettersReplayed"}, *BODY, 409, 503, models=PLAIN_CONFLICT),
     security=API_KEY,
 )
 def replay_dead_letters() -> Any:
@@ -124,7 +113,7 @@ def _actor() -> str:
 @operations.post(
     "/keys",
     tags=[keys_tag],
-    responses=documented({201: KeyCreated}, *BODY, 409, 503, models=PLAIN_CONFLICT),
+    responses=documented({201: "KeyCreated"}, *BODY, 409, 503, models=PLAIN_CONFLICT),
     security=API_KEY,
 )
 def create_key(body: CreateKey) -> Any:
@@ -133,7 +122,7 @@ def create_key(body: CreateKey) -> Any:
     return jsonify({**keys.describe(record), "key": key}), 201
 
 
-@operations.get("/keys", tags=[keys_tag], responses=documented({200: KeyList}, 503), security=API_KEY)
+@operations.get("/keys", tags=[keys_tag], responses=documented({200: "KeyList"}, 503), security=API_KEY)
 def list_keys() -> Any:
     """List the API keys, oldest first: id, name, scopes, created and last used (never a key)."""
     records = [keys.describe(record) for record in keys.list_records(_state().connection)]
@@ -143,7 +132,7 @@ def list_keys() -> Any:
 @operations.delete(
     "/keys/<key_id>",
     tags=[keys_tag],
-    responses=documented({200: KeyRevoked}, 404, 409, 503, models=PLAIN_CONFLICT),
+    responses=documented({200: "KeyRevoked"}, 404, 409, 503, models=PLAIN_CONFLICT),
     security=API_KEY,
 )
 def revoke_key(path: KeyPath) -> Any:

@@ -1,6 +1,7 @@
 """Request models and the error body of the HTTP API (pydantic v2, rendered into the OpenAPI spec).
 
-The success bodies are described in app/response_models.py; `documented()` puts both on each route.
+The success bodies are described in app/response_models.py (named by string: imported with the document);
+`documented()` puts both on each route.
 """
 
 from __future__ import annotations
@@ -568,6 +569,9 @@ def documented(
     success: ResponseDict, *errors: int, keyed: bool = True, models: dict[int, type[BaseModel]] | None = None
 ) -> ResponseDict:
     """Return the `responses=` of one operation: its success models, 400, `errors`, 414 and, if `keyed`, 401/403/429.
+
+    A success model may be given by its name in app/response_models.py (the app's
+    `named_models`): that module is then imported only when the document is written.
 
     400 is always declared: flask-openapi3 would otherwise add its own (a bare
     array) in its place. Every error status but 414 has ErrorBody's shape
