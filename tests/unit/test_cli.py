@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,11 @@ def stub() -> Iterator[Stub]:
     server.server_close()
 
 
-def run(stub_or_url: Stub | str, *args: str, key: str | None = KEY, input: str | None = None) -> Any:
+def run(
+    stub_or_url: Stub | str, *args: str, key: str | None = KEY, input: str | None = None, columns: int = 200
+) -> Any:
     url = stub_or_url if isinstance(stub_or_url, str) else stub_or_url.url
-    env = {"TASKRELAY_URL": url, "TASKRELAY_API_KEY": key or "", "COLUMNS": "200"}
+    env = {"TASKRELAY_URL": url, "TASKRELAY_API_KEY": key or "", "COLUMNS": str(columns)}
     return CliRunner().invoke(cli, list(args), env=env, input=input, prog_name="taskrelay")
 
 
@@ -113,6 +116,60 @@ def test_queues_shows_each_queue_from_the_agreed_shape(stub):
     assert [cell.strip() for cell in high.split("│")[2:11]] == ["3", "1", "0", "2", "4", "no", "2", "12.5", "40"]
     assert [cell.strip() for cell in low.split("│")[2:11]] == ["7", "0", "0", "0", "0", "yes", "2", "", "0"]
     assert stub.seen[0]["key"] == KEY
+
+
+def test_an_80_column_queues_table_leaves_out_columns_rather_than_cut_counts(stub):
+    wide = {
+        **QUEUES["queues"][0],
+        "depth": {"queued": 123456, "started": 98765, "scheduled": 0, "deferred": 0, "failed": 4},
+    }
+    stub.answers[("GET", "/api/queues")] = (200, {"queues": [wide, *QUEUES["queues"][1:]]})
+    result = run(stub, "queues", columns=80)
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    high = next(line for line in result.output.splitlines() if "high_priority" in line)
+    assert [cell.strip() for cell in high.split("│")[1:8]] == [
+        "high_priority",
+        "123456",
+        "98765",
+        "4",
+        "no",
+        "2",
+        "12.5",
+    ]
+    assert "too narrow for SCHEDULED, DEFERRED, DONE/MIN" in result.output
+
+
+def test_an_80_column_task_list_shows_every_id_state_and_time_whole(stub):
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    tasks = [
+        {
+            "task_id": f"{n:08d}-4c92-4a71-a4c9-65407b25d560",
+            "state": "SUCCESS",
+            "task_type": "data_processing",
+            "priority": "normal",
+            "created_at": f"{today}T01:00:00.123+00:00",
+            "ended_at": f"{today}T01:00:0{n}.123+00:00",
+        }
+        for n in range(3)
+    ]
+    stub.answers[("GET", "/api/tasks")] = (200, {"tasks": tasks, "total": 3, "limit": 20, "offset": 0})
+    result = run(stub, "list", columns=80)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for n in range(3):
+        row = next(line for line in lines if line.startswith(f"{n:08d}-4c92-4a71-a4c9-65407b25d560"))
+        assert row.split() == [
+            f"{n:08d}-4c92-4a71-a4c9-65407b25d560",
+            "SUCCESS",
+            "data_processing",
+            "normal",
+            f"01:00:0{n}",
+        ]
+    assert "too narrow for CREATED" in result.output
+    wide = run(stub, "list")  # at 200 columns nothing is left out
+    assert "CREATED" in wide.output and "too narrow" not in wide.output
 
 
 @pytest.mark.parametrize("action", ["pause", "resume", "empty"])
