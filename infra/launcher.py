@@ -33,7 +33,7 @@ from core.errors import TaskrelayError
 from core.settings import Settings, starting
 from core.storage import apikeys
 from infra.embedded import Backend, choose_redis
-from infra.processes import POLL_INTERVAL_S, Launch, stop_children
+from infra.processes import Launch, stop_children
 
 API_READY_TIMEOUT_S = 30.0
 """How long the API may take to answer GET /api/health, in seconds."""
@@ -134,8 +134,8 @@ def run(settings: Settings, launch: Launch) -> int:
         if launch.running():
             print(banner(settings, base_url, backend, access), flush=True)
         while launch.running():
-            launch.stop_requested.wait(POLL_INTERVAL_S)
-        if launch.stop_requested.is_set():
+            launch.pause()
+        if launch.stopping:
             log.info("stopping: sending SIGTERM to every child")
             return 0
         log.error("%s on its own; stopping everything", launch.exited())
@@ -154,7 +154,7 @@ def main() -> int:
     launch = Launch()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        launch.stop_requested.set()
+        launch.request_stop()
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, request_stop)
