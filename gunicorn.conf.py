@@ -18,3 +18,12 @@ connections still queued on a worker's socket when it dies are reset. Linux only
 macOS accepts the option but hands every connection to one socket, which would
 be worse than the shared socket.
 """
+
+control_socket_disable = True
+"""No `gunicornc` control socket (gunicorn 25.1+ opens one by default).
+
+Nothing here uses it, and its default path is one per user (~/.gunicorn/gunicorn.ctl): every gunicorn
+started by the same user (`make api` beside `make dashboard`, the test suite's servers) unlinks the previous
+one's socket and binds its own. It also runs an asyncio loop in a thread of the master, stopped and restarted
+around every worker fork.
+"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import runpy
 import subprocess
 import sys
 import tomllib
@@ -171,3 +172,14 @@ def test_the_lambda_package_holds_compiled_bytecode_for_all_its_code(tmp_path):
     ours = [line for line in run.stderr.splitlines() if line.startswith("# code object from") and str(package) in line]
     assert len(ours) > 40  # handler, app, core, bridge and jobs modules were loaded from the package
     assert [line for line in ours if "__pycache__" not in line] == []
+
+
+def test_gunicorn_conf_sets_only_gunicorn_settings_and_no_control_socket():
+    """gunicorn ignores a name it does not know, so a misspelt setting would silently do nothing."""
+    from gunicorn.config import Config
+
+    settings = {k: v for k, v in runpy.run_path(str(ROOT / "gunicorn.conf.py")).items() if not k.startswith("_")}
+    settings.pop("sys")
+    known = Config().settings
+    assert set(settings) <= set(known), set(settings) - set(known)
+    assert settings == {"reuse_port": True, "control_socket_disable": True}
