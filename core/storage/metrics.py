@@ -120,6 +120,12 @@ class Tally:
         return tally
 
 
+def submitted_field(task_type: str, priority: str) -> tuple[str, str]:
+    """Return the hash and field that count a submission of `task_type` at `priority` (for a Lua script that counts
+    one in its own transaction: core.storage.requeue)."""
+    return SUBMITTED_KEY, _field(task_type, priority)
+
+
 def task_type_of(job: Job) -> str:
     """Return the task type label of `job` (its meta's, else its description)."""
     return str((job.meta or {}).get("task_type") or job.description or "unknown")

@@ -16,6 +16,7 @@ from rq import Queue
 from rq.utils import utcformat
 
 from core.model import PRIORITIES, QUEUE_NAMES
+from core.storage import metrics
 from core.storage.keys import ENQUEUED_CHANNEL, QUEUES_KEY, job_key
 from core.storage.places import places_of
 
@@ -31,22 +32,27 @@ redis.call('HDEL', KEYS[1], 'exc_info')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[5], KEYS[2])
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HINCRBY', KEYS[6], ARGV[5], 1) end
 return 'requeued'
 """
-"""KEYS: job hash, queue list, failed and canceled registries, RQ's set of queues. ARGV: job id, the enqueued_at
-stamp, the channel to announce on ('' for the lowest queue, which outranks nothing) and the queue's name.
-Returns 'requeued', or the status it found ('missing')."""
+"""KEYS: job hash, queue list, failed and canceled registries, RQ's set of queues, the submitted counters' hash.
+ARGV: job id, the enqueued_at stamp, the channel to announce on ('' for the lowest queue, which outranks
+nothing), the queue's name and the submitted counter's field ('' counts nothing). Returns 'requeued', or the
+status it found ('missing')."""
 
 
-def requeue(connection: redis.Redis, queue: Queue, job_id: str) -> str:
+def requeue(connection: redis.Redis, queue: Queue, job_id: str, count_as: tuple[str, str] | None = None) -> str:
     """Requeue `job_id` on `queue` (its origin) if it failed, was stopped or was canceled; return what it did.
 
     'requeued', or the status it has instead ('queued', 'started', 'finished', ...) or 'missing'. A requeue
     onto a queue above the lowest is announced to batch workers, as an enqueue is (core.storage.enqueue).
+    `count_as` (task type, priority): the requeue counts as one submission of those in
+    taskrelay_tasks_submitted_total, in the same script (its new attempt will be counted as finished too).
     """
     places = places_of(queue)
-    keys = [job_key(job_id), queue.key, places["failed"].key, places["canceled"].key, QUEUES_KEY]
+    counters, counter = metrics.submitted_field(*count_as) if count_as else (metrics.SUBMITTED_KEY, "")
+    keys = [job_key(job_id), queue.key, places["failed"].key, places["canceled"].key, QUEUES_KEY, counters]
     channel = "" if queue.name == QUEUE_NAMES[PRIORITIES[-1]] else ENQUEUED_CHANNEL
     stamp = utcformat(datetime.now(UTC))
-    outcome = connection.eval(REQUEUE_ENDED, len(keys), *keys, job_id, stamp, channel, queue.name)
+    outcome = connection.eval(REQUEUE_ENDED, len(keys), *keys, job_id, stamp, channel, queue.name, counter)
     return outcome.decode() if isinstance(outcome, bytes) else str(outcome)

@@ -331,3 +331,18 @@ def test_workflow_steps_and_map_elements_count_as_submitted_once(client, drain):
     assert value(samples, "taskrelay_tasks_submitted_total", task_type="test_echo", priority="normal") == 1
     # the map step itself, then its three elements
     assert value(samples, "taskrelay_tasks_submitted_total", task_type="test_sum", priority="normal") == 4
+
+
+def test_a_manual_retry_counts_as_a_submission_and_a_refused_one_does_not(client, drain):
+    """Its new attempt finishes again, so submitted minus finished still counts what is in flight."""
+    failed = submit(client, "test_bad_input", {})
+    done = submit(client, "test_echo", {})
+    drain()
+    assert client.post(f"/api/tasks/{failed}/retry").status_code == 202
+    assert client.post(f"/api/tasks/{done}/retry").status_code == 409  # a SUCCESS: refused, not counted
+    drain()
+    samples = scrape(client)
+    submitted, finished = "taskrelay_tasks_submitted_total", "taskrelay_tasks_finished_total"
+    assert value(samples, submitted, task_type="test_bad_input", priority="normal") == 2
+    assert value(samples, submitted, task_type="test_echo", priority="normal") == 1
+    assert value(samples, finished, task_type="test_bad_input", queue="normal_priority", state="FAILURE") == 2
