@@ -133,7 +133,7 @@ def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
 class Settings:
     """Every knob of Taskrelay; build it with `Settings.from_env()`."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may carry a password
     redis_url_set: bool = False
     """Whether REDIS_URL was given: `make run` starts an embedded Redis when it was not."""
     log_level: str = "INFO"
@@ -157,7 +157,7 @@ class Settings:
     smtp_starttls: bool = False
     smtp_from: str = "taskrelay@localhost"
     smtp_timeout_s: float = DEFAULT_SMTP_TIMEOUT_S
-    failure_webhook_url: str = ""
+    failure_webhook_url: str = field(default="", repr=False)  # a webhook URL is often a secret itself
     failure_webhook_secret: str = field(default="", repr=False)
     failure_webhook_attempts: int = DEFAULT_WEBHOOK_ATTEMPTS
     failure_email_to: tuple[str, ...] = ()
