@@ -145,9 +145,12 @@ class RabbitIngress:
         return [None if why is None else IngressUnavailable(why) for why in refusals]
 
     def _unrecord(self, requests: list[TaskRequest]) -> None:
-        """Forget the accepted records of `requests`, which were not published, and take back their counts."""
+        """Forget the accepted records of `requests`, which were not published, and take back their counts.
+
+        Only records still theirs go: another attempt at the same id may have recorded and published it.
+        """
         pipe = self.connection.pipeline(transaction=False)
-        accepted.forget(pipe, requests)
+        accepted.forget_own(pipe, requests)
         metrics.forget_submitted(pipe, requests)
         pipe.execute()
 

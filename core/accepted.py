@@ -53,17 +53,8 @@ def remember(
     records: dict[Any, Any] = {}
     by_queue: dict[str, dict[Any, float]] = {}
     for request in requests:
-        queue = QUEUE_NAMES[request.priority]
-        records[request.task_id] = json.dumps(
-            {
-                "task_type": request.task_type,
-                "priority": request.priority,
-                "queue": queue,
-                "submitted_at": request.submitted_at,
-                "run_at": request.run_at.isoformat() if request.run_at else "",
-            }
-        )
-        by_queue.setdefault(queue, {})[request.task_id] = now
+        records[request.task_id] = _record(request)
+        by_queue.setdefault(QUEUE_NAMES[request.priority], {})[request.task_id] = now
     pipe = connection.pipeline(transaction=False)
     pipe.hset(RECORDS_KEY, mapping=records)
     for queue, members in by_queue.items():
@@ -71,6 +62,47 @@ def remember(
     if also is not None:
         also(pipe)
     pipe.execute()
+
+
+def _record(request: TaskRequest) -> str:
+    """Return the accepted record of `request`, as stored (its submitted_at tells two attempts at one id apart)."""
+    return json.dumps(
+        {
+            "task_type": request.task_type,
+            "priority": request.priority,
+            "queue": QUEUE_NAMES[request.priority],
+            "submitted_at": request.submitted_at,
+            "run_at": request.run_at.isoformat() if request.run_at else "",
+        }
+    )
+
+
+FORGET_OWN = """
+for i = 1, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[tonumber(ARGV[i + 2])], ARGV[i])
+  end
+end
+"""
+"""KEYS: the records hash, then ALL_ZSET_KEYS. ARGV: (task id, its record, index of its queue's sorted set in
+KEYS) per task. Drops a record only if it is still the one given."""
+
+
+def forget_own(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:
+    """Remove the records of `requests` that are still theirs (add one command to `pipe`).
+
+    For a publish that failed: another attempt at the same id (an Idempotency-Key retry that took the key
+    over) may have recorded and published it meanwhile, and its record must stay.
+    """
+    index = {key: n for n, key in enumerate(ALL_ZSET_KEYS, start=2)}
+    args = [
+        part
+        for request in requests
+        for part in (request.task_id, _record(request), index[zset_key(QUEUE_NAMES[request.priority])])
+    ]
+    if args:
+        pipe.eval(FORGET_OWN, 1 + len(ALL_ZSET_KEYS), RECORDS_KEY, *ALL_ZSET_KEYS, *args)
 
 
 def forget(pipe: Pipeline | redis.Redis, requests: list[TaskRequest]) -> None:

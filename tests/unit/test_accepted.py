@@ -61,3 +61,49 @@ def test_trim_drops_only_records_older_than_the_cutoff(fake_redis: fakeredis.Fak
     assert fake_redis.zscore(accepted.zset_key("high_priority"), "old") is None
     assert accepted.get(fake_redis, "new") is not None
     assert accepted.trim(fake_redis) == 0
+
+
+def test_forget_own_drops_a_failed_publishs_records_but_not_a_later_attempts(fake_redis: fakeredis.FakeRedis):
+    """An Idempotency-Key retry that took the key over records and publishes the same id; the first attempt's
+    publish then fails, and its clean-up must leave the retry's record (the task is on its way)."""
+    first = [request("taken"), request("alone", "low")]
+    accepted.remember(fake_redis, first)
+    retry = TaskRequest("taken", "data_processing", "high", {}, submitted_at="2026-01-01T00:00:09+00:00")
+    accepted.remember(fake_redis, [retry])
+    accepted.forget_own(fake_redis, first)
+    assert accepted.get(fake_redis, "taken") == {
+        "task_type": "data_processing",
+        "priority": "high",
+        "queue": "high_priority",
+        "submitted_at": "2026-01-01T00:00:09+00:00",
+        "run_at": "",
+    }
+    assert fake_redis.zrange(accepted.zset_key("high_priority"), 0, -1) == [b"taken"]
+    assert accepted.get(fake_redis, "alone") is None  # its own record, nobody else's: gone with its sorted set
+    assert fake_redis.zcard(accepted.zset_key("low_priority")) == 0
+
+
+def test_a_failed_publish_leaves_a_takers_record_and_takes_back_only_its_own_count(fake_redis: fakeredis.FakeRedis):
+    from app.ingress import RabbitIngress
+    from core.errors import IngressUnavailable
+    from core.settings import Settings
+    from core.storage import metrics
+
+    settings = Settings.from_env({"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"})
+    ingress = RabbitIngress(fake_redis, settings)
+    first = request("t1")
+    taker = TaskRequest("t1", "data_processing", "high", {}, submitted_at="2026-01-01T00:00:09+00:00")
+
+    def publish_many(messages: object) -> list[str | None]:  # the taker records and publishes meanwhile
+        accepted.remember(fake_redis, [taker], also=metrics.Tally.of_submitted([taker]).write)
+        raise IngressUnavailable("RabbitMQ is not answering")
+
+    ingress.publisher.publish_many = publish_many  # type: ignore[method-assign]
+    try:
+        ingress._flush([first])
+    except IngressUnavailable:
+        pass
+    else:
+        raise AssertionError("the publish failure was swallowed")
+    assert (accepted.get(fake_redis, "t1") or {}).get("submitted_at") == "2026-01-01T00:00:09+00:00"
+    assert fake_redis.hgetall(metrics.SUBMITTED_KEY) == {b'["data_processing","high"]': b"1"}
