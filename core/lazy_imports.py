@@ -14,8 +14,9 @@ redis: long-running processes gain nothing from it. If a later redis-py no
 longer imports its asyncio client eagerly, the stand-in is simply loaded on
 first use, like the real module; if it reads one of its attributes while
 importing, the client is loaded then and nothing is saved. tests/unit/test_coldstart.py
-checks both that the client is not loaded by a cold start and that it works
-when asked for.
+checks that a cold start does not load the client and that the stand-in hands
+over the real module; tests/integration/test_lazy_imports.py that the client
+then talks to a real Redis.
 """
 
 from __future__ import annotations
