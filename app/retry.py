@@ -26,7 +26,7 @@ from app.errors import TaskNotFound, TaskNotRetryable
 from app.states import state_of
 from core import accepted
 from core.connection import redis_errors
-from core.model import PRIORITY_OF_QUEUE
+from core.model import priority_of
 from core.storage import metrics
 from core.storage.queues import queue_named
 from core.storage.records import fetch_job
@@ -54,7 +54,7 @@ def retry(connection: redis.Redis, task_id: str) -> dict[str, Any]:
                 "(its outcome already decided the steps after it): submit the workflow again"
             )
             raise TaskNotRetryable(message, state)
-        priority = str(meta.get("priority") or PRIORITY_OF_QUEUE.get(job.origin, job.origin))
+        priority = priority_of(meta, job.origin) or job.origin
         counted = (metrics.task_type_of(job), priority)  # a new attempt: submitted again, as it will finish again
         outcome = requeue(connection, queue_named(connection, job.origin), task_id, count_as=counted)
         if outcome == "missing":

@@ -16,7 +16,7 @@ from app.schemas import SubmitTask, retention_of
 from app.states import state_of
 from core import accepted, registry
 from core.connection import redis_errors
-from core.model import PRIORITY_OF_QUEUE, QUEUE_NAMES, TaskRequest
+from core.model import QUEUE_NAMES, TaskRequest, priority_of
 from core.registry import TaskType
 from core.storage.records import Job, fetch_job
 
@@ -128,7 +128,7 @@ def _summary(
         "state": state,
         "status": word,
         "task_type": meta.get("task_type") or description,
-        "priority": meta.get("priority") or PRIORITY_OF_QUEUE.get(origin),
+        "priority": priority_of(meta, origin),
         "queue": origin,
         "created_at": iso(created_at),
         "started_at": iso(started_at),

@@ -27,6 +27,11 @@ FINAL_STATES = ("success", "failure")
 """The final states history is kept for, by name in `Retention` and its JSON form."""
 
 
+def priority_of(meta: dict[str, Any], queue_name: str) -> str | None:
+    """Return a job's priority: the one it was submitted with (its meta's), else its queue's (None off them)."""
+    return meta.get("priority") or PRIORITY_OF_QUEUE.get(queue_name)
+
+
 @dataclass(frozen=True)
 class Keep:
     """How much history of one final state to keep: each task for at most `age_s` seconds, and at most `count`
