@@ -82,34 +82,41 @@ def task_table(
             made.add_column(
                 column, no_wrap=column not in ("TYPE", "ERROR"), overflow="fold", min_width=MIN_WIDTHS.get(column)
             )
-        for row in rows:
-            made.add_row(*(row[column] for column in shown))
         return made
 
-    return _fitted(table, columns, ("CREATED", "PRIO", "STATE"), width)
+    return _fitted(table, rows, columns, ("CREATED", "PRIO", "STATE"), width)
 
 
 def _fitted(
     table: Callable[[tuple[str, ...], list[str]], Table],
+    rows: list[dict[str, str]],
     columns: tuple[str, ...],
     droppable: tuple[str, ...],
     width: int | None,
 ) -> Table:
-    """Return `table(shown, hidden)` with as many of `columns` as fit `width` whole, leaving out `droppable` in order.
+    """Return `table(shown, hidden)`, its columns only, filled with `rows` (cells by column): with as many of
+    `columns` as fit `width` whole, leaving out `droppable` in order.
 
     A column that may not wrap needs its widest value; rich would otherwise cut
     values (an id, a count) to make the table fit.
     """
+
+    def filled(shown: tuple[str, ...], hidden: list[str]) -> Table:
+        made = table(shown, hidden)
+        for row in rows:
+            made.add_row(*(row[column] for column in shown))
+        return made
+
     width = console.width if width is None else width
     shown, hidden = list(columns), list[str]()
-    made = table(tuple(shown), hidden)
+    made = filled(tuple(shown), hidden)
     for column in droppable:
         if Measurement.get(console, console.options.update_width(10_000), made).minimum <= width:
             break
         if column in shown:
             shown.remove(column)
             hidden.append(column)
-            made = table(tuple(shown), hidden)
+            made = filled(tuple(shown), hidden)
     return made
 
 
@@ -142,11 +149,9 @@ def queue_table(queues: list[dict[str, Any]], width: int | None = None) -> Table
                 no_wrap=True,
                 min_width=len("normal_priority") if column == "QUEUE" else None,
             )
-        for row in rows:
-            made.add_row(*(row[column] for column in shown))
         return made
 
-    return _fitted(table, QUEUE_COLUMNS, ("SCHEDULED", "DEFERRED", "DONE/MIN", "OLDEST (s)"), width)
+    return _fitted(table, rows, QUEUE_COLUMNS, ("SCHEDULED", "DEFERRED", "DONE/MIN", "OLDEST (s)"), width)
 
 
 def depth_table(depths: dict[str, int]) -> Table:
