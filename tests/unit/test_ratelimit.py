@@ -62,3 +62,15 @@ def test_a_bad_rate_limit_names_the_format(text):
 @pytest.mark.parametrize("text", ["", "off", "OFF"])
 def test_no_limit(text):
     assert Limit.parse(text) is None
+
+
+def test_with_redis_down_a_limited_submit_is_refused_with_503_and_retry_after_never_let_through(settings):
+    import fakeredis
+
+    server = fakeredis.FakeServer()
+    client = limited(settings, fakeredis.FakeRedis(server=server), "5/minute")
+    server.connected = False
+    answer = client.post("/api/tasks", json=TASK)
+    assert answer.status_code == 503, answer.json
+    assert answer.json["error"] == "service_unavailable"
+    assert int(answer.headers["Retry-After"]) >= 1
