@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import fakeredis
@@ -119,7 +120,7 @@ def test_after_redis_fails_a_record_the_next_second_of_submits_skips_them_and_th
     ingress = RabbitIngress(connection, Settings.from_env({"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}))
     published: list[str] = []
 
-    def publish_many(messages: list[Outgoing]) -> list[str | None]:
+    def publish_many(messages: Sequence[Outgoing]) -> list[str | None]:
         published.extend(m.message_id for m in messages)
         return [None] * len(messages)
 
