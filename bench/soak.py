@@ -221,7 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=600.0, help="how long the submits are spread over")
-    parser.add_argument("--smoke", action="store_true", help="3,000 tasks over 20 s: proves the harness works")
+    parser.add_argument("--smoke", action="store_true", help="1,500 tasks over 10 s: proves the harness works")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS and memory samples")
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the load before the RSS reference")
     parser.add_argument("--result-ttl-s", type=int, default=60, help="RESULT_TTL_S (and FAILURE_TTL_S) of the run")
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--tolerance-mb", type=float, default=1.0, help="how far from the baseline counts as back")
     args = parser.parse_args()
     if args.smoke:
-        args.tasks, args.seconds, args.sample_s, args.result_ttl_s, args.maintenance_s = 3000, 20.0, 1.0, 5, 2
+        args.tasks, args.seconds, args.sample_s, args.result_ttl_s, args.maintenance_s = 1500, 10.0, 1.0, 5, 2
     queue = f"taskrelay.soak.{uuid.uuid4().hex[:8]}"
     submitted = Submitted()
     with private_redis(REDIS_MEMORY_SETTINGS) as connection:
