@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -75,6 +76,7 @@ def _run(
     done: Callable[[], bool],
     timeout_s: float,
     feed: Callable[[], None],
+    stop_signal: int = signal.SIGTERM,
 ) -> tuple[float, dict]:
     """Feed the backlog first (or, with --concurrent, while the workers run), start the processes, time until done()."""
     if not CONCURRENT:
@@ -99,7 +101,7 @@ def _run(
         watcher.join()
         for process in processes:
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(stop_signal)
         for process in processes:
             process.wait()
 
@@ -166,7 +168,7 @@ def drain_taskrelay(workload: str, count: int) -> dict:
 
 def drain_celery(workload: str, count: int, concurrency: int = 2) -> dict:
     os.environ["BENCH_CELERY_BACKEND"] = f"{REDIS_BASE}/{CELERY_BACKEND_DB}"
-    from bench.celery_app import app, delete_queue, worker_argv
+    from bench.celery_app import STOP_SIGNAL, app, delete_queue, worker_argv
 
     backend = _redis(CELERY_BACKEND_DB)
     backend.flushdb()
@@ -185,7 +187,7 @@ def drain_celery(workload: str, count: int, concurrency: int = 2) -> dict:
     def start() -> list[subprocess.Popen]:
         return [subprocess.Popen(argv, cwd=ROOT, env=env)]
 
-    seconds, peaks = _run(start, lambda: backend.dbsize() >= count, 600, feed)
+    seconds, peaks = _run(start, lambda: backend.dbsize() >= count, 600, feed, STOP_SIGNAL)
     commands = _commands(backend) - before
     backend.flushdb()
     delete_queue(queue)

@@ -68,6 +68,18 @@ def paced_submit(port: int, rate: float, seconds: float, clients: int = 4) -> di
     return sent
 
 
+WARM_UP_TASKS = 8
+"""Tasks each system runs before the measured ones, so both start measuring with every process up and
+its connections open (instead of a fixed sleep); they are not counted."""
+
+
+def warm_up(port: int, finished: Callable[[], int], ready: Callable[[], bool] = lambda: True) -> int:
+    """POST the warm-up tasks and wait until they are done and `ready()` holds; return how many."""
+    warm = paced_submit(port, rate=100.0, seconds=WARM_UP_TASKS / 100.0)
+    wait_for(lambda: finished() >= len(warm) and ready(), 60, "the warm-up tasks", 0.02)
+    return len(warm)
+
+
 def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     ordered = sorted(latencies_ms)
 
@@ -96,9 +108,13 @@ def taskrelay(rate: float, seconds: float, rabbitmq: bool = True) -> dict[str, A
         for m in (("bridge",) if rabbitmq else ()) + ("jobs.worker", "jobs.worker")
     ]
     try:
-        time.sleep(2)  # workers and bridge up
+
+        def finished() -> int:
+            return int(connection.zcard(keys.finished_key("normal_priority")))
+
+        warm = warm_up(port, finished, lambda: int(connection.scard(keys.WORKERS_KEY)) >= 2)
         sent = paced_submit(port, rate, seconds)
-        wait_for(lambda: connection.zcard(keys.finished_key("normal_priority")) >= len(sent), 120, "tasks", 0.1)
+        wait_for(lambda: finished() >= warm + len(sent), 120, "tasks", 0.1)
         pipe = connection.pipeline(transaction=False)
         for task_id in sent:
             pipe.hmget(keys.job_key(task_id), "created_at", "enqueued_at", "started_at", "ended_at")
@@ -140,20 +156,21 @@ def celery(rate: float, seconds: float) -> dict[str, float]:
     env = {"BENCH_CELERY_QUEUE": queue, "BENCH_CELERY_BACKEND": backend_url}
     api, port = start_api("bench.celery_flask:app", env)
     child_env = {**os.environ, **env, "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    from bench.celery_app import delete_queue, worker_argv
+    from bench.celery_app import STOP_SIGNAL, delete_queue, worker_argv
 
     argv = worker_argv(queue)
     worker = subprocess.Popen(argv, cwd=ROOT, env=child_env)
     try:
-        time.sleep(3)
+        warm = warm_up(port, lambda: int(backend.dbsize()))
         sent = paced_submit(port, rate, seconds)
-        wait_for(lambda: backend.dbsize() >= len(sent), 120, "tasks", 0.1)
+        wait_for(lambda: backend.dbsize() >= warm + len(sent), 120, "tasks", 0.1)
         pipe = backend.pipeline(transaction=False)
         for task_id in sent:
             pipe.get(f"celery-task-meta-{task_id}")
         done = [json.loads(raw)["date_done"] for raw in pipe.execute()]
     finally:
-        stop_all([api, worker])
+        stop_all([worker], sig=STOP_SIGNAL)
+        stop_all([api])
         delete_queue(queue)
     latencies = [
         (datetime.fromisoformat(d if "+" in d else d + "+00:00").timestamp() - sent[t]) * 1000

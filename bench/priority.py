@@ -81,7 +81,7 @@ def run_taskrelay(worker_class: str, lows: int, sleep_s: float) -> dict:
 def run_celery(acks_late: bool, lows: int, sleep_s: float) -> dict:
     url = f"{REDIS_BASE}/{CELERY_BACKEND_DB}"
     os.environ["BENCH_CELERY_BACKEND"] = url
-    from bench.celery_app import app, delete_queue
+    from bench.celery_app import STOP_SIGNAL, app, delete_queue
 
     connection = redis.Redis.from_url(url)
     connection.flushdb()
@@ -105,7 +105,7 @@ def run_celery(acks_late: bool, lows: int, sleep_s: float) -> dict:
         wait_for(lambda: connection.hexists(STARTED_KEY, "high-1"), 120, "the high task to start")
         return _measure(connection, "high-1", queued_at)
     finally:
-        stop_all([worker])
+        stop_all([worker], sig=STOP_SIGNAL)
         for queue in queues.values():
             delete_queue(queue)
         connection.flushdb()

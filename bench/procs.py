@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,11 +91,11 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str, poll_s: flo
         time.sleep(poll_s)
 
 
-def stop_all(processes: list[subprocess.Popen], grace_s: float = 15.0) -> None:
-    """SIGTERM every process, then reap each; one still running after `grace_s` is killed."""
+def stop_all(processes: list[subprocess.Popen], grace_s: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` (SIGTERM) to every process, then reap each; one still running after `grace_s` is killed."""
     for process in processes:
         if process.poll() is None:
-            process.terminate()
+            process.send_signal(sig)
     for process in processes:
         try:
             process.wait(timeout=grace_s)

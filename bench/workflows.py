@@ -180,9 +180,9 @@ class Celery:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        from bench.celery_app import delete_queue
+        from bench.celery_app import STOP_SIGNAL, delete_queue
 
-        stop_all([self.worker])
+        stop_all([self.worker], sig=STOP_SIGNAL)
         delete_queue(self.queue)
         redis.Redis.from_url(os.environ["BENCH_CELERY_BACKEND"]).flushdb()
 
