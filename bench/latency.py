@@ -6,9 +6,10 @@ Celery: HTTP → Flask → RabbitMQ → prefork workers.
     .venv/bin/python -m bench.latency [--rate 200] [--seconds 10] [--smoke]
 
 Each system gets the same no-op task POSTed over HTTP at a fixed rate by 4
-paced client threads. Latency is the task's recorded end time (RQ's `ended_at`,
-Celery's `date_done`) minus the moment the client sent the request; both
-clocks are this machine's. Prints p50, p90, p99 and max per system.
+paced client threads, once 8 warm-up tasks (not counted) have run through it.
+Latency is the task's recorded end time (RQ's `ended_at`, Celery's
+`date_done`) minus the moment the client sent the request; both clocks are
+this machine's. Prints p50, p90, p99 and max per system.
 """
 
 from __future__ import annotations
