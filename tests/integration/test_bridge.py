@@ -42,7 +42,7 @@ SEED_TASK = {"task_type": "data_processing", "priority": "high", "parameters": {
 
 @pytest.fixture
 def make_client():
-    """Build API test clients; their RabbitMQ connections are closed after the test."""
+    """Build API test clients; their RabbitMQ and Redis connections are closed after the test."""
     apps = []
 
     def make(settings: Settings, connection: redis.Redis):
@@ -53,6 +53,7 @@ def make_client():
     yield make
     for app in apps:
         app.extensions["taskrelay"].ingress.close()
+        app.extensions["taskrelay"].connection.close()  # else a later test's garbage collection finds it unclosed
 
 
 def settings_for(redis_url: str, rabbitmq_url: str, queue: str, **extra: str) -> Settings:
@@ -70,6 +71,7 @@ def settings_for(redis_url: str, rabbitmq_url: str, queue: str, **extra: str) ->
 
 @contextmanager
 def running_bridge(settings: Settings, connection: redis.Redis | None = None) -> Iterator[Bridge]:
+    own = connection is None
     bridge = Bridge(settings, connection or connect(settings.redis_url, socket_timeout_s=5))
     thread = threading.Thread(target=bridge.run, daemon=True)
     thread.start()
@@ -78,6 +80,8 @@ def running_bridge(settings: Settings, connection: redis.Redis | None = None) ->
     finally:
         bridge.stop()
         thread.join(timeout=15)
+        if own:  # its sockets would otherwise be found unclosed by a later test's garbage collection
+            bridge.connection.close()
         assert not thread.is_alive(), "bridge did not stop"
 
 
