@@ -24,12 +24,28 @@ from core.workflow import Plan
 
 log = logging.getLogger("taskrelay.ingress")
 
-RECORD_PAUSE_S = 1.0
-"""After Redis failed to take a best-effort record, the ingress skips those records for this long.
+REDIS_PAUSE_S = 1.0
+"""After Redis failed to answer, an API process leaves it alone for this long where it has another way:
+best-effort records are skipped, and `redis-first` publishes straight to RabbitMQ.
 
 Each try against a Redis that is down waits out the client's bounded retries
 (~0.7 s): without the pause every POST would, though RabbitMQ accepts at once.
 """
+
+
+class RedisPause:
+    """When this API process last saw Redis fail to answer, and whether that was under REDIS_PAUSE_S ago."""
+
+    def __init__(self) -> None:
+        self.clock: Callable[[], float] = time.monotonic
+        self._until = 0.0
+
+    def active(self) -> bool:
+        return self.clock() < self._until
+
+    def start(self) -> None:
+        self._until = self.clock() + REDIS_PAUSE_S
+
 
 NOT_CONFIGURED = "the RabbitMQ ingress is not configured (RABBITMQ_URL is not set): there are no dead letters"
 
@@ -114,7 +130,7 @@ class RabbitIngress:
     The task is recorded in Redis as accepted first, so it is PENDING from the
     moment the API answers. That record is best effort: with Redis down the
     task is still accepted (it waits in RabbitMQ), it just cannot be read yet.
-    After a record failed, the next RECORD_PAUSE_S skip them, so accepting
+    After a record failed, the next REDIS_PAUSE_S skip them, so accepting
     stays as fast as RabbitMQ while Redis is down.
 
     Requests submitted at the same time by the threads of one process share a
@@ -123,15 +139,14 @@ class RabbitIngress:
     still answers only after its own message was confirmed.
     """
 
-    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+    def __init__(self, connection: redis.Redis, settings: Settings, pause: RedisPause | None = None) -> None:
         from bridge.amqp.publisher import Publisher  # pika is loaded only where RabbitMQ is used
         from bridge.amqp.topology import Topology
 
         self.connection = connection
         self.publisher = Publisher(settings.rabbitmq_url, Topology(settings.ingress_queue))
         self.commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
-        self.clock: Callable[[], float] = time.monotonic
-        self._records_paused_until = 0.0
+        self.redis_pause = pause or RedisPause()
         self.description = f"RabbitMQ queue {settings.ingress_queue!r}, moved into RQ by the bridge"
 
     def submit(self, request: TaskRequest) -> None:
@@ -198,7 +213,7 @@ class RabbitIngress:
 
     def _try(self, action: Callable[[], object], what: str, ids: list[str]) -> bool:
         """Run a best-effort write of accepted records; False if it failed or Redis failed moments ago."""
-        if self.clock() < self._records_paused_until:
+        if self.redis_pause.active():
             log.debug("Redis failed moments ago: did not %s %d accepted items", what, len(ids), extra={"task_ids": ids})
             return False
         try:
@@ -207,13 +222,77 @@ class RabbitIngress:
             return True
         except (BackendUnavailable, StorageError) as exc:
             if isinstance(exc, BackendUnavailable):
-                self._records_paused_until = self.clock() + RECORD_PAUSE_S
+                self.redis_pause.start()
             log.warning("could not %s %d accepted items in Redis: %s", what, len(ids), exc, extra={"task_ids": ids})
             return False
 
 
+class RedisFirstIngress:
+    """Enqueue into RQ from the API process; while Redis does not answer, publish to RabbitMQ instead
+    (INGRESS_MODE=redis-first).
+
+    Each flush goes into Redis as with DirectIngress, so a task starts as soon
+    as without RabbitMQ. When Redis does not answer (after the client's bounded
+    retries), the same tasks are published as RabbitIngress does and the
+    bridge moves them in once Redis is back; for the next REDIS_PAUSE_S this
+    process publishes at once. A 202 therefore means: in Redis (on disk only
+    with `appendfsync always`), or confirmed by RabbitMQ. An enqueue whose
+    reply was lost may have gone in before the publish: the bridge then finds
+    the job and skips it, as for any redelivery.
+    """
+
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        self.pause = RedisPause()
+        self.direct = DirectIngress(connection, settings)
+        self.rabbit = RabbitIngress(connection, settings, self.pause)
+        self.commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
+        self.description = f"direct into RQ; RabbitMQ queue {settings.ingress_queue!r} while Redis does not answer"
+
+    def submit(self, request: TaskRequest) -> None:
+        self.commits.submit(request)
+
+    def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        if not self.pause.active():
+            try:
+                return self.direct._flush(requests)
+            except BackendUnavailable as exc:
+                self._fell_back(exc, [r.task_id for r in requests])
+        return self.rabbit._flush(requests)
+
+    def submit_workflow(self, plan: Plan) -> None:
+        if not self.pause.active():
+            try:
+                return self.direct.submit_workflow(plan)
+            except BackendUnavailable as exc:
+                self._fell_back(exc, [plan.workflow_id])
+        self.rabbit.submit_workflow(plan)
+
+    def _fell_back(self, exc: BackendUnavailable, ids: list[str]) -> None:
+        self.pause.start()
+        log.warning(
+            "Redis did not take %d items (%s): publishing them to RabbitMQ", len(ids), exc, extra={"task_ids": ids}
+        )
+
+    def purge(self) -> int:
+        return self.rabbit.purge()
+
+    def dead_letters(self, limit: int) -> dict[str, Any]:
+        return self.rabbit.dead_letters(limit)
+
+    def replay_dead_letters(self) -> int:
+        return self.rabbit.replay_dead_letters()
+
+    def message_counts(self) -> dict[str, int]:
+        return self.rabbit.message_counts()
+
+    def close(self) -> None:
+        self.rabbit.close()
+
+
 def build(connection: redis.Redis, settings: Settings) -> Ingress:
-    """Return the ingress the settings ask for: RabbitMQ when RABBITMQ_URL is set, else direct."""
+    """Return the ingress the settings ask for: with RABBITMQ_URL, RabbitMQ (or Redis first), else direct."""
     if settings.rabbitmq_url:
+        if settings.ingress_mode == "redis-first":
+            return RedisFirstIngress(connection, settings)
         return RabbitIngress(connection, settings)
     return DirectIngress(connection, settings)

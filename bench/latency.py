@@ -1,6 +1,7 @@
 """Submit→done latency at a steady rate: Taskrelay vs Celery, both submitted over HTTP.
 
-Taskrelay: HTTP → RabbitMQ → bridge → batch workers, and "direct" (no RABBITMQ_URL): HTTP → RQ → batch workers.
+Taskrelay: HTTP → RabbitMQ → bridge → batch workers; "direct" (no RABBITMQ_URL): HTTP → RQ → batch workers;
+"redis-first" (INGRESS_MODE=redis-first): HTTP → RQ → batch workers, with RabbitMQ and a bridge for Redis outages.
 Celery: HTTP → Flask → RabbitMQ → prefork workers.
 
     .venv/bin/python -m bench.latency [--rate 200] [--seconds 10] [--smoke]
@@ -90,8 +91,9 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50": statistics.median(ordered), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-def taskrelay(rate: float, seconds: float, rabbitmq: bool = True) -> dict[str, Any]:
-    """Through the RabbitMQ ingress and the bridge, or (`rabbitmq` False) with the API enqueueing into RQ."""
+def taskrelay(rate: float, seconds: float, rabbitmq: bool = True, mode: str = "rabbitmq") -> dict[str, Any]:
+    """Through the RabbitMQ ingress and the bridge, or (`rabbitmq` False) with the API enqueueing into RQ;
+    `mode` is the INGRESS_MODE with RabbitMQ (`redis-first`: the API enqueues, a bridge runs for outages)."""
     url = f"{REDIS_BASE}/{BENCH_DBS[0]}"
     connection = redis.Redis.from_url(url)
     connection.flushdb()
@@ -99,6 +101,7 @@ def taskrelay(rate: float, seconds: float, rabbitmq: bool = True) -> dict[str, A
     env = {
         "REDIS_URL": url,
         "RABBITMQ_URL": RABBITMQ_URL if rabbitmq else "",
+        "INGRESS_MODE": mode if rabbitmq else "",
         "INGRESS_QUEUE": queue,
         "TASKRELAY_TASK_MODULES": "bench.tasks",
     }
@@ -201,6 +204,7 @@ def main() -> None:
     systems: dict[str, Callable[[float, float], dict[str, Any]]] = {
         "taskrelay": taskrelay,
         "taskrelay direct": partial(taskrelay, rabbitmq=False),
+        "taskrelay redis-first": partial(taskrelay, mode="redis-first"),
         "celery": celery,
     }
     for name, measure in systems.items():
@@ -210,11 +214,11 @@ def main() -> None:
         )
         print(lines[-1], flush=True)
     lines += ["", "Taskrelay's p50 / p90 per leg, ms (from `created_at`, `enqueued_at`, `started_at`, `ended_at`):"]
-    for name in ("taskrelay", "taskrelay direct"):
+    for name in ("taskrelay", "taskrelay direct", "taskrelay redis-first"):
         legs = data[f"{name} p50 legs ms"] = data[name].pop("legs")
         tails = data[f"{name} p90 legs ms"] = data[name].pop("legs p90")
         lines.append(f"- {name}: " + ", ".join(f"{leg} {ms:.2f} / {tails[leg]:.2f}" for leg, ms in legs.items()))
-    print("\n".join(lines[-3:]), flush=True)
+    print("\n".join(lines[-4:]), flush=True)
     name = "latency-smoke" if args.smoke else "latency"
     save_results(name, "\n".join(lines) + "\n", data)
 

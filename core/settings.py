@@ -61,6 +61,7 @@ DEFAULT_API_THREADS = 8
 DEFAULT_WORKERS = 2
 """RQ worker processes that `make run` starts."""
 AUTH_MODES = ("on", "off")
+INGRESS_MODES = ("rabbitmq", "redis-first")
 """TASKRELAY_AUTH: "on" (the default) asks every API request but /api/health for a key; "off" asks none."""
 
 
@@ -102,6 +103,13 @@ def _choice(
     if raw not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(a for a in allowed if a)}, got {env.get(name)!r}")
     return raw
+
+
+def _ingress_mode(env: dict[str, str]) -> str:
+    mode = _choice(env, "INGRESS_MODE", INGRESS_MODES, "rabbitmq")
+    if mode == "redis-first" and not env.get("RABBITMQ_URL"):
+        raise ConfigError("INGRESS_MODE=redis-first needs RABBITMQ_URL: the queue it publishes to while Redis is down")
+    return mode
 
 
 def _positive(env: dict[str, str], name: str, default: int) -> int:
@@ -174,6 +182,9 @@ class Settings:
     dashboard_username: str = ""
     dashboard_password: str = field(default="", repr=False)
     ingress_queue: str = DEFAULT_INGRESS_QUEUE
+    ingress_mode: str = "rabbitmq"
+    """INGRESS_MODE with RABBITMQ_URL: `rabbitmq` (every task through the queue and the bridge) or `redis-first`
+    (the API enqueues into RQ itself and publishes to the queue only while Redis does not answer; app/ingress.py)."""
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_batch_wait_s: float = DEFAULT_BRIDGE_BATCH_WAIT_S
     embedded_redis: str = ""
@@ -230,6 +241,7 @@ class Settings:
             dashboard_username=env.get("DASHBOARD_USERNAME", ""),
             dashboard_password=env.get("DASHBOARD_PASSWORD", ""),
             ingress_queue=env.get("INGRESS_QUEUE") or DEFAULT_INGRESS_QUEUE,
+            ingress_mode=_ingress_mode(env),
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_batch_wait_s=_float(env, "BRIDGE_BATCH_WAIT_S", DEFAULT_BRIDGE_BATCH_WAIT_S),
             embedded_redis=_choice(env, "TASKRELAY_EMBEDDED", EMBEDDED_REDIS_KINDS, ""),

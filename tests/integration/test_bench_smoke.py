@@ -47,6 +47,7 @@ def test_compare_smoke(bench_dbs, rabbitmq_url):
 def test_latency_smoke(bench_dbs, rabbitmq_url):
     output = run_bench(bench_dbs, "bench.latency", "--smoke")
     assert "| taskrelay | 20 |" in output and "| celery | 20 |" in output
+    assert "| taskrelay redis-first | 20 |" in output and "- taskrelay redis-first: client→API" in output
 
 
 def test_ingress_smoke(bench_dbs, rabbitmq_url):

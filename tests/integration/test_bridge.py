@@ -357,6 +357,33 @@ def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client):
             assert bridge.counters.duplicates == 0
 
 
+@pytest.mark.slow
+def test_redis_first_enqueues_itself_and_publishes_only_while_redis_is_down(rabbitmq_url, ingress_queue, make_client):
+    """INGRESS_MODE=redis-first: jobs appear with the 202 and RabbitMQ stays empty; with Redis down the API
+    still answers 202, the tasks wait in RabbitMQ, and the bridge moves every one in once Redis is back."""
+    if not _which("redis-server"):
+        pytest.skip("needs a redis-server binary to stop and restart")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = settings_for(url, rabbitmq_url, ingress_queue, INGRESS_MODE="redis-first")
+    connection = connect(url, socket_timeout_s=2)
+    client = make_client(settings, connection)
+    with private_redis(port):
+        first = client.post("/api/tasks", json=SEED_TASK)
+        assert first.status_code == 202
+        assert connection.exists(f"rq:job:{first.json['task_id']}") == 1  # no bridge running: the API queued it
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+            ingress_depth(rabbitmq_url, ingress_queue)  # nothing was ever published: not even declared yet
+    during = [client.post("/api/tasks", json=SEED_TASK) for _ in range(10)]
+    assert [r.status_code for r in during] == [202] * 10
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 10
+    with private_redis(port), running_bridge(settings) as bridge:
+        ids = [r.json["task_id"] for r in during]
+        wait_until(lambda: bridge.counters.moved == 10, what="the bridge to move what waited in RabbitMQ")
+        assert sum(connection.exists(f"rq:job:{i}") for i in ids) == 10
+        assert bridge.counters.duplicates == 0
+
+
 def _which(name: str) -> bool:
     from shutil import which
 

@@ -111,7 +111,7 @@ def test_a_failed_publish_leaves_a_takers_record_and_takes_back_only_its_own_cou
 
 
 def test_after_redis_fails_a_record_the_next_second_of_submits_skips_them_and_then_tries_again():
-    from app.ingress import RECORD_PAUSE_S, RabbitIngress
+    from app.ingress import REDIS_PAUSE_S, RabbitIngress
     from bridge.message import Outgoing
     from core.settings import Settings
 
@@ -135,16 +135,16 @@ def test_after_redis_fails_a_record_the_next_second_of_submits_skips_them_and_th
 
     connection.pipeline = counted_pipeline  # type: ignore[method-assign]
     now = [100.0]
-    ingress.clock = lambda: now[0]
+    ingress.redis_pause.clock = lambda: now[0]
 
     server.connected = False
     assert ingress._flush([request("down-1")]) == [None]  # accepted: it waits in RabbitMQ
     assert tries == 1
-    now[0] += RECORD_PAUSE_S / 2
+    now[0] += REDIS_PAUSE_S / 2
     assert ingress._flush([request("down-2")]) == [None]
     assert tries == 1  # not tried again: that submit did not wait out the client's retries
     server.connected = True
-    now[0] += RECORD_PAUSE_S / 2 + 0.01
+    now[0] += REDIS_PAUSE_S / 2 + 0.01
     assert ingress._flush([request("up-1")]) == [None]
     assert tries == 2
     assert published == ["down-1", "down-2", "up-1"]
