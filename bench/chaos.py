@@ -1,6 +1,7 @@
 """Chaos: the whole system under load while its processes and servers are killed; nothing accepted may be lost.
 
     .venv/bin/python -m bench.chaos [--smoke] [--tasks 10000] [--workflows 200] [--appendfsync always]
+                                    [--ingress-mode rabbitmq|redis-first]
 
 It starts its own servers, so the machine's are never touched: a Redis with
 AOF on a free port (the system's Redis), a RabbitMQ node on a free port (the
@@ -22,7 +23,8 @@ BENCH_REDIS_DBS[0]). Printed at the end: accepted, finished, failed, lost
 (accepted, never finished: must be 0), run more than once (with the likely
 cause), the longest wait of an abandoned task before its retry, HTTP answers by
 status (whether every 503 carried Retry-After), and workflows finished.
-Writes bench/results/chaos.{json,md} (chaos-smoke.* with --smoke).
+Writes bench/results/chaos.{json,md} (chaos-smoke.* with --smoke; chaos-redis-first.* with
+--ingress-mode redis-first, where the API enqueues into Redis and publishes only while Redis is down).
 """
 
 from __future__ import annotations
@@ -257,11 +259,12 @@ def _workflow(n: int) -> dict[str, Any]:
 class System:
     """The API (gunicorn), the bridge and the workers, each restartable, on the chaos servers."""
 
-    def __init__(self, redis_url: str, rabbit_url: str, queue: str, workers: int) -> None:
+    def __init__(self, redis_url: str, rabbit_url: str, queue: str, workers: int, ingress_mode: str) -> None:
         self.env = child_env(
             REDIS_URL=redis_url,
             RABBITMQ_URL=rabbit_url,
             INGRESS_QUEUE=queue,
+            INGRESS_MODE=ingress_mode,
             TASKRELAY_TASK_MODULES="bench.tasks",
             CHAOS_OBSERVER_URL=OBSERVER_URL,
             RETRY_BASE_S="0.5",
@@ -311,6 +314,7 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--appendfsync", default="always", choices=("always", "everysec"))
+    parser.add_argument("--ingress-mode", default="rabbitmq", choices=("rabbitmq", "redis-first"))
     args = parser.parse_args()
     if args.smoke:
         args.tasks, args.workflows = 400, 10
@@ -323,7 +327,8 @@ def main() -> None:
     rabbit = OwnRabbit(workdir)
     proxy = TcpProxy("127.0.0.1", rabbit.port)
     queue = f"taskrelay.chaos.{uuid.uuid4().hex[:8]}"
-    system = System(own_redis.url, f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", queue, workers=3)
+    rabbit_url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
+    system = System(own_redis.url, rabbit_url, queue, workers=3, ingress_mode=args.ingress_mode)
     answers = Answers()
     started = time.monotonic()
     try:
@@ -334,7 +339,7 @@ def main() -> None:
         rabbit.stop()
         own_redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    name = "chaos-smoke" if args.smoke else "chaos"
+    name = "chaos" + ("-redis-first" if args.ingress_mode == "redis-first" else "") + ("-smoke" if args.smoke else "")
     save_results(name, report["markdown"], report["data"])
     print(report["markdown"])
     if report["data"]["lost"]:
@@ -526,11 +531,12 @@ def _report(
         "submitted_s": round(submitted_s, 1),
         "drained_s": round(drained_s, 1),
         "appendfsync": args.appendfsync,
+        "ingress_mode": args.ingress_mode,
     }
     lines = [
         f"Chaos run ({answers.submitted_tasks} tasks, {args.workflows} workflows, 3 batch workers, gunicorn 2 workers,"
         " own Redis"
-        f" with appendfsync {args.appendfsync}, own RabbitMQ node; one run)",
+        f" with appendfsync {args.appendfsync}, own RabbitMQ node, INGRESS_MODE={args.ingress_mode}; one run)",
         "",
         "| what | figure |",
         "|---|---:|",
