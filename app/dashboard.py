@@ -12,11 +12,17 @@ request under /dashboard, not by every start: the API routes /dashboard/... to
 a view that hands the request to a small Flask app holding rq-dashboard's
 blueprint, built on first use. The API's own hooks (keys, audit, headers, the
 request log) run around it as around any route.
+
+Its requeue buttons (one failed job, or a queue's whole failed list) do what
+POST /api/tasks/{id}/retry does (app/retry.py), not RQ's bare requeue: the
+same rules (a workflow's step is refused: it stays failed, and the refusal is
+logged), counted in taskrelay_tasks_submitted_total, and handed to idle workers.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -26,6 +32,8 @@ from flask import Flask, Response, request
 from core.settings import Settings
 from core.storage.paused import paused_names
 from core.storage.queues import SERIALIZER, JSONJob, JSONWorker
+
+log = logging.getLogger("taskrelay.dashboard")
 
 URL_PREFIX = "/dashboard"
 METHODS = ["GET", "POST"]
@@ -51,6 +59,7 @@ def build(redis_url: str) -> Flask:
     rq_dashboard.web.config.serializer = SERIALIZER
     rq_dashboard.web.Worker = JSONWorker
     rq_dashboard.web.Job = JSONJob  # JSON always, and a success's return value where the batch worker writes it
+    rq_dashboard.web.requeue_job = requeue_as_retry  # both its requeue views call this module-level name
     if not hasattr(rq_dashboard.web.serialize_queues, "shows_pauses"):
         rq_dashboard.web.serialize_queues = _showing_pauses(rq_dashboard.web.serialize_queues)
     # the app's /static is rq-dashboard's folder too: its pages link both url_for("static") and its blueprint's
@@ -59,6 +68,18 @@ def build(redis_url: str) -> Flask:
     inner.register_blueprint(rq_dashboard.blueprint)
     rq_dashboard.web.setup_rq_connection(inner)
     return inner
+
+
+def requeue_as_retry(job_id: str, connection: Any, **_: Any) -> None:
+    """rq-dashboard's requeue of `job_id`, done as POST /api/tasks/{id}/retry; a refused one is logged, not raised
+    (a queue's "requeue all" goes on with the rest)."""
+    from app.errors import TaskNotFound, TaskNotRetryable
+    from app.retry import retry
+
+    try:
+        retry(connection, job_id)
+    except (TaskNotFound, TaskNotRetryable) as exc:
+        log.warning("dashboard requeue refused: %s", exc, extra={"task_id": job_id})
 
 
 PAUSED_MARK = " (paused)"

@@ -101,3 +101,44 @@ def test_a_result_the_batch_worker_wrote_shows_in_the_dashboard_and_the_api(redi
     assert job.json["status"] == "finished"
     assert job.json["result"] == status["status"]["result"]
     assert not real_redis.exists(f"rq:results:{task_id}")
+
+
+def test_its_requeue_buttons_do_what_the_retry_endpoint_does(redis_url, real_redis, caplog):
+    """rq-dashboard's requeue (one job, and a queue's "requeue all") goes through app/retry.py: a failed task is
+    requeued and counted as submitted again; a failed workflow step is refused (it stays failed), as the API would."""
+    from core.storage import metrics
+    from core.storage.queues import SERIALIZER, worker_queues
+    from jobs.batch_worker import BatchWorker
+
+    settings = keyed_settings(
+        {
+            "REDIS_URL": redis_url,
+            "DASHBOARD_USERNAME": "ops",
+            "DASHBOARD_PASSWORD": "s3cret",
+            "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        }
+    )
+    client = create_app(settings, real_redis).test_client()
+    task_id = client.post("/api/tasks", json={"task_type": "test_bad_input", "parameters": {}}).json["task_id"]
+    flow = client.post("/api/workflows", json={"steps": [{"id": "a", "task_type": "test_bad_input"}]}).json
+    step_id = flow["steps"]["a"]["task_id"]
+
+    def drain() -> None:
+        BatchWorker(worker_queues(real_redis), connection=real_redis, serializer=SERIALIZER).work(
+            burst=True, logging_level="WARNING"
+        )
+
+    drain()
+    assert {client.get(f"/api/tasks/{i}").json["state"] for i in (task_id, step_id)} == {"FAILURE"}
+    counted = real_redis.hget(metrics.SUBMITTED_KEY, '["test_bad_input","normal"]')
+
+    with caplog.at_level("WARNING", logger="taskrelay.dashboard"):
+        assert client.post(f"/dashboard/job/{step_id}/requeue", headers=AUTH).status_code == 200
+        assert client.post("/dashboard/requeue/normal_priority", headers=AUTH).status_code == 200
+    assert client.get(f"/api/tasks/{task_id}").json["state"] == "RETRY"  # requeued: a new attempt waits
+    assert client.get(f"/api/tasks/{step_id}").json["state"] == "FAILURE"  # a step is never retried alone
+    refusals = [r.getMessage() for r in caplog.records if r.name == "taskrelay.dashboard"]
+    assert len(refusals) == 2 and all("submit the workflow again" in line for line in refusals)
+    assert int(real_redis.hget(metrics.SUBMITTED_KEY, '["test_bad_input","normal"]')) == int(counted) + 1
+    drain()
+    assert client.get(f"/api/tasks/{task_id}").json["status"]["attempts"] == 2
