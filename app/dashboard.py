@@ -16,7 +16,7 @@ request log) run around it as around any route.
 Its requeue buttons (one failed job, or a queue's whole failed list) do what
 POST /api/tasks/{id}/retry does (app/retry.py), not RQ's bare requeue: the
 same rules (a workflow's step is refused: it stays failed, and the refusal is
-logged), counted in taskrelay_tasks_submitted_total, and handed to idle workers.
+logged), counted in taskrelay_tasks_submitted_total, and announced to batch workers as an enqueue is.
 """
 
 from __future__ import annotations
