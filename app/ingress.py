@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -23,6 +23,7 @@ from core.storage.enqueue import enqueue_batch
 from core.workflow import Plan
 
 log = logging.getLogger("taskrelay.ingress")
+T = TypeVar("T")
 
 REDIS_PAUSE_S = 1.0
 """After Redis failed to answer, an API process leaves it alone for this long where it has another way:
@@ -252,26 +253,29 @@ class RedisFirstIngress:
         self.commits.submit(request)
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
-        if not self.pause.active():
-            try:
-                return self.direct._flush(requests)
-            except BackendUnavailable as exc:
-                self._fell_back(exc, [r.task_id for r in requests])
-        return self.rabbit._flush(requests)
+        return self._redis_first(
+            lambda: self.direct._flush(requests), lambda: self.rabbit._flush(requests), [r.task_id for r in requests]
+        )
 
     def submit_workflow(self, plan: Plan) -> None:
+        self._redis_first(
+            lambda: self.direct.submit_workflow(plan), lambda: self.rabbit.submit_workflow(plan), [plan.workflow_id]
+        )
+
+    def _redis_first(self, into_redis: Callable[[], T], to_rabbitmq: Callable[[], T], ids: list[str]) -> T:
+        """Run `into_redis`, unless Redis failed moments ago; when it does not answer, run `to_rabbitmq`."""
         if not self.pause.active():
             try:
-                return self.direct.submit_workflow(plan)
+                return into_redis()
             except BackendUnavailable as exc:
-                self._fell_back(exc, [plan.workflow_id])
-        self.rabbit.submit_workflow(plan)
-
-    def _fell_back(self, exc: BackendUnavailable, ids: list[str]) -> None:
-        self.pause.start()
-        log.warning(
-            "Redis did not take %d items (%s): publishing them to RabbitMQ", len(ids), exc, extra={"task_ids": ids}
-        )
+                self.pause.start()
+                log.warning(
+                    "Redis did not take %d items (%s): publishing them to RabbitMQ",
+                    len(ids),
+                    exc,
+                    extra={"task_ids": ids},
+                )
+        return to_rabbitmq()
 
     def purge(self) -> int:
         return self.rabbit.purge()
