@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from flask.testing import FlaskClient
@@ -118,3 +118,28 @@ def round_trips(connection: Any) -> list[str]:
 
     connection.execute_command, connection.pipeline = command, recorded_pipeline
     return sent
+
+
+class PipelineCount:
+    """Counts the pipelines opened on `connection` (one per round trip a flush makes) by wrapping its `pipeline`."""
+
+    def __init__(self, connection: Any) -> None:
+        self.count = 0
+        opened = connection.pipeline
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return opened(*args, **kwargs)
+
+        connection.pipeline = counted
+
+
+class Published:
+    """Stands in for the publisher's `publish_many`: records the ids of what would have gone to RabbitMQ."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, messages: Sequence[Any]) -> list[str | None]:
+        self.ids.extend(m.message_id for m in messages)
+        return [None] * len(messages)

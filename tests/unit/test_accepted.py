@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import fakeredis
@@ -112,41 +111,28 @@ def test_a_failed_publish_leaves_a_takers_record_and_takes_back_only_its_own_cou
 
 def test_after_redis_fails_a_record_the_next_second_of_submits_skips_them_and_then_tries_again():
     from app.ingress import REDIS_PAUSE_S, RabbitIngress
-    from bridge.message import Outgoing
     from core.settings import Settings
+    from tests.helpers import PipelineCount, Published
 
     server = fakeredis.FakeServer()
     connection = fakeredis.FakeRedis(server=server)
     ingress = RabbitIngress(connection, Settings.from_env({"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}))
-    published: list[str] = []
-
-    def publish_many(messages: Sequence[Outgoing]) -> list[str | None]:
-        published.extend(m.message_id for m in messages)
-        return [None] * len(messages)
-
-    ingress.publisher.publish_many = publish_many  # type: ignore[method-assign]
-    tries = 0
-    pipeline = connection.pipeline
-
-    def counted_pipeline(*args, **kwargs):
-        nonlocal tries
-        tries += 1
-        return pipeline(*args, **kwargs)
-
-    connection.pipeline = counted_pipeline  # type: ignore[method-assign]
+    published = Published()
+    ingress.publisher.publish_many = published  # type: ignore[method-assign]
+    tries = PipelineCount(connection)
     now = [100.0]
     ingress.redis_pause.clock = lambda: now[0]
 
     server.connected = False
     assert ingress._flush([request("down-1")]) == [None]  # accepted: it waits in RabbitMQ
-    assert tries == 1
+    assert tries.count == 1
     now[0] += REDIS_PAUSE_S / 2
     assert ingress._flush([request("down-2")]) == [None]
-    assert tries == 1  # not tried again: that submit did not wait out the client's retries
+    assert tries.count == 1  # not tried again: that submit did not wait out the client's retries
     server.connected = True
     now[0] += REDIS_PAUSE_S / 2 + 0.01
     assert ingress._flush([request("up-1")]) == [None]
-    assert tries == 2
-    assert published == ["down-1", "down-2", "up-1"]
+    assert tries.count == 2
+    assert published.ids == ["down-1", "down-2", "up-1"]
     assert accepted.get(connection, "up-1") is not None
     assert accepted.get(connection, "down-2") is None

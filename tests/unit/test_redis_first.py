@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import fakeredis
 import pytest
 
 from app.ingress import REDIS_PAUSE_S, RabbitIngress, RedisFirstIngress, build
-from bridge.message import Outgoing
 from core import accepted
 from core.errors import ConfigError
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.keys import job_key
+from tests.helpers import PipelineCount, Published
 
 RABBIT = {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F"}
 
 
 def request(task_id: str) -> TaskRequest:
     return TaskRequest(task_id, "data_processing", "normal", {"data": [1]}, submitted_at="2026-01-01T00:00:00+00:00")
-
-
-class Published:
-    """Stands in for the publisher's publish_many: records what would have gone to RabbitMQ."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def __call__(self, messages: Sequence[Outgoing]) -> list[str | None]:
-        self.ids.extend(m.message_id for m in messages)
-        return [None] * len(messages)
 
 
 def redis_first(connection: fakeredis.FakeRedis) -> tuple[RedisFirstIngress, Published, list[float]]:
@@ -64,23 +51,15 @@ def test_with_redis_down_tasks_are_published_and_redis_is_left_alone_for_the_pau
     server = fakeredis.FakeServer()
     connection = fakeredis.FakeRedis(server=server)
     ingress, published, now = redis_first(connection)
-    tries = 0
-    pipeline = connection.pipeline
-
-    def counted_pipeline(*args, **kwargs):
-        nonlocal tries
-        tries += 1
-        return pipeline(*args, **kwargs)
-
-    connection.pipeline = counted_pipeline  # type: ignore[method-assign]
+    tries = PipelineCount(connection)
     server.connected = False
     ingress.submit(request("down-1"))  # Redis fails: published instead, and the answer is a 202
     assert published.ids == ["down-1"]
-    tried_while_down = tries
+    tried_while_down = tries.count
     now[0] += REDIS_PAUSE_S / 2
     ingress.submit(request("down-2"))
     assert published.ids == ["down-1", "down-2"]
-    assert tries == tried_while_down  # neither the enqueue nor the accepted record tried Redis again
+    assert tries.count == tried_while_down  # neither the enqueue nor the accepted record tried Redis again
     server.connected = True
     now[0] += REDIS_PAUSE_S / 2 + 0.01
     ingress.submit(request("back-1"))
