@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from bench.ingress import BENCH_DBS, RABBITMQ_URL, REDIS_BASE
-from bench.procs import child_env, descendants, peak_rss_mb, save_results
+from bench.procs import child_env, descendants, peak_rss_mb, save_results, stop_all
 from core.storage import keys
 from core.storage.places import places_of
 from core.storage.queues import get_queue
@@ -99,11 +99,7 @@ def _run(
         feeder.join()
         stop.set()
         watcher.join()
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(stop_signal)
-        for process in processes:
-            process.wait()
+        stop_all(processes, sig=stop_signal)
 
 
 def drain_taskrelay(workload: str, count: int) -> dict:
