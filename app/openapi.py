@@ -34,6 +34,8 @@ from flask.cli import with_appcontext
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import NotFound
 
+from core.registry import built
+
 if TYPE_CHECKING:
     import flask_openapi3
 
@@ -140,14 +142,16 @@ def validated(models: dict[str, Any], path_kwargs: dict[str, Any]) -> dict[str, 
     kwargs: dict[str, Any] = {}
     if "header" in models:
         headers = dict(request.headers)  # one value per name, as flask-openapi3 reads them
-        kwargs["header"] = models["header"].model_validate(_collect(models["header"], headers, header=True))
+        header = built(models["header"])
+        kwargs["header"] = header.model_validate(_collect(header, headers, header=True))
     if "path" in models:
-        kwargs["path"] = models["path"].model_validate(path_kwargs)
+        kwargs["path"] = built(models["path"]).model_validate(path_kwargs)
     if "query" in models:
-        kwargs["query"] = models["query"].model_validate(_collect(models["query"], request.args))
+        query = built(models["query"])
+        kwargs["query"] = query.model_validate(_collect(query, request.args))
     if "body" in models:
         obj = request.get_json(silent=True)
-        body = models["body"]
+        body = built(models["body"])
         kwargs["body"] = body.model_validate_json(obj) if isinstance(obj, str) else body.model_validate(obj)
     if "raw" in models:
         kwargs["raw"] = request

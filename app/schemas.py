@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.states import LIST_TYPES, STATES
 from core.model import MAX_KEEP_AGE_S, MAX_KEEP_COUNT, NO_RETENTION, Keep, Retention
+from core.registry import built
 from core.storage import apikeys
 from core.workflow import MAX_MAP_ITEMS, MAX_STEPS
 
@@ -76,6 +77,7 @@ class Model(BaseModel):
         key = (cls, args, tuple(sorted(kwargs.items())))
         schema = _JSON_SCHEMAS.get(key)
         if schema is None:
+            built(cls)  # pydantic would build it inside, but not safely from two threads at once
             schema = _JSON_SCHEMAS[key] = super().model_json_schema(*args, **kwargs)
         return _copied(schema)
 

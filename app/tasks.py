@@ -41,7 +41,7 @@ def checked_task_type(task_type: str, parameters: dict[str, Any]) -> TaskType:
     spec = registry.get(task_type)
     if spec.params_model is not None:
         try:
-            spec.params_model.model_validate(parameters)
+            registry.built(spec.params_model).model_validate(parameters)
         except ValidationError as exc:
             raise invalid_request(exc, prefix="parameters") from None
     return spec

@@ -9,14 +9,34 @@ live in `jobs/`; custom ones live in any module named in TASKRELAY_TASK_MODULES.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from core.errors import TaskInputError, UnknownTaskType
 from core.model import NO_RETENTION, Retention
+
+M = TypeVar("M", bound=type[BaseModel])
+_BUILDING = threading.Lock()
+
+
+def built(model: M) -> M:
+    """Return `model` with its validator built, building it now if it was declared with defer_build.
+
+    pydantic builds a deferred model on first use, and that build is not thread-safe: two threads of one API
+    process using the model for the first time at once can find it half built (pydantic's "this is a bug!
+    please report it" assertion, or a wrong validation). Every first use goes through here: one build at a
+    time, and a model already built costs one attribute read.
+    """
+    if not model.__pydantic_complete__:
+        with _BUILDING:
+            if not model.__pydantic_complete__:
+                model.model_rebuild()
+    return model
+
 
 BUILTIN_MODULES = ("jobs.data_processing", "jobs.email_sending", "jobs.file_processing")
 DEFAULT_MAX_RETRIES = 3
@@ -47,7 +67,7 @@ class TaskType:
         if self.params_model is None:
             return parameters
         try:
-            return self.params_model.model_validate(parameters)
+            return built(self.params_model).model_validate(parameters)
         except ValidationError as exc:
             raise TaskInputError(describe_validation_error(exc, prefix="parameters")) from None
 
@@ -112,7 +132,7 @@ def build_models() -> None:
     """
     for spec in _registry.values():
         if spec.params_model is not None:
-            spec.params_model.model_rebuild()
+            built(spec.params_model)
 
 
 def get(name: str) -> TaskType:
