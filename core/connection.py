@@ -2,7 +2,8 @@
 
 Callers never catch `redis.exceptions.*`: they run Redis calls inside
 `redis_errors()` and catch BackendUnavailable (Redis did not answer, after the
-client's bounded retries) or StorageError (Redis answered with an error).
+client's bounded retries, or it is full: BackendFull) or StorageError (Redis
+answered with another error).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry as RedisRetry
 
-from core.errors import BackendUnavailable, StorageError
+from core.errors import BackendFull, BackendUnavailable, StorageError
 
 REDIS_CONNECT_TIMEOUT_S = 5.0
 """Give up connecting to Redis after this many seconds (each try)."""
@@ -41,11 +42,17 @@ def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
 
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn Redis failures into BackendUnavailable (no answer) or StorageError (an error reply)."""
+    """Turn Redis failures into BackendUnavailable (no answer), BackendFull (an OOM reply: a write refused at
+    `maxmemory`) or StorageError (another error reply).
+
+    redis-py raises an OOM reply as OutOfMemoryError from a command, a pipeline (the first failed command's
+    error) and a script alike."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         raise BackendUnavailable(f"Redis is not answering ({exc.__class__.__name__})") from exc
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise BackendFull("Redis is full (it refuses writes at its maxmemory)") from exc
     except redis.exceptions.RedisError as exc:
         raise StorageError(f"Redis refused a command: {exc}") from exc
 

@@ -5,6 +5,7 @@
     ├── UnknownTaskType
     ├── TaskInputError
     ├── BackendUnavailable
+    │   ├── BackendFull
     │   └── IngressUnavailable
     ├── StorageError
     ├── PoisonMessage
@@ -44,12 +45,22 @@ class BackendUnavailable(TaskrelayError):
     """Redis (or another backing service) did not answer after bounded retries."""
 
 
+class BackendFull(BackendUnavailable):
+    """Redis answered but refuses writes: it reached its `maxmemory` (with `noeviction`, as the README asks).
+
+    Passing, like an outage: memory comes back as results expire and history is trimmed, or when an operator
+    raises the limit. So it is handled as one: the API answers 503 with Retry-After (RabbitMQ modes still
+    accept, into RabbitMQ), the bridge holds its batch and retries, a worker restarts its loop.
+    """
+
+
 class IngressUnavailable(BackendUnavailable):
     """RabbitMQ did not answer, refused the connection, or did not confirm a message."""
 
 
 class StorageError(TaskrelayError):
-    """Redis answered a command with an error (out of memory, wrong type): not a passing outage."""
+    """Redis answered a command with an error (a wrong type, a failing script): not a passing outage (a full
+    Redis is BackendFull)."""
 
 
 class PoisonMessage(TaskrelayError):

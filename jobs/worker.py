@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                 worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
             return 0
         except BackendUnavailable as exc:
-            # RQ's loop retries a lost Redis while idle, but not mid-task: start over once it answers.
-            log.error("lost Redis (%s); restarting the work loop in %.0f s", exc, backoff)
+            # RQ's loop retries a lost Redis while idle, but not mid-task, nor a full one (BackendFull):
+            # start over once it answers and takes writes.
+            log.error("Redis failed (%s); restarting the work loop in %.0f s", exc, backoff)
             time.sleep(backoff)
             backoff = min(RECONNECT_MAX_S, backoff * 2)
             worker = build_worker(settings, worker_class, args.name)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from tests.helpers import KEY_HEADER, TEST_API_KEY, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +177,41 @@ def spawn_api(redis_url: str, port: int, **extra: str) -> subprocess.Popen:
     }
     api = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     return _spawn([*api, "--threads", "4", "--log-level", "warning", "app:create_app()"], env)
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen]:
+    """Run a redis-server of the test's own on `port` (no persistence) for the block: one it may stop or fill."""
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: _pings(port), what="redis-server to start")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _pings(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+@contextmanager
+def redis_full(port: int) -> Iterator[None]:
+    """Make the redis-server on `port` refuse every write as full (maxmemory 1 byte, noeviction) for the block."""
+    client = redis.Redis(port=port)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        yield
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()

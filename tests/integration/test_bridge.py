@@ -32,7 +32,7 @@ from core.settings import Settings
 from core.storage import idempotency
 from core.storage.queues import SERIALIZER, all_queues
 from tests.helpers import keyed_settings, submit_concurrently, wait_until
-from tests.processes import ROOT, free_port
+from tests.processes import ROOT, free_port, private_redis, redis_full
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq]
@@ -311,27 +311,6 @@ def test_dropped_connection_is_reestablished(redis_url, rabbitmq_url, ingress_qu
         proxy.close()
 
 
-@contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: _pings(port), what="redis-server to start")
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
-    except redis.exceptions.ConnectionError:
-        return False
-
-
 @pytest.mark.slow
 def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client):
     if not _which("redis-server"):
@@ -381,6 +360,33 @@ def test_redis_first_enqueues_itself_and_publishes_only_while_redis_is_down(rabb
         ids = [r.json["task_id"] for r in during]
         wait_until(lambda: bridge.counters.moved == 10, what="the bridge to move what waited in RabbitMQ")
         assert sum(connection.exists(f"rq:job:{i}") for i in ids) == 10
+        assert bridge.counters.duplicates == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["rabbitmq", "redis-first"])
+def test_a_full_redis_holds_accepted_tasks_in_rabbitmq_until_it_has_room(
+    rabbitmq_url, ingress_queue, make_client, mode
+):
+    """Redis at its maxmemory (noeviction) refuses writes: the API still answers 202 (the tasks wait in
+    RabbitMQ), the bridge holds its batch and retries instead of dying, and moves every task once there is room."""
+    if not _which("redis-server"):
+        pytest.skip("needs a redis-server binary to fill")
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings = settings_for(url, rabbitmq_url, ingress_queue, INGRESS_MODE=mode)
+    connection = connect(url, socket_timeout_s=2)
+    client = make_client(settings, connection)
+    with private_redis(port), running_bridge(settings) as bridge:
+        with redis_full(port):
+            answers = [client.post("/api/tasks", json=SEED_TASK) for _ in range(5)]
+            assert [r.status_code for r in answers] == [202] * 5
+            wait_until(lambda: bridge.counters.redis_waits >= 2, what="the bridge to wait for room")
+            ids = [r.json["task_id"] for r in answers]
+            assert bridge.counters.moved == 0
+            assert sum(connection.exists(f"rq:job:{i}") for i in ids) == 0
+        wait_until(lambda: bridge.counters.moved == 5, what="the bridge to move the tasks once Redis had room")
+        assert sum(connection.exists(f"rq:job:{i}") for i in ids) == 5
         assert bridge.counters.duplicates == 0
 
 

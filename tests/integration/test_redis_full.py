@@ -1,0 +1,68 @@
+"""A full Redis (its maxmemory reached, noeviction) without RabbitMQ: a clear 503, and workers that wait for room.
+
+(With RabbitMQ, the API still accepts into it and the bridge waits: tests/integration/test_bridge.py.)
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from app import create_app
+from core.connection import connect
+from tests.helpers import keyed_settings, wait_until
+from tests.processes import free_port, private_redis, redis_full, spawn_worker, stop_worker
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data": "example data"}}
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, redis.Redis]]:
+    """A redis-server of this test's own (it fills it), and a client of it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs a redis-server binary to fill")
+    port = free_port()
+    connection = connect(f"redis://127.0.0.1:{port}/0", socket_timeout_s=2)
+    with private_redis(port):
+        yield port, connection
+    connection.close()
+
+
+def oom_refusals(connection: redis.Redis) -> int:
+    """How many commands this Redis refused as out of memory (INFO errorstats)."""
+    return int(connection.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
+def test_a_full_redis_gets_a_503_naming_it_and_workers_wait_for_room(own_redis):
+    port, connection = own_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    app = create_app(keyed_settings({"REDIS_URL": url, "RETRY_BASE_S": "0"}), connection)
+    client = app.test_client()
+    queued = [client.post("/api/tasks", json=TASK).json["task_id"] for _ in range(3)]
+    with redis_full(port):
+        refused = client.post("/api/tasks", json=TASK)
+        assert refused.status_code == 503
+        assert refused.headers["Retry-After"]
+        assert "Redis is full" in refused.json["message"]
+        assert client.get(f"/api/tasks/{queued[0]}").json["state"] == "PENDING"  # reads still work
+        worker = spawn_worker(url)
+        try:
+            before = oom_refusals(connection)
+            wait_until(lambda: oom_refusals(connection) >= before + 2, what="the worker to try twice")
+            assert worker.poll() is None, "the worker exited on a full Redis"
+            assert {client.get(f"/api/tasks/{i}").json["state"] for i in queued} == {"PENDING"}
+        except BaseException:
+            stop_worker(worker, kill=True)
+            raise
+    try:
+        wait_until(
+            lambda: {client.get(f"/api/tasks/{i}").json["state"] for i in queued} == {"SUCCESS"},
+            what="the tasks to run once Redis had room",
+        )
+    finally:
+        stop_worker(worker)

@@ -1,0 +1,30 @@
+"""core.connection.redis_errors: the one place Redis's exceptions become Taskrelay's."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from core.connection import redis_errors
+from core.errors import BackendFull, BackendUnavailable, StorageError
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (redis.exceptions.ConnectionError("refused"), BackendUnavailable),
+        (redis.exceptions.TimeoutError("timed out"), BackendUnavailable),
+        (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), BackendFull),
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), StorageError),
+    ],
+)
+def test_each_redis_failure_becomes_one_taskrelay_error(raised, expected):
+    with pytest.raises(expected) as caught, redis_errors():
+        raise raised
+    assert caught.value.__cause__ is raised
+
+
+def test_a_full_redis_is_handled_as_an_outage_and_says_so():
+    """Every caller that waits out an outage (the bridge, workers, the API's 503) waits out a full Redis too."""
+    with pytest.raises(BackendUnavailable, match="Redis is full"), redis_errors():
+        raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
