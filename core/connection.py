@@ -26,7 +26,8 @@ API_SOCKET_TIMEOUT_S = 10.0
 
 
 def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
-    """Return a Redis client for `url` that retries connection errors a bounded number of times.
+    """Return a Redis client for `url` that retries connection errors and READONLY replies a bounded number of
+    times, reconnecting before each try.
 
     Workers pass no socket timeout: they block on BLPOP for minutes by design.
     """
@@ -36,14 +37,20 @@ def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
         socket_timeout=socket_timeout_s,
         health_check_interval=30,
         retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        # READONLY: this connection reaches a replica, as the old primary becomes one in a failover (Sentinel,
+        # ElastiCache): the retry reconnects first, so a moved endpoint (DNS) leads to the new primary.
+        retry_on_error=[
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ReadOnlyError,
+        ],
     )
 
 
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn Redis failures into BackendUnavailable (no answer), BackendFull (an OOM reply: a write refused at
-    `maxmemory`) or StorageError (another error reply).
+    """Turn Redis failures into BackendUnavailable (no answer, or a READONLY reply: a replica), BackendFull (an
+    OOM reply: a write refused at `maxmemory`) or StorageError (another error reply).
 
     redis-py raises an OOM reply as OutOfMemoryError from a command, a pipeline (the first failed command's
     error) and a script alike."""
@@ -53,6 +60,8 @@ def redis_errors() -> Iterator[None]:
         raise BackendUnavailable(f"Redis is not answering ({exc.__class__.__name__})") from exc
     except redis.exceptions.OutOfMemoryError as exc:
         raise BackendFull("Redis is full (it refuses writes at its maxmemory)") from exc
+    except redis.exceptions.ReadOnlyError as exc:
+        raise BackendUnavailable("Redis is read-only (a replica: a failover under way?)") from exc
     except redis.exceptions.RedisError as exc:
         raise StorageError(f"Redis refused a command: {exc}") from exc
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -181,17 +182,21 @@ def spawn_api(redis_url: str, port: int, **extra: str) -> subprocess.Popen:
 
 @contextmanager
 def private_redis(port: int) -> Iterator[subprocess.Popen]:
-    """Run a redis-server of the test's own on `port` (no persistence) for the block: one it may stop or fill."""
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: _pings(port), what="redis-server to start")
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    """Run a redis-server of the test's own on `port` (no persistence) for the block: one it may stop or fill.
+
+    It runs in a directory of its own, where a replica writes the copy it receives."""
+    with tempfile.TemporaryDirectory(prefix="taskrelay-redis-") as directory:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            cwd=directory,
+        )
+        try:
+            wait_until(lambda: _pings(port), what="redis-server to start")
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 def _pings(port: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from core.connection import redis_errors
+from core.connection import connect, redis_errors
 from core.errors import BackendFull, BackendUnavailable, StorageError
 
 
@@ -15,12 +15,14 @@ from core.errors import BackendFull, BackendUnavailable, StorageError
         (redis.exceptions.ConnectionError("refused"), BackendUnavailable),
         (redis.exceptions.TimeoutError("timed out"), BackendUnavailable),
         (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), BackendFull),
+        (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), BackendUnavailable),
         (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), StorageError),
     ],
 )
 def test_each_redis_failure_becomes_one_taskrelay_error(raised, expected):
     with pytest.raises(expected) as caught, redis_errors():
         raise raised
+    assert type(caught.value) is expected
     assert caught.value.__cause__ is raised
 
 
@@ -28,3 +30,12 @@ def test_a_full_redis_is_handled_as_an_outage_and_says_so():
     """Every caller that waits out an outage (the bridge, workers, the API's 503) waits out a full Redis too."""
     with pytest.raises(BackendUnavailable, match="Redis is full"), redis_errors():
         raise redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+
+
+def test_the_client_retries_a_readonly_reply_as_it_does_a_lost_connection():
+    """redis-py reconnects before each retry: after a failover, the retry reaches the new primary
+    (tests/integration/test_redis_refusals.py)."""
+    client = connect("redis://127.0.0.1:1/0")
+    errors = client.connection_pool.connection_kwargs["retry_on_error"]
+    assert redis.exceptions.ReadOnlyError in errors
+    assert redis.exceptions.ConnectionError in errors

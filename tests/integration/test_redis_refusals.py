@@ -1,6 +1,8 @@
-"""A full Redis (its maxmemory reached, noeviction) without RabbitMQ: a clear 503, and workers that wait for room.
+"""A Redis that answers but refuses writes, without RabbitMQ: full (its maxmemory reached, noeviction), or a
+replica (READONLY, as the old primary in a failover). A clear 503, workers that wait for room, and a reconnect
+that finds the new primary.
 
-(With RabbitMQ, the API still accepts into it and the bridge waits: tests/integration/test_bridge.py.)
+(A full Redis with RabbitMQ: the API still accepts into it and the bridge waits; tests/integration/test_bridge.py.)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from app import create_app
 from core.connection import connect
 from tests.helpers import keyed_settings, wait_until
 from tests.processes import free_port, private_redis, redis_full, spawn_worker, stop_worker
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -66,3 +69,39 @@ def test_a_full_redis_gets_a_503_naming_it_and_workers_wait_for_room(own_redis):
         )
     finally:
         stop_worker(worker)
+
+
+def test_a_failover_finds_the_new_primary_and_a_replica_alone_gets_a_503():
+    """The API's connection leads (through a forwarder standing for a DNS name) to the primary A. In the
+    failover B takes over, A becomes its replica and the name leads to B: A's READONLY reply makes the client
+    reconnect, and the submit lands in B. Led to a replica alone, a submit gets a 503 saying so."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs two redis-server processes of its own")
+    a_port, b_port = free_port(), free_port()
+    with private_redis(a_port), private_redis(b_port):
+        endpoint = TcpProxy("127.0.0.1", a_port)
+        url = f"redis://127.0.0.1:{endpoint.port}/0"
+        connection = connect(url, socket_timeout_s=2)
+        a, b = redis.Redis(port=a_port), redis.Redis(port=b_port)
+        try:
+            client = create_app(keyed_settings({"REDIS_URL": url}), connection).test_client()
+            first = client.post("/api/tasks", json=TASK)
+            assert first.status_code == 202
+            assert a.exists(f"rq:job:{first.json['task_id']}") == 1
+
+            a.replicaof("127.0.0.1", b_port)  # B is a primary already (it never followed anyone)
+            endpoint.upstream = ("127.0.0.1", b_port)
+            second = client.post("/api/tasks", json=TASK)
+            assert second.status_code == 202, second.json
+            assert b.exists(f"rq:job:{second.json['task_id']}") == 1
+
+            endpoint.upstream = ("127.0.0.1", a_port)  # now a replica of B
+            endpoint.drop_all()
+            refused = client.post("/api/tasks", json=TASK)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"]
+            assert "read-only" in refused.json["message"]
+        finally:
+            endpoint.close()
+            for each in (a, b, connection):
+                each.close()
