@@ -43,6 +43,7 @@ def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,
             redis.exceptions.ReadOnlyError,
+            redis.exceptions.MasterDownError,  # a replica that lost its primary (replica-serve-stale-data no)
         ],
     )
 
@@ -60,7 +61,7 @@ def redis_errors() -> Iterator[None]:
         raise BackendUnavailable(f"Redis is not answering ({exc.__class__.__name__})") from exc
     except redis.exceptions.OutOfMemoryError as exc:
         raise BackendFull("Redis is full (it refuses writes at its maxmemory)") from exc
-    except redis.exceptions.ReadOnlyError as exc:
+    except (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError) as exc:
         raise BackendUnavailable("Redis is read-only (a replica: a failover under way?)") from exc
     except redis.exceptions.RedisError as exc:
         raise StorageError(f"Redis refused a command: {exc}") from exc

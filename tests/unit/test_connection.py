@@ -16,6 +16,10 @@ from core.errors import BackendFull, BackendUnavailable, StorageError
         (redis.exceptions.TimeoutError("timed out"), BackendUnavailable),
         (redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), BackendFull),
         (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), BackendUnavailable),
+        (
+            redis.exceptions.MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+            BackendUnavailable,
+        ),
         (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), StorageError),
     ],
 )
@@ -38,4 +42,5 @@ def test_the_client_retries_a_readonly_reply_as_it_does_a_lost_connection():
     client = connect("redis://127.0.0.1:1/0")
     errors = client.connection_pool.connection_kwargs["retry_on_error"]
     assert redis.exceptions.ReadOnlyError in errors
+    assert redis.exceptions.MasterDownError in errors
     assert redis.exceptions.ConnectionError in errors
