@@ -47,6 +47,10 @@ class _Link:
             on_open_error_callback=lambda _c, exc: self._fail(f"cannot connect ({exc.__class__.__name__})"),
             on_close_callback=lambda _c, exc: self._fail(f"connection closed ({exc.__class__.__name__})"),
         )
+        self.blocked: str | None = None
+        """Why RabbitMQ blocks this connection (a memory or disk alarm: it reads nothing from it), or None."""
+        self.connection.add_on_connection_blocked_callback(self._on_blocked)
+        self.connection.add_on_connection_unblocked_callback(lambda _c, _frame: setattr(self, "blocked", None))
         self.ioloop = self.connection.ioloop
         self.ioloop.activate_poller()  # what IOLoop.start() would do; this loop is turned by run_until instead
         self.channel: Any = None
@@ -66,6 +70,29 @@ class _Link:
     def _fail(self, reason: str) -> None:
         if self.failure is None and not self.closing:
             self.failure = reason
+
+    def _on_blocked(self, _connection: Any, frame: Any) -> None:
+        self.blocked = getattr(frame.method, "reason", "") or "a resource alarm"
+
+    def check_blocked(self) -> None:
+        """Raise _Blocked if RabbitMQ blocks this connection, after reading whether it has ended meanwhile.
+
+        RabbitMQ tells a connection that has published when an alarm starts (read while waiting for a confirm)
+        and when it ends; while blocked it reads nothing from it, so a publish would only wait out its confirm
+        timeout and be taken in later. Only a blocked link reads ahead (a poll that does not wait): an unblocked
+        one pays nothing here."""
+        if self.blocked is None:
+            return
+        wake = self.ioloop.call_later(0, lambda: None)
+        try:
+            self.ioloop.poll()
+            self.ioloop.process_timeouts()
+        finally:
+            self.ioloop.remove_timeout(wake)
+        if self.failure is not None:
+            raise _LinkBroken(self.failure)
+        if self.blocked is not None:
+            raise _Blocked(self.blocked)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -90,6 +117,8 @@ class _Link:
             while not done():
                 if self.failure is not None:
                     raise _LinkBroken(f"{what}: {self.failure}")
+                if self.blocked is not None:
+                    raise _Blocked(self.blocked, after_send=True)
                 if time.monotonic() >= deadline:
                     raise _LinkBroken(f"{what}: no answer within {timeout_s:g} s")
                 self.ioloop.poll()
@@ -158,6 +187,15 @@ class _LinkBroken(Exception):
     """The connection or channel failed, or RabbitMQ did not answer in time."""
 
 
+class _Blocked(Exception):
+    """RabbitMQ blocks the connection (a memory or disk alarm); `after_send`: what was sent may still be taken in."""
+
+    def __init__(self, reason: str, after_send: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.after_send = after_send
+
+
 class Publisher:
     """Publish task envelopes with publisher confirms over one connection per process.
 
@@ -200,9 +238,21 @@ class Publisher:
             link.close()
 
     def _call(self, action: Callable[[_Link], T], what: str) -> T:
+        """Run `action` on an open link, reconnecting once if it broke; raise IngressUnavailable.
+
+        While RabbitMQ blocks the connection (an alarm), nothing is sent: the link is kept (it is told when the
+        alarm ends) and the call fails at once, instead of waiting out CONFIRM_TIMEOUT_S on each of two
+        connections."""
         for attempt in range(1, PUBLISH_TRIES + 1):
             try:
-                return action(self._open())
+                link = self._open()
+                link.check_blocked()
+                return action(link)
+            except _Blocked as exc:
+                later = "; what was just sent may still be queued once it ends" if exc.after_send else ""
+                raise IngressUnavailable(
+                    f"RabbitMQ at {redact(self.url)} blocks publishing ({exc.reason}: a memory or disk alarm){later}"
+                ) from exc
             except (_LinkBroken, *TRANSPORT_ERRORS) as exc:
                 self._close()
                 if attempt == PUBLISH_TRIES:
