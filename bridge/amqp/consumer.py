@@ -71,13 +71,20 @@ class Consumer:
         assert self._channel is not None and self._connection is not None, "connect() first"
         buffer: list[Delivery] = []
 
+        canceled: list[Any] = []
+
         def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
             buffer.append(Delivery(method.delivery_tag, body, method.redelivered, properties))
 
         try:
+            # RabbitMQ cancels the consumer when its queue is deleted (or a queue's leader node is lost): then
+            # nothing more would come, so reconnect, which declares the queue again.
+            self._channel.add_on_cancel_callback(canceled.append)
             self._channel.basic_consume(self.topology.queue, on_message)
             while not stopping():
                 self._connection.process_data_events(time_limit=IDLE_POLL_S)  # returns once a message is in
+                if canceled and not buffer:
+                    raise IngressUnavailable(f"RabbitMQ canceled the consumer of {self.topology.queue!r}")
                 if not buffer:
                     continue
                 started = time.monotonic()

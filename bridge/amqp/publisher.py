@@ -23,6 +23,9 @@ CONFIRM_TIMEOUT_S = 10.0
 PUBLISH_TRIES = 2
 """A publish that fails on a broken connection is retried once on a fresh one."""
 
+UNROUTABLE = "RabbitMQ could not route the message"
+"""A confirmed message that RabbitMQ returned: no queue was bound to take it (the ingress queue was deleted)."""
+
 T = TypeVar("T")
 
 
@@ -153,7 +156,7 @@ class _Link:
         self.run_until(lambda: all(self.confirmed[tag] != "" for tag in tags), "publish")
         outcomes = [self.confirmed[tag] for tag in tags]
         return [
-            "RabbitMQ could not route the message" if message.message_id in self.returned else outcome
+            UNROUTABLE if message.message_id in self.returned else outcome
             for message, outcome in zip(messages, outcomes, strict=True)
         ]
 
@@ -267,7 +270,16 @@ class Publisher:
         refused it; raises IngressUnavailable when RabbitMQ cannot be reached.
         """
         with self._lock:
-            return self._call(lambda link: link.publish(messages, self.topology.exchange), "publish")
+            outcomes = self._call(lambda link: link.publish(messages, self.topology.exchange), "publish")
+            unroutable = [n for n, outcome in enumerate(outcomes) if outcome == UNROUTABLE]
+            if unroutable:  # the queue is gone (an operator deleted it): declare it again, as at start, and retry
+                log.warning("RabbitMQ could not route %d messages: declaring the ingress again", len(unroutable))
+                self._close()
+                again = [messages[n] for n in unroutable]
+                retried = self._call(lambda link: link.publish(again, self.topology.exchange), "publish")
+                for n, outcome in zip(unroutable, retried, strict=True):
+                    outcomes[n] = outcome
+            return outcomes
 
     def publish(self, body: bytes, priority: str, message_id: str) -> None:
         """Publish one persistent message and return once RabbitMQ confirmed it; raise IngressUnavailable."""

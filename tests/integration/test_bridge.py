@@ -257,12 +257,17 @@ def test_a_batch_goes_out_in_one_send_intact_and_in_order(rabbitmq_url, ingress_
     assert received == [("first", "first")] + [(i, i) for i in ids]
 
 
-def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_queue):
+def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_queue, monkeypatch):
+    """RabbitMQ returns a message no queue takes. The publisher declares the ingress again and retries once;
+    still unroutable, it is refused (a 503), never counted as confirmed."""
     publisher = Publisher(rabbitmq_url, Topology(ingress_queue))
     try:
         publisher.publish(envelope("routed"), "normal", "routed")
+        # From now on, (re)declaring leaves out the ingress queue and its binding: the exchange routes nowhere.
+        exchanges_only = [d for d in Topology(ingress_queue).declarations() if d[1].get("queue") != ingress_queue]
+        monkeypatch.setattr(Topology, "declarations", lambda self: exchanges_only)
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
-        connection.channel().queue_delete(ingress_queue)  # the exchange stays, with nowhere to route
+        connection.channel().queue_delete(ingress_queue)
         connection.close()
         with pytest.raises(IngressUnavailable, match="could not route"):
             publisher.publish(envelope("lost"), "normal", "lost")
@@ -388,6 +393,35 @@ def test_a_full_redis_holds_accepted_tasks_in_rabbitmq_until_it_has_room(
         wait_until(lambda: bridge.counters.moved == 5, what="the bridge to move the tasks once Redis had room")
         assert sum(connection.exists(f"rq:job:{i}") for i in ids) == 5
         assert bridge.counters.duplicates == 0
+
+
+def test_a_deleted_ingress_queue_is_declared_again_by_the_api_and_the_bridge(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client
+):
+    """An operator deletes the ingress queue: the API's next publish comes back unroutable, so it declares the
+    queue again and publishes once more (a 202, not a 503 until restarted); RabbitMQ cancels the bridge's
+    consumer, so it reconnects and consumes the new queue (instead of idling forever)."""
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue)
+    client = make_client(settings, real_redis)
+
+    def delete_the_queue() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+        connection.channel().queue_delete(ingress_queue)
+        connection.close()
+
+    assert client.post("/api/tasks", json=SEED_TASK).status_code == 202  # the API declared the queue
+    delete_the_queue()  # with the task in it
+    answers = [client.post("/api/tasks", json=SEED_TASK) for _ in range(2)]
+    assert [a.status_code for a in answers] == [202] * 2, answers[0].json
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 2
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.moved == 2, what="the bridge to move the tasks")
+        delete_the_queue()
+        wait_until(lambda: bridge.counters.reconnects >= 1, what="the bridge to notice its consumer was canceled")
+        answers.append(client.post("/api/tasks", json=SEED_TASK))
+        assert answers[-1].status_code == 202
+        wait_until(lambda: bridge.counters.moved == 3, what="the bridge to move a task from the new queue")
+    assert sum(real_redis.exists(f"rq:job:{a.json['task_id']}") for a in answers) == 3
 
 
 def _which(name: str) -> bool:
