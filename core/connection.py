@@ -22,12 +22,26 @@ REDIS_CONNECT_TIMEOUT_S = 5.0
 REDIS_RETRIES = 3
 """Tries per command on a connection error, with exponential backoff up to 0.5 s."""
 API_SOCKET_TIMEOUT_S = 10.0
-"""Longest the API and the bridge wait on one Redis reply, in seconds (workers block on BLPOP and set none)."""
+"""Longest the API and the bridge wait on one Redis reply, in seconds (workers block on BLPOP and set none).
+
+A timeout is not retried: the command may have run, and a Redis that stopped answering (frozen, or cut off
+without a reset) would otherwise hold each request for 4 x 10 s, past API Gateway's 29 s."""
+
+
+RETRIED_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    # READONLY: this connection reaches a replica, as the old primary becomes one in a failover (Sentinel,
+    # ElastiCache): the retry reconnects first, so a moved endpoint (DNS) leads to the new primary.
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,  # a replica that lost its primary (replica-serve-stale-data no)
+)
+"""What the client retries, reconnecting first. Not a TimeoutError (redis-py's Retry retries one by default):
+see API_SOCKET_TIMEOUT_S."""
 
 
 def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
     """Return a Redis client for `url` that retries connection errors and READONLY replies a bounded number of
-    times, reconnecting before each try.
+    times, reconnecting before each try. A timeout (no reply within `socket_timeout_s`) is not retried.
 
     Workers pass no socket timeout: they block on BLPOP for minutes by design.
     """
@@ -36,15 +50,8 @@ def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         socket_timeout=socket_timeout_s,
         health_check_interval=30,
-        retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES),
-        # READONLY: this connection reaches a replica, as the old primary becomes one in a failover (Sentinel,
-        # ElastiCache): the retry reconnects first, so a moved endpoint (DNS) leads to the new primary.
-        retry_on_error=[
-            redis.exceptions.ConnectionError,
-            redis.exceptions.TimeoutError,
-            redis.exceptions.ReadOnlyError,
-            redis.exceptions.MasterDownError,  # a replica that lost its primary (replica-serve-stale-data no)
-        ],
+        retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), REDIS_RETRIES, supported_errors=RETRIED_ERRORS),
+        retry_on_error=list(RETRIED_ERRORS),
     )
 
 

@@ -1,13 +1,15 @@
 """A Redis that answers but refuses writes, without RabbitMQ: full (its maxmemory reached, noeviction), or a
 replica (READONLY, as the old primary in a failover). A clear 503, workers that wait for room, and a reconnect
-that finds the new primary.
+that finds the new primary. And one that stops answering (frozen): one socket timeout, then a 503.
 
 (A full Redis with RabbitMQ: the API still accepts into it and the bridge waits; tests/integration/test_bridge.py.)
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -105,3 +107,32 @@ def test_a_failover_finds_the_new_primary_and_a_replica_alone_gets_a_503():
             endpoint.close()
             for each in (a, b, connection):
                 each.close()
+
+
+def test_a_frozen_redis_costs_one_socket_timeout_then_a_503():
+    """SIGSTOP: connections stay open and nothing answers. The API waits one socket timeout and answers 503;
+    it does not retry (the command may have run, and four tries of 10 s would outlast API Gateway's 29 s).
+    Retries reconnect first, so the forwarder's count of connections tells whether one was made."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs a redis-server of its own to freeze")
+    port = free_port()
+    with private_redis(port) as server:
+        endpoint = TcpProxy("127.0.0.1", port)
+        connection = connect(f"redis://127.0.0.1:{endpoint.port}/0", socket_timeout_s=1)
+        try:
+            client = create_app(keyed_settings({"REDIS_URL": f"redis://127.0.0.1:{endpoint.port}/0"}), connection)
+            test_client = client.test_client()
+            assert test_client.post("/api/tasks", json=TASK).status_code == 202
+            connections = endpoint.accepted
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                frozen = test_client.post("/api/tasks", json=TASK)
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert frozen.status_code == 503
+            assert "TimeoutError" in frozen.json["message"]
+            assert endpoint.accepted == connections  # no retry: none reconnected
+            assert test_client.post("/api/tasks", json=TASK).status_code == 202
+        finally:
+            endpoint.close()
+            connection.close()
