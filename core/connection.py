@@ -57,8 +57,9 @@ def connect(url: str, socket_timeout_s: float | None = None) -> redis.Redis:
 
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn Redis failures into BackendUnavailable (no answer, or a READONLY reply: a replica), BackendFull (an
-    OOM reply: a write refused at `maxmemory`) or StorageError (another error reply).
+    """Turn Redis failures into BackendUnavailable (no answer; a READONLY reply: a replica; a BUSY one: a script
+    running too long), BackendFull (an OOM reply: a write refused at `maxmemory`) or StorageError (another error
+    reply).
 
     redis-py raises an OOM reply as OutOfMemoryError from a command, a pipeline (the first failed command's
     error) and a script alike."""
@@ -70,6 +71,10 @@ def redis_errors() -> Iterator[None]:
         raise BackendFull("Redis is full (it refuses writes at its maxmemory)") from exc
     except (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError) as exc:
         raise BackendUnavailable("Redis is read-only (a replica: a failover under way?)") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith("BUSY "):  # a script has run past lua-time-limit; Redis answers only this meanwhile
+            raise BackendUnavailable("Redis is busy running a script") from exc
+        raise StorageError(f"Redis refused a command: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise StorageError(f"Redis refused a command: {exc}") from exc
 

@@ -7,9 +7,11 @@ that finds the new primary. And one that stops answering (frozen): one socket ti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -136,3 +138,48 @@ def test_a_frozen_redis_costs_one_socket_timeout_then_a_503():
         finally:
             endpoint.close()
             connection.close()
+
+
+def test_a_redis_busy_with_a_long_script_gets_a_503(own_redis):
+    """Past its busy-reply-threshold, a running script makes Redis answer every other client BUSY: a 503."""
+    port, connection = own_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    client = create_app(keyed_settings({"REDIS_URL": url}), connection).test_client()
+    admin = redis.Redis(port=port)
+    admin.config_set("busy-reply-threshold", 100)  # ms (lua-time-limit before Redis 7)
+    spinner = threading.Thread(target=spin, args=(port,), daemon=True)
+    spinner.start()
+    try:
+        wait_until(lambda: busy(admin), what="Redis to answer BUSY")
+        answer = client.post("/api/tasks", json=TASK)
+        assert answer.status_code == 503
+        assert "busy running a script" in answer.json["message"]
+    finally:
+        wait_until(lambda: kill_script(admin), what="the script to be killed")
+        spinner.join(timeout=10)
+        admin.close()
+    assert client.post("/api/tasks", json=TASK).status_code == 202
+
+
+def spin(port: int) -> None:
+    """Run a script that never ends (read-only, so SCRIPT KILL can stop it), until it is killed."""
+    client = redis.Redis(port=port)
+    with contextlib.suppress(redis.exceptions.RedisError):
+        client.eval("while true do end", 0)
+    client.close()
+
+
+def busy(client: redis.Redis) -> bool:
+    try:
+        client.get("probe")
+    except redis.exceptions.ResponseError as exc:
+        return str(exc).startswith("BUSY")
+    return False
+
+
+def kill_script(client: redis.Redis) -> bool:
+    try:
+        client.script_kill()
+    except redis.exceptions.ResponseError as exc:
+        return "NOTBUSY" in str(exc)
+    return True

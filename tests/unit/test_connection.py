@@ -20,6 +20,10 @@ from core.errors import BackendFull, BackendUnavailable, StorageError
             redis.exceptions.MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
             BackendUnavailable,
         ),
+        (
+            redis.exceptions.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL"),
+            BackendUnavailable,
+        ),
         (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), StorageError),
     ],
 )
