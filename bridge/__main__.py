@@ -7,7 +7,7 @@ import sys
 
 from bridge.service import Bridge
 from core import registry
-from core.connection import API_SOCKET_TIMEOUT_S, connect
+from core.connection import API_SOCKET_TIMEOUT_S, connect, eviction_warning
 from core.settings import starting
 
 log = logging.getLogger("taskrelay.bridge")
@@ -23,6 +23,8 @@ def main() -> int:
         return 2
     registry.load(settings.task_modules)
     bridge = Bridge(settings, connect(settings.redis_url, socket_timeout_s=API_SOCKET_TIMEOUT_S))
+    if warning := eviction_warning(bridge.connection):
+        log.warning(warning)
     bridge.install_signal_handlers()
     bridge.run()
     return 0

@@ -79,6 +79,24 @@ def redis_errors() -> Iterator[None]:
         raise StorageError(f"Redis refused a command: {exc}") from exc
 
 
+def eviction_warning(connection: redis.Redis) -> str | None:
+    """Return a warning if this Redis may evict keys (a `maxmemory-policy` other than noeviction), else None.
+
+    An evicting Redis deletes queued jobs and results to make room, silently. Read from INFO (allowed where
+    CONFIG is not, as on ElastiCache); None too if Redis cannot be asked now. BullMQ warns the same way."""
+    try:
+        with redis_errors():
+            policy = connection.info("memory").get("maxmemory_policy")
+    except (BackendUnavailable, StorageError):
+        return None
+    if policy is None or policy == "noeviction":
+        return None
+    return (
+        f"Redis's maxmemory-policy is {policy}: when it reaches its maxmemory it deletes keys, queued tasks and "
+        "their results among them; set maxmemory-policy noeviction"
+    )
+
+
 def answers_ping(url: str, timeout_s: float = 1.0) -> bool:
     """Return whether the Redis at `url` answers PING within `timeout_s` (one try, no retries)."""
     client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)

@@ -20,7 +20,7 @@ from typing import Any
 from rq.worker import BaseWorker
 
 from core import registry
-from core.connection import connect, redis_errors
+from core.connection import connect, eviction_warning, redis_errors
 from core.errors import BackendUnavailable, ConfigError
 from core.settings import Settings, starting
 from core.storage.queues import SERIALIZER, worker_queues
@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("cannot start worker: %s", exc)
         return 2
+    if warning := eviction_warning(worker.connection):
+        log.warning(warning)
     backoff = 1.0
     while True:
         try:

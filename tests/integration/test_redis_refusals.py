@@ -11,6 +11,8 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -18,9 +20,9 @@ import pytest
 import redis
 
 from app import create_app
-from core.connection import connect
+from core.connection import connect, eviction_warning
 from tests.helpers import keyed_settings, wait_until
-from tests.processes import free_port, private_redis, redis_full, spawn_worker, stop_worker
+from tests.processes import ROOT, free_port, private_redis, redis_full, spawn_worker, stop_worker
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -183,3 +185,30 @@ def kill_script(client: redis.Redis) -> bool:
     except redis.exceptions.ResponseError as exc:
         return "NOTBUSY" in str(exc)
     return True
+
+
+def test_an_evicting_redis_is_warned_about_when_a_worker_starts(own_redis):
+    """As BullMQ does: a maxmemory-policy other than noeviction deletes tasks when Redis fills up."""
+    port, connection = own_redis
+    admin = redis.Redis(port=port)
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
+        "PYTHONPATH": str(ROOT),
+    }
+
+    def started_worker_log() -> str:
+        command = [sys.executable, "-m", "jobs.worker", "--burst"]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+        return done.stderr
+
+    try:
+        admin.config_set("maxmemory-policy", "allkeys-lru")
+        assert eviction_warning(connection) is not None
+        assert "maxmemory-policy is allkeys-lru" in started_worker_log()
+        admin.config_set("maxmemory-policy", "noeviction")
+        assert eviction_warning(connection) is None
+        assert "maxmemory-policy" not in started_worker_log()
+    finally:
+        admin.close()
