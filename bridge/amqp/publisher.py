@@ -23,6 +23,8 @@ CONFIRM_TIMEOUT_S = 10.0
 PUBLISH_TRIES = 2
 """A publish that fails on a broken connection is retried once on a fresh one."""
 
+REFUSED = "RabbitMQ refused the message (nack: the ingress queue may be at a length limit, e.g. a max-length policy)"
+"""A message RabbitMQ nacked: a queue at its length limit with `overflow: reject-publish`, or an internal error."""
 UNROUTABLE = "RabbitMQ could not route the message"
 """A confirmed message that RabbitMQ returned: no queue was bound to take it (the ingress queue was deleted)."""
 
@@ -99,7 +101,7 @@ class _Link:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        outcome = None if isinstance(method, pika.spec.Basic.Ack) else "RabbitMQ refused the message (nack)"
+        outcome = None if isinstance(method, pika.spec.Basic.Ack) else REFUSED
         tags = range(min(self.confirmed, default=method.delivery_tag), method.delivery_tag + 1)
         for tag in tags if method.multiple else (method.delivery_tag,):
             if tag in self.confirmed and self.confirmed[tag] == "":

@@ -1,7 +1,8 @@
-"""A RabbitMQ memory alarm (it blocks publishing connections): the API answers 503 at once and sends nothing.
+"""RabbitMQ pushing back: a memory alarm (it blocks publishing connections) gets a 503 at once with nothing sent;
+a queue at its length limit (reject-publish) gets a 503 that says so.
 
-It runs its own RabbitMQ node (bench.chaos.OwnRabbit), whose alarm it sets with rabbitmqctl: the machine's
-RabbitMQ is left alone.
+It runs its own RabbitMQ node (bench.chaos.OwnRabbit), whose alarm and policies it sets with rabbitmqctl: the
+machine's RabbitMQ is left alone.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data
 QUEUE = "taskrelay.alarm"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_rabbit() -> Iterator[OwnRabbit]:
     if shutil.which("rabbitmq-server") is None:
         message = "needs a rabbitmq-server node of its own to raise an alarm in; rabbitmq-server is not installed"
@@ -97,3 +98,30 @@ def test_a_memory_alarm_gets_a_prompt_503_and_leaves_nothing_behind(own_rabbit, 
     finally:
         publisher.close()
         app.extensions["taskrelay"].connection.close()
+
+
+def test_a_queue_at_its_length_limit_gets_a_503_that_says_so(own_rabbit, redis_url, real_redis):
+    """An operator's max-length policy with reject-publish: RabbitMQ nacks what does not fit."""
+    queue = "taskrelay.limited"
+    policy = [
+        "rabbitmqctl",
+        "-n",
+        own_rabbit.node,
+        "set_policy",
+        "limit",
+        f"^{queue}$",
+        '{"max-length": 2, "overflow": "reject-publish"}',
+    ]
+    subprocess.run([*policy, "--apply-to", "queues"], env=own_rabbit.env, check=True, capture_output=True, timeout=60)
+    settings = keyed_settings({"REDIS_URL": redis_url, "RABBITMQ_URL": own_rabbit.url, "INGRESS_QUEUE": queue})
+    app = create_app(settings, real_redis)
+    client = app.test_client()
+    try:
+        answers = [client.post("/api/tasks", json=TASK) for _ in range(3)]
+        assert [a.status_code for a in answers] == [202, 202, 503]
+        assert answers[2].headers["Retry-After"]
+        assert "length limit" in answers[2].json["message"]
+    finally:
+        app.extensions["taskrelay"].ingress.publisher.close()
+        clear = ["rabbitmqctl", "-n", own_rabbit.node, "clear_policy", "limit"]
+        subprocess.run(clear, env=own_rabbit.env, capture_output=True, timeout=60)
