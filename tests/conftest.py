@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,6 +40,19 @@ _next_db = itertools.cycle(range(FIRST_TEST_DB, LAST_TEST_DB + 1))
 
 registry.load(["tests.fixture_tasks"])
 Flask.test_client_class = KeyedClient  # every test client sends TEST_API_KEY unless the test says otherwise
+
+
+def require_tool(tool: str, needed_for: str) -> str:
+    """Return the path of the program `tool`; skip (fail in CI, where .ci/run installs it) if it is not installed.
+
+    `needed_for` says what the test does with it, for the message."""
+    path = shutil.which(tool)
+    if path is not None:
+        return path
+    message = f"{tool} is not installed (.ci/run installs it); {needed_for}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}")
+    pytest.skip(message)
 
 
 def require_service(name: str, url: str) -> None:

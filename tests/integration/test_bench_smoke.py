@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.conftest import IN_CI, REDIS_TEST_URL, claimed_db, require_service
+from tests.conftest import REDIS_TEST_URL, claimed_db, require_service, require_tool
 from tests.processes import ROOT
 
 pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -72,9 +71,7 @@ def test_priority_smoke(bench_dbs, rabbitmq_url):
 
 
 def test_memory_smoke():
-    if shutil.which("redis-server") is None:  # bench.memory starts private redis-servers of its own
-        message = "redis-server is not on PATH; install Redis to run this test"
-        pytest.fail(f"CI=true and {message}") if IN_CI else pytest.skip(message)
+    require_tool("redis-server", "bench.memory starts private redis-servers of its own")
     output = run_bench("13,14", "bench.memory", "--smoke")  # it touches no shared database
     assert "| taskrelay, Redis defaults |" in output and "| celery result record |" in output
     rows = json.loads((ROOT / "bench" / "results" / "memory-smoke.json").read_text())["rows"]
@@ -106,11 +103,8 @@ def test_coldstart_smoke(bench_dbs):
 
 def test_chaos_smoke(bench_dbs, rabbitmq_url):
     """The whole chaos schedule at a small scale: its own Redis and RabbitMQ node, every kill; nothing lost."""
-    if shutil.which("rabbitmq-server") is None or shutil.which("redis-server") is None:
-        message = "bench.chaos starts its own redis-server and rabbitmq-server node; they are not installed"
-        if IN_CI:
-            pytest.fail(f"CI=true and {message}")
-        pytest.skip(message)
+    for tool in ("redis-server", "rabbitmq-server"):
+        require_tool(tool, "bench.chaos starts its own redis-server and rabbitmq-server node")
     output = run_bench(bench_dbs, "bench.chaos", "--smoke")
     data = json.loads((ROOT / "bench" / "results" / "chaos-smoke.json").read_text())
     assert data["lost"] == 0, data["lost_detail"]
@@ -122,9 +116,7 @@ def test_chaos_smoke(bench_dbs, rabbitmq_url):
 @pytest.mark.timeout(90)
 def test_soak_smoke(rabbitmq_url):
     """1,500 tasks over 10 s against its own redis-server: nothing lost, the RSS and Redis memory report written."""
-    if shutil.which("redis-server") is None:  # bench.soak starts a private redis-server of its own
-        message = "redis-server is not on PATH; install Redis to run this test"
-        pytest.fail(f"CI=true and {message}") if IN_CI else pytest.skip(message)
+    require_tool("redis-server", "bench.soak starts a private redis-server of its own")
     output = run_bench("13,14", "bench.soak", "--smoke")  # it touches no shared database
     data = json.loads((ROOT / "bench" / "results" / "soak-smoke.json").read_text())
     assert data["lost"] == 0, data["lost_sample"]

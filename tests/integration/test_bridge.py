@@ -31,6 +31,7 @@ from core.model import TaskRequest
 from core.settings import Settings
 from core.storage import idempotency
 from core.storage.queues import SERIALIZER, all_queues
+from tests.conftest import require_tool
 from tests.helpers import keyed_settings, submit_concurrently, wait_until
 from tests.processes import ROOT, free_port, private_redis, redis_full
 from tests.tcp_proxy import TcpProxy
@@ -318,8 +319,7 @@ def test_dropped_connection_is_reestablished(redis_url, rabbitmq_url, ingress_qu
 
 @pytest.mark.slow
 def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client):
-    if not _which("redis-server"):
-        pytest.skip("needs a redis-server binary to stop and restart")
+    require_tool("redis-server", "the test stops and restarts a Redis of its own")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     settings = settings_for(url, rabbitmq_url, ingress_queue)
@@ -345,8 +345,7 @@ def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client):
 def test_redis_first_enqueues_itself_and_publishes_only_while_redis_is_down(rabbitmq_url, ingress_queue, make_client):
     """INGRESS_MODE=redis-first: jobs appear with the 202 and RabbitMQ stays empty; with Redis down the API
     still answers 202, the tasks wait in RabbitMQ, and the bridge moves every one in once Redis is back."""
-    if not _which("redis-server"):
-        pytest.skip("needs a redis-server binary to stop and restart")
+    require_tool("redis-server", "the test stops and restarts a Redis of its own")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     settings = settings_for(url, rabbitmq_url, ingress_queue, INGRESS_MODE="redis-first")
@@ -375,8 +374,7 @@ def test_a_full_redis_holds_accepted_tasks_in_rabbitmq_until_it_has_room(
 ):
     """Redis at its maxmemory (noeviction) refuses writes: the API still answers 202 (the tasks wait in
     RabbitMQ), the bridge holds its batch and retries instead of dying, and moves every task once there is room."""
-    if not _which("redis-server"):
-        pytest.skip("needs a redis-server binary to fill")
+    require_tool("redis-server", "the test fills a Redis of its own")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     settings = settings_for(url, rabbitmq_url, ingress_queue, INGRESS_MODE=mode)
@@ -422,12 +420,6 @@ def test_a_deleted_ingress_queue_is_declared_again_by_the_api_and_the_bridge(
         assert answers[-1].status_code == 202
         wait_until(lambda: bridge.counters.moved == 3, what="the bridge to move a task from the new queue")
     assert sum(real_redis.exists(f"rq:job:{a.json['task_id']}") for a in answers) == 3
-
-
-def _which(name: str) -> bool:
-    from shutil import which
-
-    return which(name) is not None
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import require_tool
 from tests.helpers import TEST_API_KEY, wait_until
 from tests.processes import free_port, running_system
 
@@ -178,12 +177,7 @@ class Tmux:
     """One tmux session on a tmux server of our own (-L), whatever else runs on the machine; killed by close()."""
 
     def __init__(self, command: str, width: int = 160, height: int = 40) -> None:
-        tmux = shutil.which("tmux")
-        if tmux is None:
-            message = "tmux is not installed (apt-get install tmux; .ci/run does): the terminal tests drive it"
-            if IN_CI:
-                pytest.fail(message)
-            pytest.skip(message)
+        tmux = require_tool("tmux", "the terminal tests drive it")
         self.base = [tmux, "-L", f"taskrelay-test-{uuid.uuid4().hex[:8]}"]
         size = ["-x", str(width), "-y", str(height)]
         subprocess.run([*self.base, "new-session", "-d", "-s", "cli", *size, command], check=True)

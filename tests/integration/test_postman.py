@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
 
 from postman.generate import COLLECTION, ENVIRONMENT
-from tests.conftest import IN_CI
+from tests.conftest import require_tool
 from tests.helpers import TEST_API_KEY
 from tests.processes import running_system
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
-def _newman() -> str:
-    newman = shutil.which("newman")
-    if newman is None:
-        message = "newman is not installed (npm install -g newman; .ci/run does): it runs the Postman collection"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return newman
-
-
 def test_newman_runs_the_collection_green_against_a_live_api(redis_url, tmp_path):
-    newman = _newman()
+    newman = require_tool("newman", "it runs the Postman collection (npm install -g newman)")
     report = tmp_path / "newman.json"
     with running_system(redis_url, workers=1) as system:
         command = [

@@ -8,7 +8,6 @@ machine's RabbitMQ is left alone.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from app import create_app
 from bench.chaos import OwnRabbit
-from tests.conftest import IN_CI
+from tests.conftest import require_tool
 from tests.helpers import keyed_settings, wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.rabbitmq, pytest.mark.slow]
@@ -31,11 +30,7 @@ QUEUE = "taskrelay.alarm"
 
 @pytest.fixture(scope="module")
 def own_rabbit() -> Iterator[OwnRabbit]:
-    if shutil.which("rabbitmq-server") is None:
-        message = "needs a rabbitmq-server node of its own to raise an alarm in; rabbitmq-server is not installed"
-        if IN_CI:
-            pytest.fail(f"CI=true and {message}")
-        pytest.skip(message)
+    require_tool("rabbitmq-server", "the test raises alarms in a RabbitMQ node of its own")
     with tempfile.TemporaryDirectory(prefix="taskrelay-alarm-") as directory:
         os.chmod(directory, 0o755)  # Debian's node runs as the rabbitmq user
         rabbit = OwnRabbit(Path(directory))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import redis
 
 from app import create_app
 from core.connection import connect, eviction_warning
+from tests.conftest import require_tool
 from tests.helpers import keyed_settings, wait_until
 from tests.processes import ROOT, free_port, private_redis, redis_full, spawn_worker, stop_worker
 from tests.tcp_proxy import TcpProxy
@@ -33,8 +33,7 @@ TASK = {"task_type": "data_processing", "priority": "high", "parameters": {"data
 @pytest.fixture
 def own_redis() -> Iterator[tuple[int, redis.Redis]]:
     """A redis-server of this test's own (it fills it), and a client of it."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs a redis-server binary to fill")
+    require_tool("redis-server", "the test fills a Redis of its own")
     port = free_port()
     connection = connect(f"redis://127.0.0.1:{port}/0", socket_timeout_s=2)
     with private_redis(port):
@@ -81,8 +80,7 @@ def test_a_failover_finds_the_new_primary_and_a_replica_alone_gets_a_503():
     """The API's connection leads (through a forwarder standing for a DNS name) to the primary A. In the
     failover B takes over, A becomes its replica and the name leads to B: A's READONLY reply makes the client
     reconnect, and the submit lands in B. Led to a replica alone, a submit gets a 503 saying so."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs two redis-server processes of its own")
+    require_tool("redis-server", "the test runs two Redis servers of its own")
     a_port, b_port = free_port(), free_port()
     with private_redis(a_port), private_redis(b_port):
         endpoint = TcpProxy("127.0.0.1", a_port)
@@ -117,8 +115,7 @@ def test_a_frozen_redis_costs_one_socket_timeout_then_a_503():
     """SIGSTOP: connections stay open and nothing answers. The API waits one socket timeout and answers 503;
     it does not retry (the command may have run, and four tries of 10 s would outlast API Gateway's 29 s).
     Retries reconnect first, so the forwarder's count of connections tells whether one was made."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs a redis-server of its own to freeze")
+    require_tool("redis-server", "the test freezes a Redis of its own")
     port = free_port()
     with private_redis(port) as server:
         endpoint = TcpProxy("127.0.0.1", port)

@@ -3,7 +3,6 @@ the machine's RabbitMQ; self-signed certificates made by openssl."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import threading
@@ -15,7 +14,7 @@ import pytest
 import redis
 
 from app import create_app
-from tests.conftest import IN_CI
+from tests.conftest import require_tool
 from tests.helpers import keyed_settings, wait_until
 from tests.processes import free_port, spawn_worker, stop_worker
 
@@ -24,11 +23,7 @@ pytestmark = [pytest.mark.redis]
 
 def _require(*tools: str) -> None:
     for tool in tools:
-        if shutil.which(tool) is None:
-            message = f"{tool} is not installed; this TLS test needs it (.ci/run installs it)"
-            if IN_CI:
-                pytest.fail(f"CI=true and {message}")
-            pytest.skip(message)
+        require_tool(tool, "this TLS test needs it")
 
 
 @pytest.fixture
