@@ -71,11 +71,10 @@ def redis_errors() -> Iterator[None]:
         raise BackendFull("Redis is full (it refuses writes at its maxmemory)") from exc
     except (redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError) as exc:
         raise BackendUnavailable("Redis is read-only (a replica: a failover under way?)") from exc
-    except redis.exceptions.ResponseError as exc:
-        if str(exc).startswith("BUSY "):  # a script has run past lua-time-limit; Redis answers only this meanwhile
-            raise BackendUnavailable("Redis is busy running a script") from exc
-        raise StorageError(f"Redis refused a command: {exc}") from exc
     except redis.exceptions.RedisError as exc:
+        if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("BUSY "):
+            # a script has run past busy-reply-threshold; Redis answers every other command so meanwhile
+            raise BackendUnavailable("Redis is busy running a script") from exc
         raise StorageError(f"Redis refused a command: {exc}") from exc
 
 

@@ -61,8 +61,9 @@ DEFAULT_API_THREADS = 8
 DEFAULT_WORKERS = 2
 """RQ worker processes that `make run` starts."""
 AUTH_MODES = ("on", "off")
-INGRESS_MODES = ("rabbitmq", "redis-first")
 """TASKRELAY_AUTH: "on" (the default) asks every API request but /api/health for a key; "off" asks none."""
+INGRESS_MODES = ("rabbitmq", "redis-first")
+"""INGRESS_MODE, with RABBITMQ_URL: "rabbitmq" (the default) or "redis-first" (Settings.ingress_mode)."""
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
