@@ -293,10 +293,77 @@ class RedisFirstIngress:
         self.rabbit.close()
 
 
+class DualIngress(RabbitIngress):
+    """Enqueue into RQ from the API process and publish every task to RabbitMQ too (INGRESS_MODE=dual, the
+    default with RABBITMQ_URL).
+
+    Each flush goes into Redis as with DirectIngress, so a task starts as soon as without RabbitMQ, and the
+    same transaction marks its tasks (core.accepted.mark_in_redis). Then they are published as RabbitIngress
+    publishes them, flagged (IN_REDIS_HEADER), and each request answers once RabbitMQ confirmed it. The bridge
+    removes the mark and creates nothing; a message whose mark is missing (Redis failed, or lost the enqueue
+    in a crash before the bridge got to the message) it enqueues as in `rabbitmq` mode.
+
+    A 202 therefore means: confirmed by RabbitMQ, and queued in RQ unless Redis failed; while RabbitMQ does
+    not take the tasks, queued in RQ only (as a redis-first 202). With both failing, 503. Workflows go as in
+    `rabbitmq` mode (one message, recorded, created by the bridge).
+    """
+
+    def __init__(self, connection: redis.Redis, settings: Settings) -> None:
+        super().__init__(connection, settings)
+        self.settings = settings
+        self.description = f"into RQ and RabbitMQ queue {settings.ingress_queue!r} at once; the bridge fills gaps"
+
+    def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        in_redis = self._enqueue(requests)
+        messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id, in_redis) for r in requests]
+        try:
+            refusals = self.publisher.publish_many(messages)
+        except IngressUnavailable as exc:
+            if not in_redis:
+                raise
+            refusals = [str(exc)] * len(requests)
+        refused = [r.task_id for r, why in zip(requests, refusals, strict=True) if why is not None]
+        if not refused:
+            return [None] * len(requests)
+        if not in_redis:
+            return [None if why is None else IngressUnavailable(why) for why in refusals]
+        log.warning(
+            "RabbitMQ did not take %d tasks (%s): they are queued in Redis only",
+            len(refused),
+            next(why for why in refusals if why is not None),
+            extra={"task_ids": refused},
+        )
+        # No message will come to remove their marks.
+        self._try(lambda: accepted.unmark(self.connection, refused), "unmark", refused)
+        return [None] * len(requests)
+
+    def _enqueue(self, requests: list[TaskRequest]) -> bool:
+        """Enqueue `requests` into RQ, marked, in one transaction; False if Redis failed (now, or moments ago)."""
+        counted = metrics.Tally.of_submitted(requests)
+        ids = [r.task_id for r in requests]
+
+        def also(pipe: Any) -> None:
+            counted.write(pipe)
+            accepted.mark_in_redis(pipe, ids)
+
+        return self._try(lambda: enqueue_batch(self.connection, self.settings, requests, also=also), "enqueue", ids)
+
+    def purge(self) -> int:
+        """Purge the ingress queue; return how many of its tasks were only there. A marked message's task is
+        queued in RQ too (the purge counts it there), so the marks are dropped and left out of the count."""
+        purged = self.publisher.purge()
+        with redis_errors():
+            marked = accepted.drop_marks(self.connection)
+        return max(0, purged - marked)
+
+
 def build(connection: redis.Redis, settings: Settings) -> Ingress:
-    """Return the ingress the settings ask for: with RABBITMQ_URL, RabbitMQ (or Redis first), else direct."""
+    """Return the ingress the settings ask for: with RABBITMQ_URL, RabbitMQ (or Redis first, or both), else
+    direct."""
     if settings.rabbitmq_url:
         if settings.ingress_mode == "redis-first":
             return RedisFirstIngress(connection, settings)
+        if settings.ingress_mode == "dual":
+            return DualIngress(connection, settings)
         return RabbitIngress(connection, settings)
     return DirectIngress(connection, settings)

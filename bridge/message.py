@@ -18,6 +18,10 @@ from core.workflow import Plan, StepJob
 VERSION = 1
 REQUIRED = ("task_id", "task_type", "priority", "parameters", "submitted_at")
 WORKFLOW_KIND = "workflow"
+IN_REDIS_HEADER = "x-taskrelay-in-redis"
+"""Set (to 1) on a task's message when the API enqueued the task into RQ too (INGRESS_MODE=dual): the bridge then
+looks for the API's mark (core.accepted.take_marks) before it enqueues. A header, not a body field, so a bridge
+that predates it reads the message as before (and finds the job there already)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class Outgoing:
     body: bytes
     priority: str
     message_id: str
+    in_redis: bool = False
+    """The API enqueued this task into RQ too (sent as IN_REDIS_HEADER)."""
 
 
 @dataclass(frozen=True)

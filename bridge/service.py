@@ -49,6 +49,7 @@ class Counters:
     """What the bridge has done since it started."""
 
     moved: int = 0
+    in_redis: int = 0
     workflows: int = 0
     duplicates: int = 0
     poisoned: int = 0
@@ -117,6 +118,7 @@ class Bridge:
         The batch's tasks go in one transaction, then each workflow in one of its own.
         """
         requests: list[TaskRequest] = []
+        marked: list[TaskRequest] = []  # the API enqueued these itself (INGRESS_MODE=dual)
         plans: list[Plan] = []
         for delivery in batch:
             try:
@@ -128,9 +130,12 @@ class Bridge:
                 continue
             if isinstance(decoded, Plan):
                 plans.append(decoded)
+            elif _in_redis(delivery):
+                marked.append(decoded)
             else:
                 requests.append(decoded)
-        if requests and not self._store(lambda: self._enqueue(requests), consumer, f"{len(requests)} tasks"):
+        tasks = len(requests) + len(marked)
+        if tasks and not self._store(lambda: self._enqueue(requests, marked), consumer, f"{tasks} tasks"):
             return False
         for plan in plans:
             if not self._store(partial(self._create, plan), consumer, f"workflow {plan.workflow_id}"):
@@ -151,7 +156,15 @@ class Bridge:
             raise PoisonMessage(str(exc)) from None
         return envelope.to_request()
 
-    def _enqueue(self, requests: list[TaskRequest]) -> None:
+    def _enqueue(self, requests: list[TaskRequest], marked: list[TaskRequest]) -> None:
+        """Enqueue `requests`, and those of `marked` whose mark the API's enqueue did not leave (one round trip
+        more when there are marked ones)."""
+        if marked:
+            left = accepted.take_marks(self.connection, [r.task_id for r in marked])
+            self.counters.in_redis += len(marked) - len(left)
+            requests = requests + [r for r in marked if r.task_id in left]
+        if not requests:
+            return
         created = enqueue_batch(
             self.connection, self.settings, requests, also=lambda pipe: accepted.forget(pipe, requests)
         )
@@ -204,8 +217,10 @@ class Bridge:
         self._last_stats = time.monotonic()
         c = self.counters
         log.info(
-            "bridge counters: moved=%s workflows=%s duplicates=%s poisoned=%s batches=%s reconnects=%s redis_waits=%s",
+            "bridge counters: moved=%s in_redis=%s workflows=%s duplicates=%s poisoned=%s batches=%s reconnects=%s "
+            "redis_waits=%s",
             c.moved,
+            c.in_redis,
             c.workflows,
             c.duplicates,
             c.poisoned,
@@ -213,6 +228,12 @@ class Bridge:
             c.reconnects,
             c.redis_waits,
         )
+
+
+def _in_redis(delivery: Delivery) -> bool:
+    """Whether the API enqueued this message's task into RQ itself (message.IN_REDIS_HEADER)."""
+    headers = getattr(delivery.properties, "headers", None)
+    return bool(headers and headers.get(message.IN_REDIS_HEADER))
 
 
 def _message_id(delivery: Delivery) -> str | None:

@@ -11,6 +11,15 @@ One hash for all records (rather than a key per task) lets a batch of accepted
 tasks be written with one HSET and one ZADD per queue, whatever its size.
 Records the bridge never cleared (the publish failed and so did Redis) are
 dropped by `trim`, which the bridge runs every bridge.service.TRIM_EVERY_S.
+
+With INGRESS_MODE=dual the API enqueues the task into RQ itself and publishes
+it too; its enqueue also marks the task here, and the bridge, finding the mark,
+removes it and creates nothing:
+
+    taskrelay:ingress:in-redis  sorted set, task id -> when the API enqueued it (Unix seconds)
+
+A message whose mark is gone (Redis lost the enqueue, or never took it) is
+enqueued by the bridge as usual, idempotent by task id.
 """
 
 from __future__ import annotations
@@ -141,10 +150,52 @@ def get_many(connection: redis.Redis, task_ids: list[str]) -> list[dict[str, str
     return [_decode(value) for value in raw]
 
 
+IN_REDIS_KEY = "taskrelay:ingress:in-redis"
+
+
+def mark_in_redis(pipe: Pipeline, task_ids: list[str]) -> None:
+    """Mark `task_ids` as enqueued by the API (add the command to `pipe`, the enqueue's own transaction)."""
+    if task_ids:
+        now = time.time()
+        pipe.zadd(IN_REDIS_KEY, dict.fromkeys(task_ids, now))
+
+
+TAKE_MARKS = """
+local left = {}
+for i, id in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[1], id) == 0 then left[#left + 1] = id end
+end
+return left
+"""
+"""KEYS: IN_REDIS_KEY. ARGV: task ids. Removes their marks; returns the ids that had none."""
+
+
+def take_marks(connection: redis.Redis, task_ids: list[str]) -> set[str]:
+    """Remove the marks of `task_ids` in one round trip; return the ids that had none (the bridge enqueues those)."""
+    if not task_ids:
+        return set()
+    left: Any = connection.eval(TAKE_MARKS, 1, IN_REDIS_KEY, *task_ids)
+    return {raw.decode() if isinstance(raw, bytes) else raw for raw in left}
+
+
+def unmark(connection: redis.Redis, task_ids: list[str]) -> None:
+    """Drop the marks of `task_ids`, whose publish failed (no message will come to remove them)."""
+    if task_ids:
+        connection.zrem(IN_REDIS_KEY, *task_ids)
+
+
+def drop_marks(connection: redis.Redis) -> int:
+    """Drop every mark (the ingress queue was purged: no message will come for them); return how many."""
+    pipe = connection.pipeline(transaction=True)
+    pipe.zcard(IN_REDIS_KEY)
+    pipe.delete(IN_REDIS_KEY)
+    return int(pipe.execute()[0])
+
+
 def trim(connection: redis.Redis, older_than_s: float = PENDING_TTL_S) -> int:
-    """Drop the records accepted more than `older_than_s` ago; return how many."""
+    """Drop the records accepted, and the marks made, more than `older_than_s` ago; return how many."""
     cutoff = time.time() - older_than_s
-    dropped = 0
+    dropped = int(connection.zremrangebyscore(IN_REDIS_KEY, 0, cutoff))
     for key in ALL_ZSET_KEYS:
         stale: Any = connection.zrangebyscore(key, 0, cutoff)
         if stale:

@@ -62,8 +62,9 @@ DEFAULT_WORKERS = 2
 """RQ worker processes that `make run` starts."""
 AUTH_MODES = ("on", "off")
 """TASKRELAY_AUTH: "on" (the default) asks every API request but /api/health for a key; "off" asks none."""
-INGRESS_MODES = ("rabbitmq", "redis-first")
-"""INGRESS_MODE, with RABBITMQ_URL: "rabbitmq" (the default) or "redis-first" (Settings.ingress_mode)."""
+INGRESS_MODES = ("rabbitmq", "redis-first", "dual")
+"""INGRESS_MODE, with RABBITMQ_URL: "dual" (the default), "rabbitmq" or "redis-first" (Settings.ingress_mode)."""
+DEFAULT_INGRESS_MODE = "dual"
 
 
 def _int(env: dict[str, str], name: str, default: int) -> int:
@@ -107,9 +108,9 @@ def _choice(
 
 
 def _ingress_mode(env: dict[str, str]) -> str:
-    mode = _choice(env, "INGRESS_MODE", INGRESS_MODES, "rabbitmq")
-    if mode == "redis-first" and not env.get("RABBITMQ_URL"):
-        raise ConfigError("INGRESS_MODE=redis-first needs RABBITMQ_URL: the queue it publishes to while Redis is down")
+    mode = _choice(env, "INGRESS_MODE", INGRESS_MODES, DEFAULT_INGRESS_MODE)
+    if env.get("INGRESS_MODE") and mode != "rabbitmq" and not env.get("RABBITMQ_URL"):
+        raise ConfigError(f"INGRESS_MODE={mode} needs RABBITMQ_URL: the queue it publishes to")
     return mode
 
 
@@ -183,9 +184,10 @@ class Settings:
     dashboard_username: str = ""
     dashboard_password: str = field(default="", repr=False)
     ingress_queue: str = DEFAULT_INGRESS_QUEUE
-    ingress_mode: str = "rabbitmq"
-    """INGRESS_MODE with RABBITMQ_URL: `rabbitmq` (every task through the queue and the bridge) or `redis-first`
-    (the API enqueues into RQ itself and publishes to the queue only while Redis does not answer; app/ingress.py)."""
+    ingress_mode: str = DEFAULT_INGRESS_MODE
+    """INGRESS_MODE with RABBITMQ_URL: `dual` (the API enqueues into RQ and publishes every task too; the bridge
+    enqueues what Redis lacks), `rabbitmq` (every task through the queue and the bridge) or `redis-first` (the API
+    enqueues into RQ itself and publishes to the queue only while Redis does not answer); app/ingress.py."""
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_batch_wait_s: float = DEFAULT_BRIDGE_BATCH_WAIT_S
     embedded_redis: str = ""

@@ -13,7 +13,7 @@ import pika
 
 from bridge.amqp import TRANSPORT_ERRORS, parameters, redact
 from bridge.amqp.topology import AMQP_PRIORITY, ROUTING_KEY, Topology
-from bridge.message import Outgoing
+from bridge.message import IN_REDIS_HEADER, Outgoing
 from core.errors import IngressUnavailable
 
 log = logging.getLogger("taskrelay.amqp")
@@ -149,6 +149,7 @@ class _Link:
                 priority=AMQP_PRIORITY[message.priority],
                 message_id=message.message_id,
                 content_type="application/json",
+                headers={IN_REDIS_HEADER: 1} if message.in_redis else None,
             )
             self.channel.basic_publish(exchange, ROUTING_KEY, message.body, properties, mandatory=True)
             self.confirmed[self.next_tag] = ""  # "" = not confirmed yet

@@ -58,11 +58,13 @@ def make_client():
 
 
 def settings_for(redis_url: str, rabbitmq_url: str, queue: str, **extra: str) -> Settings:
+    """Settings of the bridge-only path (INGRESS_MODE=rabbitmq) unless `extra` names another mode."""
     return keyed_settings(
         {
             "REDIS_URL": redis_url,
             "RABBITMQ_URL": rabbitmq_url,
             "INGRESS_QUEUE": queue,
+            "INGRESS_MODE": "rabbitmq",
             "RETRY_BASE_S": "0",
             "TASKRELAY_TASK_MODULES": "tests.fixture_tasks",
             **extra,
@@ -276,6 +278,36 @@ def test_an_unroutable_message_is_refused_not_confirmed(rabbitmq_url, ingress_qu
         publisher.close()
 
 
+def test_dual_queues_in_rq_at_once_and_the_bridge_only_takes_the_mark(
+    redis_url, rabbitmq_url, ingress_queue, real_redis, make_client
+):
+    """INGRESS_MODE=dual (the default): the job is queued before the 202, its message is confirmed in RabbitMQ,
+    and the bridge, finding the API's mark, creates nothing: the task runs once."""
+    settings = settings_for(redis_url, rabbitmq_url, ingress_queue, INGRESS_MODE="dual")
+    client = make_client(settings, real_redis)
+    task = {"task_type": "test_count", "parameters": {}}
+    ids = [client.post("/api/tasks", json=task).json["task_id"] for _ in range(5)]
+    assert real_redis.lrange("rq:queue:normal_priority", 0, -1) == [i.encode() for i in ids]  # no bridge yet
+    assert client.get(f"/api/tasks/{ids[0]}").json["status"]["status"] == "queued"
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 5
+    with running_bridge(settings) as bridge:
+        wait_until(lambda: bridge.counters.in_redis == 5, what="the bridge to take the marks")
+        assert (bridge.counters.moved, bridge.counters.duplicates) == (0, 0)
+    assert real_redis.keys("taskrelay:ingress:*") == []
+    assert ingress_depth(rabbitmq_url, ingress_queue) == 0
+    drain(real_redis)
+    assert [int(real_redis.get(f"runs:{i}") or 0) for i in ids] == [1] * 5
+
+
+def test_dual_with_rabbitmq_down_answers_202_from_redis(redis_url, real_redis, make_client):
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    client = make_client(settings_for(redis_url, dead, "taskrelay.unused", INGRESS_MODE="dual"), real_redis)
+    answer = client.post("/api/tasks", json=SEED_TASK)
+    assert answer.status_code == 202, answer.json
+    assert real_redis.lrange("rq:queue:high_priority", 0, -1) == [answer.json["task_id"].encode()]
+    assert real_redis.keys("taskrelay:ingress:*") == []  # its mark went with the failed publish
+
+
 def test_rabbitmq_down_is_503_and_nothing_half_accepted(redis_url, real_redis, make_client):
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     client = make_client(settings_for(redis_url, dead, "taskrelay.unused"), real_redis)
@@ -318,16 +350,18 @@ def test_dropped_connection_is_reestablished(redis_url, rabbitmq_url, ingress_qu
 
 
 @pytest.mark.slow
-def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client):
+@pytest.mark.parametrize("mode", ["rabbitmq", "dual"])
+def test_redis_outage_loses_nothing(rabbitmq_url, ingress_queue, make_client, mode):
     require_tool("redis-server", "the test stops and restarts a Redis of its own")
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    settings = settings_for(url, rabbitmq_url, ingress_queue)
+    settings = settings_for(url, rabbitmq_url, ingress_queue, INGRESS_MODE=mode)
     connection = connect(url, socket_timeout_s=2)
     client = make_client(settings, connection)
     with private_redis(port), running_bridge(settings) as bridge:
         first = client.post("/api/tasks", json=SEED_TASK).json["task_id"]
         wait_until(lambda: connection.exists(f"rq:job:{first}") == 1, what="the first task")
+        wait_until(lambda: bridge.counters.batches == 1, what="the bridge to ack it")  # dual: the API queued it
     # Redis is down: the API still accepts (tasks wait in RabbitMQ), the bridge holds them.
     with running_bridge(settings) as bridge:
         during = [client.post("/api/tasks", json=SEED_TASK) for _ in range(20)]

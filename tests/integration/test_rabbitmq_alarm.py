@@ -56,7 +56,13 @@ def depth(url: str) -> int:
 
 def test_a_memory_alarm_gets_a_prompt_503_and_leaves_nothing_behind(own_rabbit, redis_url, real_redis):
     settings = keyed_settings(
-        {"REDIS_URL": redis_url, "RABBITMQ_URL": own_rabbit.url, "INGRESS_QUEUE": QUEUE, "RETRY_BASE_S": "0"}
+        {
+            "REDIS_URL": redis_url,
+            "RABBITMQ_URL": own_rabbit.url,
+            "INGRESS_QUEUE": QUEUE,
+            "INGRESS_MODE": "rabbitmq",  # the API publishes only (INGRESS_MODE=dual would answer 202 from Redis)
+            "RETRY_BASE_S": "0",
+        }
     )
     app = create_app(settings, real_redis)
     client = app.test_client()
@@ -108,15 +114,22 @@ def test_a_queue_at_its_length_limit_gets_a_503_that_says_so(own_rabbit, redis_u
         '{"max-length": 2, "overflow": "reject-publish"}',
     ]
     subprocess.run([*policy, "--apply-to", "queues"], env=own_rabbit.env, check=True, capture_output=True, timeout=60)
-    settings = keyed_settings({"REDIS_URL": redis_url, "RABBITMQ_URL": own_rabbit.url, "INGRESS_QUEUE": queue})
-    app = create_app(settings, real_redis)
+    env = {"REDIS_URL": redis_url, "RABBITMQ_URL": own_rabbit.url, "INGRESS_QUEUE": queue}
+    app = create_app(keyed_settings({**env, "INGRESS_MODE": "rabbitmq"}), real_redis)
+    dual = create_app(keyed_settings({**env, "INGRESS_MODE": "dual"}), real_redis)
     client = app.test_client()
     try:
         answers = [client.post("/api/tasks", json=TASK) for _ in range(3)]
         assert [a.status_code for a in answers] == [202, 202, 503]
         assert answers[2].headers["Retry-After"]
         assert "length limit" in answers[2].json["message"]
+        # INGRESS_MODE=dual queued the task in Redis before RabbitMQ refused it: a 202, and no mark left behind.
+        answer = dual.test_client().post("/api/tasks", json=TASK)
+        assert answer.status_code == 202, answer.json
+        assert real_redis.exists(f"rq:job:{answer.json['task_id']}") == 1
+        assert real_redis.zscore("taskrelay:ingress:in-redis", answer.json["task_id"]) is None
     finally:
         app.extensions["taskrelay"].ingress.publisher.close()
+        dual.extensions["taskrelay"].ingress.publisher.close()
         clear = ["rabbitmqctl", "-n", own_rabbit.node, "clear_policy", "limit"]
         subprocess.run(clear, env=own_rabbit.env, capture_output=True, timeout=60)

@@ -114,12 +114,13 @@ def test_sam_runs_the_api_with_auth_on_and_the_bootstrap_key_from_secrets_manage
     assert not [name for name in template["Parameters"] if "key" in name.lower() and not name.endswith("SecretArn")]
 
 
-def test_sam_offers_the_ingress_modes_the_settings_accept_rabbitmq_first():
-    from core.settings import INGRESS_MODES
+def test_sam_offers_the_ingress_modes_the_settings_accept_with_the_same_default():
+    from core.settings import DEFAULT_INGRESS_MODE, INGRESS_MODES
 
     template = yaml.load((ROOT / "infra" / "template.yaml").read_text(), Loader=_CloudFormationLoader)
     parameter = template["Parameters"]["IngressMode"]
-    assert tuple(parameter["AllowedValues"]) == INGRESS_MODES and parameter["Default"] == "rabbitmq"
+    assert sorted(parameter["AllowedValues"]) == sorted(INGRESS_MODES)
+    assert parameter["Default"] == DEFAULT_INGRESS_MODE == "dual"
     variables = template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["INGRESS_MODE"] == "IngressMode"  # !Ref IngressMode
 

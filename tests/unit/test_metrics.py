@@ -189,11 +189,16 @@ class StubPublisher:
         pass
 
 
-@pytest.fixture
-def rabbit_app(settings, fake_redis):
-    app = create_app(dataclasses.replace(settings, rabbitmq_url="amqp://guest:guest@127.0.0.1:1/%2F"), fake_redis)
+def stubbed_app(settings, fake_redis, mode: str):
+    rabbit = dataclasses.replace(settings, rabbitmq_url="amqp://guest:guest@127.0.0.1:1/%2F", ingress_mode=mode)
+    app = create_app(rabbit, fake_redis)
     app.extensions["taskrelay"].ingress.publisher = StubPublisher(refuse="test_bad_input")
     return app
+
+
+@pytest.fixture
+def rabbit_app(settings, fake_redis):
+    return stubbed_app(settings, fake_redis, "rabbitmq")
 
 
 def test_the_rabbitmq_ingress_counts_at_accept_time_and_takes_back_refusals(rabbit_app, fake_redis):
@@ -209,6 +214,18 @@ def test_the_rabbitmq_ingress_counts_at_accept_time_and_takes_back_refusals(rabb
     assert value(samples, "taskrelay_ingress_messages", queue="taskrelay.ingress") == 7
     assert value(samples, "taskrelay_ingress_messages", queue="taskrelay.ingress.dead") == 2
     assert (value(samples, "taskrelay_bridge_lag_seconds") or 0) >= 0
+
+
+def test_the_dual_ingress_counts_at_accept_time_and_keeps_a_refused_task_it_queued(settings, fake_redis):
+    client = stubbed_app(settings, fake_redis, "dual").test_client()
+    submit(client, "test_echo", {})
+    answer = client.post("/api/tasks", json={"task_type": "test_bad_input", "parameters": {}})
+    assert answer.status_code == 202  # RabbitMQ refused it, but it is queued in Redis
+    assert fake_redis.exists(f"rq:job:{answer.json['task_id']}") == 1
+    samples = scrape(client)
+    submitted = "taskrelay_tasks_submitted_total"
+    assert value(samples, submitted, task_type="test_echo", priority="normal") == 1
+    assert value(samples, submitted, task_type="test_bad_input", priority="normal") == 1
 
 
 def test_an_unreachable_rabbitmq_leaves_out_only_the_ingress_metric(settings, fake_redis):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from app.ingress import REDIS_PAUSE_S, RabbitIngress, RedisFirstIngress, build
+from app.ingress import REDIS_PAUSE_S, DirectIngress, DualIngress, RabbitIngress, RedisFirstIngress, build
 from core import accepted
 from core.errors import ConfigError
 from core.model import TaskRequest
@@ -30,12 +30,16 @@ def redis_first(connection: fakeredis.FakeRedis) -> tuple[RedisFirstIngress, Pub
 
 
 def test_the_setting_picks_the_ingress_and_redis_first_needs_rabbitmq(fake_redis):
-    assert type(build(fake_redis, Settings.from_env(RABBIT))) is RabbitIngress
+    assert type(build(fake_redis, Settings.from_env(RABBIT))) is DualIngress  # the default with RABBITMQ_URL
+    assert type(build(fake_redis, Settings.from_env({**RABBIT, "INGRESS_MODE": "rabbitmq"}))) is RabbitIngress
     chosen = build(fake_redis, Settings.from_env({**RABBIT, "INGRESS_MODE": "Redis-First"}))
     assert type(chosen) is RedisFirstIngress
     with pytest.raises(ConfigError, match="INGRESS_MODE=redis-first needs RABBITMQ_URL"):
         Settings.from_env({"INGRESS_MODE": "redis-first"})
-    with pytest.raises(ConfigError, match="INGRESS_MODE must be one of rabbitmq, redis-first"):
+    with pytest.raises(ConfigError, match="INGRESS_MODE=dual needs RABBITMQ_URL"):
+        Settings.from_env({"INGRESS_MODE": "dual"})
+    assert type(build(fake_redis, Settings.from_env({}))) is DirectIngress  # no RABBITMQ_URL: the default is moot
+    with pytest.raises(ConfigError, match="INGRESS_MODE must be one of rabbitmq, redis-first, dual"):
         Settings.from_env({**RABBIT, "INGRESS_MODE": "kafka"})
 
 

@@ -1,0 +1,173 @@
+"""INGRESS_MODE=dual (the default with RABBITMQ_URL): the API enqueues into RQ and publishes every task too; the
+bridge takes the API's mark and creates nothing, or enqueues a task Redis lacks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import fakeredis
+import pika
+import pytest
+
+from app.ingress import DualIngress
+from bridge.amqp.consumer import Delivery
+from bridge.message import IN_REDIS_HEADER, Outgoing
+from bridge.service import Bridge
+from core import accepted
+from core.errors import IngressUnavailable
+from core.model import TaskRequest
+from core.settings import Settings
+from core.storage.keys import job_key
+
+SETTINGS = Settings.from_env(
+    {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
+)
+QUEUE = "rq:queue:normal_priority"
+
+
+def request(task_id: str) -> TaskRequest:
+    return TaskRequest(task_id, "data_processing", "normal", {"data": [1]}, submitted_at="2026-01-01T00:00:00+00:00")
+
+
+class Publishing:
+    """Stands in for the publisher's `publish_many`: keeps what would have gone out; `fail` makes it raise as a
+    RabbitMQ that does not answer, `refuse` nacks every message."""
+
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+        self.fail = False
+        self.refuse = False
+
+    def __call__(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        if self.fail:
+            raise IngressUnavailable("RabbitMQ is not answering")
+        self.sent.extend(messages)
+        return ["RabbitMQ refused the message (nack)" if self.refuse else None] * len(messages)
+
+
+class Acks:
+    """Stands in for the bridge's consumer: records acks and dead letters."""
+
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+        self.dead: list[str] = []
+
+    def ack_through(self, tag: int) -> None:
+        self.acked.append(tag)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.dead.append(reason)
+
+
+def dual(connection: fakeredis.FakeRedis) -> tuple[DualIngress, Publishing]:
+    ingress = DualIngress(connection, SETTINGS)
+    publishing = Publishing()
+    ingress.publisher.publish_many = publishing  # type: ignore[method-assign]
+    return ingress, publishing
+
+
+def deliveries(messages: list[Outgoing]) -> list[Delivery]:
+    """The published messages as the bridge receives them (the header only where the API set it)."""
+    return [
+        Delivery(
+            tag,
+            m.body,
+            False,
+            pika.BasicProperties(message_id=m.message_id, headers={IN_REDIS_HEADER: 1} if m.in_redis else None),
+        )
+        for tag, m in enumerate(messages, start=1)
+    ]
+
+
+def bridged(connection: fakeredis.FakeRedis, messages: list[Outgoing]) -> tuple[Bridge, Acks]:
+    from core import registry
+
+    registry.load(SETTINGS.task_modules)
+    bridge, acks = Bridge(SETTINGS, connection), Acks()
+    assert bridge.handle(deliveries(messages), acks)  # type: ignore[arg-type]
+    return bridge, acks
+
+
+def queued(connection: Any) -> list[bytes]:
+    return connection.lrange(QUEUE, 0, -1)
+
+
+def test_a_task_is_queued_in_rq_marked_and_published_flagged(fake_redis):
+    ingress, publishing = dual(fake_redis)
+    ingress.submit(request("d-1"))
+    assert queued(fake_redis) == [b"d-1"]
+    assert fake_redis.zscore(accepted.IN_REDIS_KEY, "d-1") is not None
+    assert [(m.message_id, m.in_redis) for m in publishing.sent] == [("d-1", True)]
+    assert accepted.get(fake_redis, "d-1") is None  # no "accepted" record: the job itself is there
+
+
+def test_the_bridge_takes_the_mark_and_creates_nothing_then_a_redelivery_nothing_either(fake_redis):
+    ingress, publishing = dual(fake_redis)
+    ingress.submit(request("d-1"))
+    before = fake_redis.hgetall(job_key("d-1"))
+    bridge, acks = bridged(fake_redis, publishing.sent)
+    assert (bridge.counters.in_redis, bridge.counters.moved, acks.acked) == (1, 0, [1])
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
+    assert queued(fake_redis) == [b"d-1"] and fake_redis.hgetall(job_key("d-1")) == before
+    again, _ = bridged(fake_redis, publishing.sent)  # redelivered after its mark was taken: the job is found
+    assert (again.counters.in_redis, again.counters.moved, again.counters.duplicates) == (0, 0, 1)
+    assert queued(fake_redis) == [b"d-1"]
+
+
+def test_a_task_redis_lost_is_enqueued_by_the_bridge_from_its_message(fake_redis):
+    ingress, publishing = dual(fake_redis)
+    ingress.submit(request("d-1"))
+    fake_redis.flushdb()  # a Redis crash lost the enqueue (and its mark, written in the same transaction)
+    bridge, _ = bridged(fake_redis, publishing.sent)
+    assert (bridge.counters.in_redis, bridge.counters.moved) == (0, 1)
+    assert queued(fake_redis) == [b"d-1"]
+
+
+def test_with_redis_down_the_task_is_published_unflagged_and_the_bridge_enqueues_it():
+    server = fakeredis.FakeServer()
+    connection = fakeredis.FakeRedis(server=server)
+    ingress, publishing = dual(connection)
+    server.connected = False
+    ingress.submit(request("d-1"))  # answered: RabbitMQ confirmed it
+    assert [(m.message_id, m.in_redis) for m in publishing.sent] == [("d-1", False)]
+    server.connected = True
+    bridge, _ = bridged(connection, publishing.sent)
+    assert bridge.counters.moved == 1 and queued(connection) == [b"d-1"]
+
+
+@pytest.mark.parametrize("failure", ["fail", "refuse"])
+def test_with_rabbitmq_not_taking_it_the_task_stays_queued_in_redis_without_its_mark(fake_redis, failure):
+    ingress, publishing = dual(fake_redis)
+    setattr(publishing, failure, True)
+    ingress.submit(request("d-1"))  # no error: the answer is a 202, the task is in Redis
+    assert queued(fake_redis) == [b"d-1"]
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0  # no message will come to take the mark
+
+
+def test_with_both_down_the_submit_fails():
+    server = fakeredis.FakeServer()
+    ingress, publishing = dual(fakeredis.FakeRedis(server=server))
+    server.connected = False
+    publishing.fail = True
+    with pytest.raises(IngressUnavailable):
+        ingress.submit(request("d-1"))
+
+
+def test_stale_marks_are_trimmed_with_the_records(fake_redis):
+    accepted.mark_in_redis(fake_redis.pipeline(), [])  # nothing to mark: no command
+    pipe = fake_redis.pipeline()
+    accepted.mark_in_redis(pipe, ["old"])
+    pipe.execute()
+    assert accepted.trim(fake_redis, older_than_s=3600) == 0
+    assert accepted.trim(fake_redis, older_than_s=-1) == 1
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
+
+
+def test_a_purge_counts_only_the_tasks_that_were_in_rabbitmq_alone_and_drops_the_marks(fake_redis):
+    ingress, _ = dual(fake_redis)
+    ingress.submit(request("d-1"))
+    ingress.submit(request("d-2"))
+    ingress.publisher.purge = lambda: 3  # type: ignore[method-assign]  # two marked messages, one published alone
+    assert ingress.purge() == 1
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
