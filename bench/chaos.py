@@ -1,7 +1,7 @@
 """Chaos: the whole system under load while its processes and servers are killed; nothing accepted may be lost.
 
     .venv/bin/python -m bench.chaos [--smoke] [--tasks 10000] [--workflows 200] [--appendfsync always]
-                                    [--ingress-mode rabbitmq|redis-first]
+                                    [--ingress-mode dual|rabbitmq|redis-first]
 
 It starts its own servers, so the machine's are never touched: a Redis with
 AOF on a free port (the system's Redis), a RabbitMQ node on a free port (the
@@ -23,7 +23,8 @@ BENCH_REDIS_DBS[0]). Printed at the end: accepted, finished, failed, lost
 (accepted, never finished: must be 0), run more than once (with the likely
 cause), the longest wait of an abandoned task before its retry, HTTP answers by
 status (whether every 503 carried Retry-After), and workflows finished.
-Writes bench/results/chaos.{json,md} (chaos-smoke.* with --smoke; chaos-redis-first.* with
+Writes bench/results/chaos.{json,md} for the default INGRESS_MODE=dual (chaos-smoke.* with --smoke;
+chaos-rabbitmq.* with --ingress-mode rabbitmq, where only the bridge enqueues; chaos-redis-first.* with
 --ingress-mode redis-first, where the API enqueues into Redis and publishes only while Redis is down).
 """
 
@@ -314,7 +315,7 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--appendfsync", default="always", choices=("always", "everysec"))
-    parser.add_argument("--ingress-mode", default="rabbitmq", choices=("rabbitmq", "redis-first"))
+    parser.add_argument("--ingress-mode", default="dual", choices=("dual", "rabbitmq", "redis-first"))
     args = parser.parse_args()
     if args.smoke:
         args.tasks, args.workflows = 400, 10
@@ -339,7 +340,7 @@ def main() -> None:
         rabbit.stop()
         own_redis.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    name = "chaos" + ("-redis-first" if args.ingress_mode == "redis-first" else "") + ("-smoke" if args.smoke else "")
+    name = "chaos" + ("" if args.ingress_mode == "dual" else f"-{args.ingress_mode}") + ("-smoke" if args.smoke else "")
     save_results(name, report["markdown"], report["data"])
     print(report["markdown"])
     if report["data"]["lost"]:

@@ -3,8 +3,10 @@
     .venv/bin/python -m bench.compare [--seconds 10] [--rounds 1] [--smoke]
 
 For each workload (a no-op task, a ~1 ms CPU task), interleaved round by round:
-  taskrelay  tasks waiting in the RabbitMQ ingress; the bridge and 2 workers
-             (WORKER_CLASS=batch) start; timed until every task is finished in RQ
+  taskrelay  tasks submitted as the API submits them in --ingress-mode (dual, the default: queued in RQ
+             and published, marked; rabbitmq: recorded and published, waiting in the RabbitMQ ingress);
+             the bridge and 2 workers (WORKER_CLASS=batch) start; timed until every task is finished in RQ
+             and the bridge has emptied the ingress
   celery     tasks waiting in RabbitMQ; `celery worker -P prefork -c 2` starts
              (Redis result backend); timed until every result is stored
   celery-c4  the same with `-c 4` (4 processes on the 2 cores)
@@ -48,6 +50,8 @@ WORKLOADS = {
 }
 CONCURRENT = False
 """--concurrent: tasks are fed while the workers run, instead of waiting as a backlog."""
+INGRESS_MODE = "dual"
+"""--ingress-mode: how the feed submits Taskrelay's tasks (app.ingress.build)."""
 FIRST_GUESS = {"taskrelay": 4000, "celery": 1200, "celery-c4": 1200, "rq-fork": 25, "rq-simple": 500}
 """Tasks/s guessed before the first measurement, to size the first backlog."""
 
@@ -103,8 +107,9 @@ def _run(
 
 
 def drain_taskrelay(workload: str, count: int) -> dict:
-    from app.ingress import RabbitIngress
+    from app.ingress import build
     from bridge.amqp.topology import Topology, delete_topology
+    from core import accepted
     from core.model import TaskRequest
     from core.settings import Settings
 
@@ -112,12 +117,17 @@ def drain_taskrelay(workload: str, count: int) -> dict:
     connection.flushdb()
     queue = f"taskrelay.bench.{uuid.uuid4().hex[:8]}"
     task_type = WORKLOADS[workload][0]
-    # The feed submits the way the API does once a request is validated: the RabbitMQ ingress
-    # (a PENDING record in Redis, then a confirmed publish, concurrent submits sharing one).
+    # The feed submits the way the API does once a request is validated, in INGRESS_MODE (concurrent submits
+    # sharing a flush): dual, into RQ (marked) and a confirmed publish; rabbitmq, a PENDING record and the publish.
     settings = Settings.from_env(
-        {"REDIS_URL": f"{REDIS_BASE}/{DB}", "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}
+        {
+            "REDIS_URL": f"{REDIS_BASE}/{DB}",
+            "RABBITMQ_URL": RABBITMQ_URL,
+            "INGRESS_QUEUE": queue,
+            "INGRESS_MODE": INGRESS_MODE,
+        }
     )
-    ingress = RabbitIngress(connection, settings)
+    ingress = build(connection, settings)
     stamp = "2026-01-01T00:00:00+00:00"
 
     def publish(offset: int) -> None:
@@ -147,7 +157,12 @@ def drain_taskrelay(workload: str, count: int) -> dict:
         return [subprocess.Popen([sys.executable, "-m", m], cwd=ROOT, env=env) for m in modules]
 
     try:
-        seconds, peaks = _run(start, lambda: connection.zcard(keys.finished_key("normal_priority")) >= count, 600, feed)
+
+        def drained() -> bool:  # dual: the bridge's part (taking the marks) is counted too
+            finished = connection.zcard(keys.finished_key("normal_priority")) >= count
+            return finished and connection.zcard(accepted.IN_REDIS_KEY) == 0
+
+        seconds, peaks = _run(start, drained, 600, feed)
     except RuntimeError as exc:  # say where the rest are
         pipe = connection.pipeline(transaction=False)
         places = places_of(get_queue(connection, "normal"))
@@ -237,11 +252,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="tiny backlogs: only proves the harness works")
     parser.add_argument("--concurrent", action="store_true", help="feed tasks while the workers run")
+    parser.add_argument(
+        "--ingress-mode", default="dual", choices=("dual", "rabbitmq"), help="how Taskrelay's feed submits"
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of noop,cpu")
     args = parser.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
-    global CONCURRENT
+    global CONCURRENT, INGRESS_MODE
     CONCURRENT = args.concurrent
+    INGRESS_MODE = args.ingress_mode
     rates = dict(FIRST_GUESS)
     results: dict[str, dict[str, list[dict]]] = {w: {c: [] for c in CONFIGS} for w in workloads}
     for round_number in range(1, args.rounds + 1):
@@ -269,12 +288,12 @@ def _report(results: dict[str, dict[str, list[dict]]], args: argparse.Namespace)
     lines = [
         f"Drain {'under concurrent submission' if args.concurrent else 'from a backlog'} ({machine};"
         f" 2 worker processes each; {args.rounds} round(s), about"
-        f" {args.seconds:g} s per config, interleaved)",
+        f" {args.seconds:g} s per config, interleaved; Taskrelay fed with INGRESS_MODE={args.ingress_mode})",
         "",
         "| workload | config | tasks/s | Redis commands/task | peak RSS per process (MB) |",
         "|---|---|---:|---:|---|",
     ]
-    data: dict[str, Any] = {"machine": machine, "workloads": {}}
+    data: dict[str, Any] = {"machine": machine, "ingress_mode": args.ingress_mode, "workloads": {}}
     for workload, configs in results.items():
         best = {}
         for name, runs in configs.items():

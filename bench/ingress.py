@@ -10,7 +10,8 @@ Side by side in one run, interleaved round by round, against gunicorn
           a confirm per message (bench/pika_flask.py)
   direct  Taskrelay, API enqueuing straight into RQ
   limited direct with a per-key rate limit set (RATE_LIMIT, never reached): what counting costs
-  rabbit  Taskrelay, API publishing to RabbitMQ with publisher confirms
+  rabbit  Taskrelay, INGRESS_MODE=rabbitmq: API publishing to RabbitMQ with publisher confirms
+  dual    Taskrelay, INGRESS_MODE=dual (the default): API enqueuing into RQ and publishing with confirms
 Load comes from wrk when it is installed (apt-get install wrk), else from
 bench/load.py (Python asyncio, which itself takes CPU from the server).
 Then the bridge (`python -m bridge`) drains everything the rabbit runs
@@ -89,6 +90,7 @@ def main() -> None:
         args.seconds, args.rounds = 0.5, 1
 
     queue = f"taskrelay.bench.{uuid.uuid4().hex[:8]}"
+    dual_queue = f"taskrelay.bench.dual.{uuid.uuid4().hex[:8]}"
     direct_db, rabbit_db = f"{REDIS_BASE}/{BENCH_DBS[0]}", f"{REDIS_BASE}/{BENCH_DBS[1]}"
     for url in (direct_db, rabbit_db):
         redis.Redis.from_url(url).flushdb()
@@ -101,7 +103,14 @@ def main() -> None:
         "pika": ("bench.pika_flask:app", {"BENCH_PIKA_QUEUE": pika_queue, "RABBITMQ_URL": RABBITMQ_URL}),
         "direct": ("app:create_app()", {"REDIS_URL": direct_db}),
         "limited": ("app:create_app()", {"REDIS_URL": direct_db, "RATE_LIMIT": "1000000/second"}),
-        "rabbit": ("app:create_app()", {"REDIS_URL": rabbit_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue}),
+        "rabbit": (
+            "app:create_app()",
+            {"REDIS_URL": rabbit_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": queue, "INGRESS_MODE": "rabbitmq"},
+        ),
+        "dual": (
+            "app:create_app()",
+            {"REDIS_URL": direct_db, "RABBITMQ_URL": RABBITMQ_URL, "INGRESS_QUEUE": dual_queue, "INGRESS_MODE": "dual"},
+        ),
     }
     results: dict[str, list[LoadResult]] = {name: [] for name in configs}
     rss: dict[str, dict[str, float]] = {name: {"master": 0.0, "worker": 0.0} for name in configs}
@@ -127,6 +136,7 @@ def main() -> None:
     redis.Redis.from_url(direct_db).flushdb()
     redis.Redis.from_url(rabbit_db).flushdb()
     _delete_queue(queue)
+    _delete_queue(dual_queue)  # no bridge ran for it: its messages are still there
     from bench.celery_app import delete_queue as delete_celery_queue  # the baselines' clients load only here
     from bench.pika_flask import delete_queue as delete_pika_queue
 
@@ -223,7 +233,9 @@ def _report(
         f" rabbit / pika: {rows['rabbit'].rate / rows['pika'].rate:.2f}x;"
         f" rabbit / bare: {rows['rabbit'].rate / rows['bare'].rate:.2f}x;"
         f" rabbit / direct: {rows['rabbit'].rate / rows['direct'].rate:.2f}x;"
-        f" limited / direct (rate limit's cost): {rows['limited'].rate / rows['direct'].rate:.2f}x",
+        f" limited / direct (rate limit's cost): {rows['limited'].rate / rows['direct'].rate:.2f}x;"
+        f" dual / celery: {rows['dual'].rate / rows['celery'].rate:.2f}x;"
+        f" dual / rabbit: {rows['dual'].rate / rows['rabbit'].rate:.2f}x",
         f"bridge: {published} tasks from RabbitMQ into RQ in {drain_s:.2f} s = {bridge_rate:.0f} tasks/s"
         " (timed from its first job in Redis)",
         "",

@@ -1,7 +1,9 @@
 """Submit→done latency at a steady rate: Taskrelay vs Celery, both submitted over HTTP.
 
-Taskrelay: HTTP → RabbitMQ → bridge → batch workers; "direct" (no RABBITMQ_URL): HTTP → RQ → batch workers;
-"redis-first" (INGRESS_MODE=redis-first): HTTP → RQ → batch workers, with RabbitMQ and a bridge for Redis outages.
+Taskrelay (the default, INGRESS_MODE=dual): HTTP → RQ → batch workers, every task also published to RabbitMQ
+(confirmed before the 202) and the bridge taking the API's marks; "rabbitmq" (INGRESS_MODE=rabbitmq): HTTP →
+RabbitMQ → bridge → batch workers; "direct" (no RABBITMQ_URL): HTTP → RQ → batch workers; "redis-first"
+(INGRESS_MODE=redis-first): HTTP → RQ → batch workers, with RabbitMQ and a bridge for Redis outages.
 Celery: HTTP → Flask → RabbitMQ → prefork workers.
 
     .venv/bin/python -m bench.latency [--rate 200] [--seconds 10] [--smoke]
@@ -91,9 +93,9 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "p50": statistics.median(ordered), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-def taskrelay(rate: float, seconds: float, rabbitmq: bool = True, mode: str = "rabbitmq") -> dict[str, Any]:
-    """Through the RabbitMQ ingress and the bridge, or (`rabbitmq` False) with the API enqueueing into RQ;
-    `mode` is the INGRESS_MODE with RabbitMQ (`redis-first`: the API enqueues, a bridge runs for outages)."""
+def taskrelay(rate: float, seconds: float, rabbitmq: bool = True, mode: str = "dual") -> dict[str, Any]:
+    """With RabbitMQ and the bridge in INGRESS_MODE `mode` (dual: the API enqueues and publishes; rabbitmq: the
+    bridge enqueues; redis-first: the API enqueues, publishes only for outages), or (`rabbitmq` False) direct."""
     url = f"{REDIS_BASE}/{BENCH_DBS[0]}"
     connection = redis.Redis.from_url(url)
     connection.flushdb()
@@ -203,6 +205,7 @@ def main() -> None:
     data: dict = {"rate": args.rate, "seconds": args.seconds}
     systems: dict[str, Callable[[float, float], dict[str, Any]]] = {
         "taskrelay": taskrelay,
+        "taskrelay rabbitmq": partial(taskrelay, mode="rabbitmq"),
         "taskrelay direct": partial(taskrelay, rabbitmq=False),
         "taskrelay redis-first": partial(taskrelay, mode="redis-first"),
         "celery": celery,
@@ -214,11 +217,11 @@ def main() -> None:
         )
         print(lines[-1], flush=True)
     lines += ["", "Taskrelay's p50 / p90 per leg, ms (from `created_at`, `enqueued_at`, `started_at`, `ended_at`):"]
-    for name in ("taskrelay", "taskrelay direct", "taskrelay redis-first"):
+    for name in ("taskrelay", "taskrelay rabbitmq", "taskrelay direct", "taskrelay redis-first"):
         legs = data[f"{name} p50 legs ms"] = data[name].pop("legs")
         tails = data[f"{name} p90 legs ms"] = data[name].pop("legs p90")
         lines.append(f"- {name}: " + ", ".join(f"{leg} {ms:.2f} / {tails[leg]:.2f}" for leg, ms in legs.items()))
-    print("\n".join(lines[-4:]), flush=True)
+    print("\n".join(lines[-5:]), flush=True)
     name = "latency-smoke" if args.smoke else "latency"
     save_results(name, "\n".join(lines) + "\n", data)
 

@@ -47,12 +47,14 @@ def test_latency_smoke(bench_dbs, rabbitmq_url):
     output = run_bench(bench_dbs, "bench.latency", "--smoke")
     assert "| taskrelay | 20 |" in output and "| celery | 20 |" in output
     assert "| taskrelay redis-first | 20 |" in output and "- taskrelay redis-first: client→API" in output
+    assert "| taskrelay rabbitmq | 20 |" in output and "- taskrelay rabbitmq: client→API" in output
 
 
 def test_ingress_smoke(bench_dbs, rabbitmq_url):
     output = run_bench(bench_dbs, "bench.ingress", "--smoke")
     assert "rabbit / bare" in output and "rabbit / pika" in output and "bridge:" in output
     assert "| pika |" in output and "| limited |" in output and "rate limit's cost" in output
+    assert "| dual |" in output and "dual / rabbit" in output
 
 
 def test_scale_smoke(bench_dbs):
