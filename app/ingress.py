@@ -293,52 +293,46 @@ class RedisFirstIngress:
         self.rabbit.close()
 
 
+class _NotInRedis(Exception):
+    """DualIngress's enqueue stage did not get a task into Redis (it failed, or failed moments ago)."""
+
+
 class DualIngress(RabbitIngress):
     """Enqueue into RQ from the API process and publish every task to RabbitMQ too (INGRESS_MODE=dual, the
     default with RABBITMQ_URL).
 
-    Each flush goes into Redis as with DirectIngress, so a task starts as soon as without RabbitMQ, and the
-    same transaction marks its tasks (core.accepted.mark_in_redis). Then they are published as RabbitIngress
-    publishes them, flagged (IN_REDIS_HEADER), and each request answers once RabbitMQ confirmed it. The bridge
-    removes the mark and creates nothing; a message whose mark is missing (Redis failed, or lost the enqueue
-    in a crash before the bridge got to the message) it enqueues as in `rabbitmq` mode.
+    Each task goes into Redis as with DirectIngress, so it starts as soon as without RabbitMQ, and the same
+    transaction marks it (core.accepted.mark_in_redis). Then it is published as RabbitIngress publishes,
+    flagged (IN_REDIS_HEADER), and its request answers once RabbitMQ confirmed it. The bridge removes the mark
+    and creates nothing; a message whose mark is missing (Redis failed, or lost the enqueue in a crash before
+    the bridge got to the message) it enqueues as in `rabbitmq` mode.
+
+    The two steps are two group commits (`commits`, then `publishes`): a request that arrives while another
+    waits for RabbitMQ's confirm is enqueued at once, not after that wait.
 
     A 202 therefore means: confirmed by RabbitMQ, and queued in RQ unless Redis failed; while RabbitMQ does
-    not take the tasks, queued in RQ only (as a redis-first 202). With both failing, 503. Workflows go as in
+    not take the task, queued in RQ only (as a redis-first 202). With both failing, 503. Workflows go as in
     `rabbitmq` mode (one message, recorded, created by the bridge).
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
-        super().__init__(connection, settings)
+        super().__init__(connection, settings)  # its `commits` flushes with _flush below: the enqueue step
         self.settings = settings
+        self.publishes: GroupCommit[Outgoing] = GroupCommit(self._publish)
         self.description = f"into RQ and RabbitMQ queue {settings.ingress_queue!r} at once; the bridge fills gaps"
 
-    def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
-        in_redis = self._enqueue(requests)
-        messages = [Outgoing(TaskEnvelope.from_request(r).encode(), r.priority, r.task_id, in_redis) for r in requests]
+    def submit(self, request: TaskRequest) -> None:
         try:
-            refusals = self.publisher.publish_many(messages)
-        except IngressUnavailable as exc:
-            if not in_redis:
-                raise
-            refusals = [str(exc)] * len(requests)
-        refused = [r.task_id for r, why in zip(requests, refusals, strict=True) if why is not None]
-        if not refused:
-            return [None] * len(requests)
-        if not in_redis:
-            return [None if why is None else IngressUnavailable(why) for why in refusals]
-        log.warning(
-            "RabbitMQ did not take %d tasks (%s): they are queued in Redis only",
-            len(refused),
-            next(why for why in refusals if why is not None),
-            extra={"task_ids": refused},
-        )
-        # No message will come to remove their marks.
-        self._try(lambda: accepted.unmark(self.connection, refused), "unmark", refused)
-        return [None] * len(requests)
+            self.commits.submit(request)
+            in_redis = True
+        except _NotInRedis:
+            in_redis = False
+        envelope = TaskEnvelope.from_request(request).encode()
+        self.publishes.submit(Outgoing(envelope, request.priority, request.task_id, in_redis))
 
-    def _enqueue(self, requests: list[TaskRequest]) -> bool:
-        """Enqueue `requests` into RQ, marked, in one transaction; False if Redis failed (now, or moments ago)."""
+    def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        """Enqueue `requests` into RQ, marked, in one transaction; each gets _NotInRedis if Redis failed (now, or
+        moments ago)."""
         counted = metrics.Tally.of_submitted(requests)
         ids = [r.task_id for r in requests]
 
@@ -346,7 +340,32 @@ class DualIngress(RabbitIngress):
             counted.write(pipe)
             accepted.mark_in_redis(pipe, ids)
 
-        return self._try(lambda: enqueue_batch(self.connection, self.settings, requests, also=also), "enqueue", ids)
+        if self._try(lambda: enqueue_batch(self.connection, self.settings, requests, also=also), "enqueue", ids):
+            return [None] * len(requests)
+        return [_NotInRedis() for _ in requests]
+
+    def _publish(self, messages: list[Outgoing]) -> list[BaseException | None]:
+        """Publish `messages`; one RabbitMQ does not take fails its request unless its task is in Redis (then its
+        mark is removed: no message will come for it)."""
+        try:
+            refusals = self.publisher.publish_many(messages)
+        except IngressUnavailable as exc:
+            if not any(m.in_redis for m in messages):
+                raise
+            refusals = [str(exc)] * len(messages)
+        kept = [m.message_id for m, why in zip(messages, refusals, strict=True) if why is not None and m.in_redis]
+        if kept:
+            log.warning(
+                "RabbitMQ did not take %d tasks (%s): they are queued in Redis only",
+                len(kept),
+                next(why for why in refusals if why is not None),
+                extra={"task_ids": kept},
+            )
+            self._try(lambda: accepted.unmark(self.connection, kept), "unmark", kept)
+        return [
+            IngressUnavailable(why) if why is not None and not m.in_redis else None
+            for m, why in zip(messages, refusals, strict=True)
+        ]
 
     def purge(self) -> int:
         """Purge the ingress queue; return how many of its tasks were only there. A marked message's task is

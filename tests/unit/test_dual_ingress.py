@@ -3,6 +3,7 @@ bridge takes the API's mark and creates nothing, or enqueues a task Redis lacks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from core.errors import IngressUnavailable
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.keys import job_key
+from tests.helpers import wait_until
 
 SETTINGS = Settings.from_env(
     {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
@@ -171,3 +173,26 @@ def test_a_purge_counts_only_the_tasks_that_were_in_rabbitmq_alone_and_drops_the
     ingress.publisher.purge = lambda: 3  # type: ignore[method-assign]  # two marked messages, one published alone
     assert ingress.purge() == 1
     assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
+
+
+def test_a_task_is_enqueued_while_another_request_waits_for_its_confirm(fake_redis):
+    ingress, _ = dual(fake_redis)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_confirm(messages: Sequence[Outgoing]) -> list[str | None]:
+        entered.set()
+        release.wait(10)
+        return [None] * len(messages)
+
+    ingress.publisher.publish_many = slow_confirm  # type: ignore[method-assign]
+    first = threading.Thread(target=ingress.submit, args=(request("a"),))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=ingress.submit, args=(request("b"),))
+    second.start()
+    try:  # "b" is queued while "a" still waits for RabbitMQ (one flush of both steps would hold it back)
+        wait_until(lambda: queued(fake_redis) == [b"a", b"b"], 5, "the second task in RQ")
+    finally:
+        release.set()
+        first.join(10)
+        second.join(10)
