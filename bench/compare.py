@@ -109,7 +109,7 @@ def _run(
 def drain_taskrelay(workload: str, count: int) -> dict:
     from app.ingress import build
     from bridge.amqp.topology import Topology, delete_topology
-    from core import accepted
+    from core import accepted, registry
     from core.model import TaskRequest
     from core.settings import Settings
 
@@ -125,8 +125,10 @@ def drain_taskrelay(workload: str, count: int) -> dict:
             "RABBITMQ_URL": RABBITMQ_URL,
             "INGRESS_QUEUE": queue,
             "INGRESS_MODE": INGRESS_MODE,
+            "TASKRELAY_TASK_MODULES": "bench.tasks",
         }
     )
+    registry.load(settings.task_modules)  # a dual feed builds the jobs itself
     ingress = build(connection, settings)
     stamp = "2026-01-01T00:00:00+00:00"
 

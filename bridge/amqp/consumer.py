@@ -82,7 +82,8 @@ class Consumer:
             self._channel.add_on_cancel_callback(canceled.append)
             self._channel.basic_consume(self.topology.queue, on_message)
             while not stopping():
-                self._connection.process_data_events(time_limit=IDLE_POLL_S)  # returns once a message is in
+                # Returns once a message is in; at once if some came in meanwhile (while the caller slept).
+                self._connection.process_data_events(time_limit=0 if buffer else IDLE_POLL_S)
                 if canceled and not buffer:
                     raise IngressUnavailable(f"RabbitMQ canceled the consumer of {self.topology.queue!r}")
                 if not buffer:

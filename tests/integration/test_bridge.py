@@ -20,7 +20,7 @@ from rq import SimpleWorker
 from rq.job import Job
 
 from app import create_app
-from bridge.amqp.consumer import REASON_HEADER
+from bridge.amqp.consumer import REASON_HEADER, Consumer
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import AMQP_PRIORITY, Topology
 from bridge.message import Outgoing, TaskEnvelope
@@ -297,6 +297,39 @@ def test_dual_queues_in_rq_at_once_and_the_bridge_only_takes_the_mark(
     assert ingress_depth(rabbitmq_url, ingress_queue) == 0
     drain(real_redis)
     assert [int(real_redis.get(f"runs:{i}") or 0) for i in ids] == [1] * 5
+
+
+def test_a_message_that_came_while_the_bridge_slept_is_handed_over_without_waiting_for_more(
+    rabbitmq_url, ingress_queue
+):
+    """The bridge sleeps between batches (after marked ones, or backing off from Redis): what RabbitMQ delivered
+    meanwhile is taken at once, not after an idle poll (which waited IDLE_POLL_S for news that would not come, the
+    prefetch window being full: a dual-mode backlog drained ~4x slower)."""
+    consumer = Consumer(rabbitmq_url, Topology(ingress_queue), prefetch=10)
+    consumer.connect()
+    try:
+        batches = consumer.batches(10, 0.01, lambda: False)
+        publish_raw(rabbitmq_url, ingress_queue, [envelope("first")])
+        consumer.ack_through(next(batches)[-1].tag)
+        publish_raw(rabbitmq_url, ingress_queue, [envelope("second")])
+        while consumer.depth():  # until RabbitMQ has delivered it; its frame comes before the answer that says so
+            consumer.sleep(0.01)
+        consumer.sleep(0)  # what the bridge's sleep does: the delivery goes into the batch buffer
+        connection = consumer._connection
+        assert connection is not None
+        limits: list[float | None] = []
+        poll = connection.process_data_events
+
+        def recorded(time_limit: float | None = 0) -> None:
+            limits.append(time_limit)
+            poll(time_limit=time_limit)
+
+        connection.process_data_events = recorded  # type: ignore[method-assign]
+        second = next(batches)
+        assert [json.loads(d.body)["task_id"] for d in second] == ["second"]
+        assert limits[0] == 0
+    finally:
+        consumer.close()
 
 
 def test_dual_with_rabbitmq_down_answers_202_from_redis(redis_url, real_redis, make_client):
