@@ -293,8 +293,39 @@ class RedisFirstIngress:
         self.rabbit.close()
 
 
-class _NotInRedis(Exception):
-    """DualIngress's enqueue stage did not get a task into Redis (it failed, or failed moments ago)."""
+RATE_WINDOW_S = 0.25
+"""How often a DualIngress measures its submit rate, in seconds."""
+
+
+class SubmitRate:
+    """Tasks per second one API process submitted over its last whole RATE_WINDOW_S window (0 until one ended)."""
+
+    def __init__(self) -> None:
+        self.clock: Callable[[], float] = time.monotonic
+        self._start = self.clock()
+        self._count = 0
+        self.per_s = 0.0
+
+    def add(self, tasks: int) -> float:
+        """Count `tasks` submitted now; return the rate."""
+        now = self.clock()
+        if now - self._start >= RATE_WINDOW_S:
+            self.per_s = self._count / (now - self._start)
+            self._start, self._count = now, 0
+        self._count += tasks
+        return self.per_s
+
+
+class _Routed(Exception):
+    """DualIngress's first step did not enqueue the task into Redis: a subclass says what it did instead."""
+
+
+class _NotInRedis(_Routed):
+    """Redis failed (now, or moments ago): the task is to be published unflagged."""
+
+
+class _Bridged(_Routed):
+    """Over DUAL_MAX_RATE: the task was recorded and published as in `rabbitmq` mode, and confirmed."""
 
 
 class DualIngress(RabbitIngress):
@@ -310,14 +341,20 @@ class DualIngress(RabbitIngress):
     The two steps are two group commits (`commits`, then `publishes`): a request that arrives while another
     waits for RabbitMQ's confirm is enqueued at once, not after that wait.
 
+    Above `settings.dual_max_rate` submits per second in this process, the first step submits as `rabbitmq`
+    mode does instead (an accepted record, a confirmed publish; the bridge enqueues in batches): under load
+    that costs Redis and this process less per task than an enqueue per flush, and a task's wait is then
+    mostly the queue's anyway. It returns to enqueueing once the rate falls back.
+
     A 202 therefore means: confirmed by RabbitMQ, and queued in RQ unless Redis failed; while RabbitMQ does
     not take the task, queued in RQ only (as a redis-first 202). With both failing, 503. Workflows go as in
     `rabbitmq` mode (one message, recorded, created by the bridge).
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
-        super().__init__(connection, settings)  # its `commits` flushes with _flush below: the enqueue step
+        super().__init__(connection, settings)  # its `commits` flushes with _flush below: the first step
         self.settings = settings
+        self.rate = SubmitRate()
         self.publishes: GroupCommit[Outgoing] = GroupCommit(self._publish)
         self.description = f"into RQ and RabbitMQ queue {settings.ingress_queue!r} at once; the bridge fills gaps"
 
@@ -325,6 +362,8 @@ class DualIngress(RabbitIngress):
         try:
             self.commits.submit(request)
             in_redis = True
+        except _Bridged:
+            return
         except _NotInRedis:
             in_redis = False
         envelope = TaskEnvelope.from_request(request).encode()
@@ -332,7 +371,10 @@ class DualIngress(RabbitIngress):
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         """Enqueue `requests` into RQ, marked, in one transaction; each gets _NotInRedis if Redis failed (now, or
-        moments ago)."""
+        moments ago). Over the rate limit: record and publish them as RabbitIngress does (_Bridged, or its error)."""
+        limit = self.settings.dual_max_rate
+        if self.rate.add(len(requests)) > limit > 0:
+            return [error or _Bridged() for error in super()._flush(requests)]
         counted = metrics.Tally.of_submitted(requests)
         ids = [r.task_id for r in requests]
 

@@ -38,9 +38,11 @@ BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 5.0
 """Reconnect and Redis retry waits grow from BACKOFF_START_S, doubling, up to this (seconds)."""
 MARKED_WAIT_S = 0.05
-"""After a batch of marked messages only (INGRESS_MODE=dual: their tasks are in RQ already), the bridge waits this
-long before its next batch, in seconds, so at a steady rate it takes marks a batch at a time instead of waking for
-each message: CPU it leaves to the API, the workers and RabbitMQ on a shared host."""
+"""After a small batch (under MARKED_WAIT_BELOW) of marked messages only (INGRESS_MODE=dual: their tasks are in RQ
+already), the bridge waits this long before its next batch, in seconds, so at a steady rate it takes marks a batch
+at a time instead of waking for each message: CPU it leaves to the API, the workers and RabbitMQ on a shared host."""
+MARKED_WAIT_BELOW = 50
+"""A batch this big or bigger means messages are waiting: the bridge goes on at once."""
 STATS_EVERY_S = 30.0
 """How often the bridge logs its counters, in seconds."""
 TRIM_EVERY_S = 3600.0
@@ -106,7 +108,8 @@ class Bridge:
                     self.handle(batch, consumer)
                     self._maybe_log_stats()
                     self._maybe_trim()
-                    if all(_in_redis(delivery) for delivery in batch) and not self._stopping:
+                    small = len(batch) < MARKED_WAIT_BELOW
+                    if small and all(_in_redis(delivery) for delivery in batch) and not self._stopping:
                         consumer.sleep(MARKED_WAIT_S)
             except IngressUnavailable as exc:
                 self.counters.reconnects += 1

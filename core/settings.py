@@ -46,6 +46,8 @@ DEFAULT_BRIDGE_BATCH_SIZE = 500
 """Most messages the bridge moves into Redis per pipeline (and acks at once); also its prefetch window."""
 DEFAULT_BRIDGE_BATCH_WAIT_S = 0.01
 """Longest a batch keeps growing while messages keep arriving, in seconds (a pause sends it at once)."""
+DEFAULT_DUAL_MAX_RATE = 250
+"""DUAL_MAX_RATE: submits per second of one API process above which INGRESS_MODE=dual submits as `rabbitmq` does."""
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 WORKER_CLASSES = ("batch", "fork", "simple")
 """batch: tasks run in the worker process, claimed and recorded a batch at a time (the default, fastest);
@@ -112,6 +114,13 @@ def _ingress_mode(env: dict[str, str]) -> str:
     if env.get("INGRESS_MODE") and mode != "rabbitmq" and not env.get("RABBITMQ_URL"):
         raise ConfigError(f"INGRESS_MODE={mode} needs RABBITMQ_URL: the queue it publishes to")
     return mode
+
+
+def _nonnegative(env: dict[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {value}")
+    return value
 
 
 def _positive(env: dict[str, str], name: str, default: int) -> int:
@@ -188,6 +197,10 @@ class Settings:
     """INGRESS_MODE with RABBITMQ_URL: `dual` (the API enqueues into RQ and publishes every task too; the bridge
     enqueues what Redis lacks), `rabbitmq` (every task through the queue and the bridge) or `redis-first` (the API
     enqueues into RQ itself and publishes to the queue only while Redis does not answer); app/ingress.py."""
+    dual_max_rate: int = DEFAULT_DUAL_MAX_RATE
+    """DUAL_MAX_RATE: above this many submits per second in one API process, INGRESS_MODE=dual records and publishes
+    as `rabbitmq` mode does (the bridge enqueues in batches: fewer Redis commands and less API CPU per task) until
+    the rate falls back; 0 never does."""
     bridge_batch_size: int = DEFAULT_BRIDGE_BATCH_SIZE
     bridge_batch_wait_s: float = DEFAULT_BRIDGE_BATCH_WAIT_S
     embedded_redis: str = ""
@@ -245,6 +258,7 @@ class Settings:
             dashboard_password=env.get("DASHBOARD_PASSWORD", ""),
             ingress_queue=env.get("INGRESS_QUEUE") or DEFAULT_INGRESS_QUEUE,
             ingress_mode=_ingress_mode(env),
+            dual_max_rate=_nonnegative(env, "DUAL_MAX_RATE", DEFAULT_DUAL_MAX_RATE),
             bridge_batch_size=_int(env, "BRIDGE_BATCH_SIZE", DEFAULT_BRIDGE_BATCH_SIZE),
             bridge_batch_wait_s=_float(env, "BRIDGE_BATCH_WAIT_S", DEFAULT_BRIDGE_BATCH_WAIT_S),
             embedded_redis=_choice(env, "TASKRELAY_EMBEDDED", EMBEDDED_REDIS_KINDS, ""),

@@ -324,7 +324,7 @@ def test_a_message_that_came_while_the_bridge_slept_is_handed_over_without_waiti
             limits.append(time_limit)
             poll(time_limit=time_limit)
 
-        connection.process_data_events = recorded  # type: ignore[method-assign]
+        connection.process_data_events = recorded
         second = next(batches)
         assert [json.loads(d.body)["task_id"] for d in second] == ["second"]
         assert limits[0] == 0

@@ -16,7 +16,7 @@ from bridge.amqp.consumer import Delivery
 from bridge.message import IN_REDIS_HEADER, Outgoing
 from bridge.service import Bridge
 from core import accepted
-from core.errors import IngressUnavailable
+from core.errors import ConfigError, IngressUnavailable
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.keys import job_key
@@ -196,3 +196,39 @@ def test_a_task_is_enqueued_while_another_request_waits_for_its_confirm(fake_red
         release.set()
         first.join(10)
         second.join(10)
+
+
+def test_over_the_rate_limit_tasks_are_recorded_and_published_for_the_bridge_and_back_under_it_enqueued(fake_redis):
+    from app.ingress import RATE_WINDOW_S
+
+    ingress, publishing = dual(fake_redis)
+    now = [100.0]
+    ingress.rate.clock = lambda: now[0]
+    ingress.rate._start = now[0]
+    limit = SETTINGS.dual_max_rate
+    for n in range(int(limit * RATE_WINDOW_S) + 1):  # one window just over the limit: still enqueued (measured after)
+        ingress.submit(request(f"calm-{n}"))
+    now[0] += RATE_WINDOW_S
+    ingress.submit(request("busy-1"))  # the window ended over the limit: the way of rabbitmq mode
+    assert fake_redis.exists(job_key("busy-1")) == 0
+    assert accepted.get(fake_redis, "busy-1") is not None  # PENDING, as in rabbitmq mode
+    assert publishing.sent[-1].message_id == "busy-1" and not publishing.sent[-1].in_redis
+    bridge, _ = bridged(fake_redis, publishing.sent[-1:])
+    assert bridge.counters.moved == 1 and accepted.get(fake_redis, "busy-1") is None
+    now[0] += RATE_WINDOW_S
+    ingress.submit(request("calm-again"))  # that window had one task: under the limit again
+    assert fake_redis.exists(job_key("calm-again")) == 1
+    assert publishing.sent[-1].in_redis
+
+
+def test_dual_max_rate_0_never_leaves_the_enqueue(fake_redis):
+    import dataclasses
+
+    ingress = DualIngress(fake_redis, dataclasses.replace(SETTINGS, dual_max_rate=0))
+    ingress.publisher.publish_many = Publishing()  # type: ignore[method-assign]
+    ingress.rate.per_s = 1e9  # whatever it measured
+    ingress.rate.add = lambda tasks: 1e9  # type: ignore[method-assign]
+    ingress.submit(request("d-1"))
+    assert fake_redis.exists(job_key("d-1")) == 1
+    with pytest.raises(ConfigError, match="DUAL_MAX_RATE must be 0 or more"):
+        Settings.from_env({"DUAL_MAX_RATE": "-1"})
