@@ -192,15 +192,18 @@ class Answers:
     accepted_workflows: dict[str, str] = field(default_factory=dict)
     """workflow id -> the task id of its last step."""
     gave_up: int = 0
+    unavailable: list[tuple[float, str, str]] = field(default_factory=list)
+    """Each 503: (seconds into the run, path, the error it gave)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Client:
     """One keep-alive HTTP client that resubmits with the same Idempotency-Key until it gets a 202."""
 
-    def __init__(self, port: int, answers: Answers, deadline: float) -> None:
+    def __init__(self, port: int, answers: Answers, started: float, deadline: float) -> None:
         self.port = port
         self.answers = answers
+        self.started = started
         self.deadline = deadline
         self.connection: http.client.HTTPConnection | None = None
 
@@ -225,8 +228,11 @@ class Client:
                 continue
             with self.answers.lock:
                 self.answers.statuses[response.status] += 1
-                if response.status == 503 and not response.getheader("Retry-After"):
-                    self.answers.unavailable_without_retry_after += 1
+                if response.status == 503:
+                    if not response.getheader("Retry-After"):
+                        self.answers.unavailable_without_retry_after += 1
+                    at = round(time.monotonic() - self.started, 1)
+                    self.answers.unavailable.append((at, path, _error_text(data)))
             if response.status == 202:
                 return dict(json.loads(data))
             if response.status in (409, 429, 503) or response.status >= 500:
@@ -242,6 +248,26 @@ class Client:
         if self.connection is not None:
             self.connection.close()
         self.connection = None
+
+
+def _error_text(data: bytes) -> str:
+    """A 503's error message, without the advice every one of them ends with."""
+    try:
+        text = str(json.loads(data).get("message", ""))
+    except (ValueError, AttributeError):
+        text = data[:100].decode(errors="replace")
+    return text.split("; the request was not accepted")[0]
+
+
+def _unavailable_by_cause(unavailable: list[tuple[float, str, str]]) -> list[dict[str, Any]]:
+    """The 503s grouped by path and error, each group with its count and when it came (seconds into the run)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    for at, path, error in unavailable:
+        groups.setdefault((path, error), []).append(at)
+    return [
+        {"path": path, "error": error, "count": len(times), "from_s": min(times), "to_s": max(times)}
+        for (path, error), times in sorted(groups.items(), key=lambda item: min(item[1]))
+    ]
 
 
 def _workflow(n: int) -> dict[str, Any]:
@@ -389,7 +415,7 @@ def _run(
             n += args.clients
 
     def load(worker_number: int) -> None:
-        client = Client(system.port, answers, deadline)
+        client = Client(system.port, answers, started, deadline)
         for n in numbers(worker_number):
             body = {
                 "task_type": "bench_chaos",
@@ -513,6 +539,7 @@ def _report(
         pipe.hget(job_key(task_id), "status")
     workflows_done = sum(1 for status in pipe.execute() if status == b"finished")
     statuses = dict(sorted(answers.statuses.items()))
+    unavailable = _unavailable_by_cause(answers.unavailable)
     data = {
         "tasks_submitted": answers.submitted_tasks,
         "accepted": len(ids),
@@ -525,6 +552,7 @@ def _report(
         "http_statuses": statuses,
         "connection_errors": answers.connection_errors,
         "503_without_retry_after": answers.unavailable_without_retry_after,
+        "503_by_cause": unavailable,
         "gave_up": answers.gave_up,
         "workflows_accepted": len(finals),
         "workflows_finished": workflows_done,
@@ -554,6 +582,12 @@ def _report(
         f"| all submitted after / all ended after | {submitted_s:.0f} s / {drained_s:.0f} s |",
         "",
         "Ran more than once, by cause: " + ("; ".join(f"{k}: {v}" for k, v in twice.items()) or "none"),
+        "",
+        "503s by cause (path, error, count, when): "
+        + (
+            "; ".join(f'{u["path"]} "{u["error"]}" x{u["count"]} at {u["from_s"]}-{u["to_s"]} s' for u in unavailable)
+            or "none"
+        ),
         "",
         "Events: " + "; ".join(f"{at} s {what}" for at, what in events),
         "",

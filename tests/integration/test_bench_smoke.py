@@ -112,6 +112,7 @@ def test_chaos_smoke(bench_dbs, rabbitmq_url):
     assert data["lost"] == 0, data["lost_detail"]
     assert data["accepted"] == data["tasks_submitted"] and data["workflows_finished"] == data["workflows_accepted"]
     assert data["503_without_retry_after"] == 0
+    assert sum(group["count"] for group in data["503_by_cause"]) == data["http_statuses"].get("503", 0)
     assert "Redis restarted (SIGKILL)" in output and "RabbitMQ restarted" in output
 
 
