@@ -186,11 +186,18 @@ class RabbitIngress:
         """Record the workflow as accepted (best effort, as for a task), then publish it as one message."""
         recorded = self._try(lambda: workflows.remember(self.connection, plan), "record", [plan.workflow_id])
         try:
-            self.publisher.publish(WorkflowEnvelope(plan).encode(), plan.priority, plan.workflow_id)
+            try:
+                self.publisher.publish(WorkflowEnvelope(plan).encode(), plan.priority, plan.workflow_id)
+            except IngressUnavailable as exc:
+                self._not_published(plan, exc)
         except Exception:
             if recorded:
                 self._try(lambda: workflows.forget(self.connection, plan.workflow_id), "unrecord", [plan.workflow_id])
             raise
+
+    def _not_published(self, plan: Plan, exc: IngressUnavailable) -> None:
+        """RabbitMQ did not take `plan`: its request fails (a 503)."""
+        raise exc
 
     def purge(self) -> int:
         return self.publisher.purge()
@@ -348,7 +355,8 @@ class DualIngress(RabbitIngress):
 
     A 202 therefore means: confirmed by RabbitMQ, and queued in RQ unless Redis failed; while RabbitMQ does
     not take the task, queued in RQ only (as a redis-first 202). With both failing, 503. Workflows go as in
-    `rabbitmq` mode (one message, recorded, created by the bridge).
+    `rabbitmq` mode (one message, recorded, created by the bridge); one RabbitMQ does not take is created in
+    Redis by the API, as with direct ingress.
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
@@ -408,6 +416,18 @@ class DualIngress(RabbitIngress):
             IngressUnavailable(why) if why is not None and not m.in_redis else None
             for m, why in zip(messages, refusals, strict=True)
         ]
+
+    def _not_published(self, plan: Plan, exc: IngressUnavailable) -> None:
+        """RabbitMQ did not take `plan`: create it in Redis, as direct ingress does (its accepted record, if any, is
+        replaced; a publish that did arrive after all finds the workflow there and creates nothing)."""
+        log.warning(
+            "RabbitMQ did not take workflow %s (%s): creating it in Redis",
+            plan.workflow_id,
+            exc,
+            extra={"workflow_id": plan.workflow_id},
+        )
+        with redis_errors():
+            workflows.create(self.connection, self.settings, plan)
 
     def purge(self) -> int:
         """Purge the ingress queue; return how many of its tasks were only there. A marked message's task is

@@ -339,6 +339,10 @@ def test_dual_with_rabbitmq_down_answers_202_from_redis(redis_url, real_redis, m
     assert answer.status_code == 202, answer.json
     assert real_redis.lrange("rq:queue:high_priority", 0, -1) == [answer.json["task_id"].encode()]
     assert real_redis.keys("taskrelay:ingress:*") == []  # its mark went with the failed publish
+    steps = [{"id": "a", "task_type": "data_processing", "parameters": {"data": [1]}}]
+    flow = client.post("/api/workflows", json={"steps": steps})  # a workflow too: created in Redis by the API
+    assert flow.status_code == 202, flow.json
+    assert real_redis.lrange("rq:queue:normal_priority", 0, -1) == [flow.json["steps"]["a"]["task_id"].encode()]
 
 
 def test_rabbitmq_down_is_503_and_nothing_half_accepted(redis_url, real_redis, make_client):

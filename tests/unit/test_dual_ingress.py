@@ -22,9 +22,8 @@ from core.settings import Settings
 from core.storage.keys import job_key
 from tests.helpers import wait_until
 
-SETTINGS = Settings.from_env(
-    {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
-)
+SETTINGS_ENV = {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
+SETTINGS = Settings.from_env(SETTINGS_ENV)
 QUEUE = "rq:queue:normal_priority"
 
 
@@ -232,3 +231,30 @@ def test_dual_max_rate_0_never_leaves_the_enqueue(fake_redis):
     assert fake_redis.exists(job_key("d-1")) == 1
     with pytest.raises(ConfigError, match="DUAL_MAX_RATE must be 0 or more"):
         Settings.from_env({"DUAL_MAX_RATE": "-1"})
+
+
+@pytest.mark.parametrize("failure", ["fail", "refuse"])
+def test_a_workflow_rabbitmq_does_not_take_is_created_in_redis_and_answered_202(failure):
+    from app import create_app
+
+    server = fakeredis.FakeServer()
+    connection = fakeredis.FakeRedis(server=server)
+    app = create_app(Settings.from_env({**SETTINGS_ENV, "TASKRELAY_AUTH": "off"}), connection)
+    publishing = Publishing()
+    app.extensions["taskrelay"].ingress.publisher.publish_many = publishing
+    client = app.test_client()
+    steps = [{"id": "a", "task_type": "test_echo", "parameters": {}}, {"id": "b", "task_type": "test_echo"}]
+    steps[1]["depends_on"] = ["a"]
+    sent = client.post("/api/workflows", json={"steps": steps})  # RabbitMQ takes it: the bridge creates it
+    assert sent.status_code == 202 and [m.message_id for m in publishing.sent] == [sent.json["workflow_id"]]
+    assert client.get(f"/api/workflows/{sent.json['workflow_id']}").json["state"] == "PENDING"
+    setattr(publishing, failure, True)
+    answer = client.post("/api/workflows", json={"steps": steps})
+    assert answer.status_code == 202, answer.json
+    first = answer.json["steps"]["a"]["task_id"]
+    assert queued(connection) == [first.encode()]  # created in Redis: its first step queued, the second waiting
+    shown = client.get(f"/api/workflows/{answer.json['workflow_id']}").json
+    assert {step["state"] for step in shown["steps"].values()} == {"PENDING"} and not shown.get("accepted")
+    server.connected = False  # both down: nothing is accepted
+    refused = client.post("/api/workflows", json={"steps": steps})
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
