@@ -335,6 +335,10 @@ class _Bridged(_Routed):
     """Over DUAL_MAX_RATE: the task was recorded and published as in `rabbitmq` mode, and confirmed."""
 
 
+class _InRedisOnly(_Routed):
+    """Over DUAL_MAX_RATE, RabbitMQ did not take the task: it was enqueued into Redis, unmarked (nothing to publish)."""
+
+
 class DualIngress(RabbitIngress):
     """Enqueue into RQ from the API process and publish every task to RabbitMQ too (INGRESS_MODE=dual, the
     default with RABBITMQ_URL).
@@ -370,7 +374,7 @@ class DualIngress(RabbitIngress):
         try:
             self.commits.submit(request)
             in_redis = True
-        except _Bridged:
+        except (_Bridged, _InRedisOnly):
             return
         except _NotInRedis:
             in_redis = False
@@ -382,17 +386,42 @@ class DualIngress(RabbitIngress):
         moments ago). Over the rate limit: record and publish them as RabbitIngress does (_Bridged, or its error)."""
         limit = self.settings.dual_max_rate
         if self.rate.add(len(requests)) > limit > 0:
-            return [error or _Bridged() for error in super()._flush(requests)]
+            return self._bridge(requests)
+        if self._enqueue(requests, marked=True):
+            return [None] * len(requests)
+        return [_NotInRedis() for _ in requests]
+
+    def _enqueue(self, requests: list[TaskRequest], marked: bool) -> bool:
+        """Enqueue `requests` into RQ in one transaction (`marked`: with their marks); False if Redis failed (now, or
+        moments ago)."""
         counted = metrics.Tally.of_submitted(requests)
         ids = [r.task_id for r in requests]
 
         def also(pipe: Any) -> None:
             counted.write(pipe)
-            accepted.mark_in_redis(pipe, ids)
+            if marked:
+                accepted.mark_in_redis(pipe, ids)
 
-        if self._try(lambda: enqueue_batch(self.connection, self.settings, requests, also=also), "enqueue", ids):
-            return [None] * len(requests)
-        return [_NotInRedis() for _ in requests]
+        return self._try(lambda: enqueue_batch(self.connection, self.settings, requests, also=also), "enqueue", ids)
+
+    def _bridge(self, requests: list[TaskRequest]) -> list[BaseException | None]:
+        """Record and publish `requests` as RabbitIngress does (_Bridged once confirmed); those RabbitMQ does not take
+        are enqueued into Redis unmarked (_InRedisOnly), or fail if Redis fails too."""
+        try:
+            outcomes: list[BaseException | None] = super()._flush(requests)
+        except IngressUnavailable as exc:
+            outcomes = [exc] * len(requests)
+        unpublished = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is not None]
+        if unpublished:
+            log.warning(
+                "RabbitMQ did not take %d tasks (%s): enqueueing them into Redis",
+                len(unpublished),
+                next(outcome for outcome in outcomes if outcome is not None),
+                extra={"task_ids": [r.task_id for r in unpublished]},
+            )
+            if self._enqueue(unpublished, marked=False):
+                return [_Bridged() if outcome is None else _InRedisOnly() for outcome in outcomes]
+        return [outcome or _Bridged() for outcome in outcomes]
 
     def _publish(self, messages: list[Outgoing]) -> list[BaseException | None]:
         """Publish `messages`; one RabbitMQ does not take fails its request unless its task is in Redis (then its

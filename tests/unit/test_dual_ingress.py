@@ -20,6 +20,7 @@ from core.errors import ConfigError, IngressUnavailable
 from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.keys import job_key
+from core.storage.metrics import SUBMITTED_KEY
 from tests.helpers import wait_until
 
 SETTINGS_ENV = {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
@@ -258,3 +259,20 @@ def test_a_workflow_rabbitmq_does_not_take_is_created_in_redis_and_answered_202(
     server.connected = False  # both down: nothing is accepted
     refused = client.post("/api/workflows", json={"steps": steps})
     assert refused.status_code == 503 and refused.headers["Retry-After"]
+
+
+@pytest.mark.parametrize("failure", ["fail", "refuse"])
+def test_over_the_rate_limit_a_task_rabbitmq_does_not_take_is_enqueued_into_redis_and_only_both_down_fails(failure):
+    server = fakeredis.FakeServer()
+    connection = fakeredis.FakeRedis(server=server)
+    ingress, publishing = dual(connection)
+    ingress.rate.add = lambda tasks: 1e9  # type: ignore[method-assign]  # always over the limit
+    setattr(publishing, failure, True)
+    ingress.submit(request("busy-1"))  # no error: the answer is a 202, the task is in Redis
+    assert queued(connection) == [b"busy-1"]
+    assert connection.zcard(accepted.IN_REDIS_KEY) == 0  # unmarked: no message will come for it
+    assert accepted.get(connection, "busy-1") is None  # its accepted record gave way to the job
+    assert list(connection.hgetall(SUBMITTED_KEY).values()) == [b"1"]  # counted once: the refusal took its count back
+    server.connected = False
+    with pytest.raises(IngressUnavailable):
+        ingress.submit(request("busy-2"))
