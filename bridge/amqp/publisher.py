@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import pika
 
-from bridge.amqp import TRANSPORT_ERRORS, parameters, redact
+from bridge.amqp import CONNECT_TIMEOUT_S, TRANSPORT_ERRORS, parameters, redact
 from bridge.amqp.topology import AMQP_PRIORITY, ROUTING_KEY, Topology
 from bridge.message import IN_REDIS_HEADER, Outgoing
 from core.errors import IngressUnavailable
@@ -21,7 +21,8 @@ log = logging.getLogger("taskrelay.amqp")
 CONFIRM_TIMEOUT_S = 10.0
 """Longest a publisher waits for RabbitMQ to answer (connect, declare, confirm), in seconds."""
 PUBLISH_TRIES = 2
-"""A publish that fails on a broken connection is retried once on a fresh one."""
+"""A publish that fails on a broken connection is retried once on a fresh one (not one that failed on a connection
+it had just opened: RabbitMQ is then down or not answering, and a second try would only double the wait)."""
 
 REFUSED = "RabbitMQ refused the message (nack: the ingress queue may be at a length limit, e.g. a max-length policy)"
 """A message RabbitMQ nacked: a queue at its length limit with `overflow: reject-publish`, or an internal error."""
@@ -62,7 +63,7 @@ class _Link:
 
     def open(self, topology: Topology) -> None:
         """Finish connecting, open a channel, declare `topology` and turn on confirms; raise _LinkBroken."""
-        self.run_until(lambda: bool(self._opened), "connect")
+        self.run_until(lambda: bool(self._opened), "connect", timeout_s=CONNECT_TIMEOUT_S)
         self.connection.channel(on_open_callback=self._opened.append)
         self.run_until(lambda: len(self._opened) == 2, "open a channel")
         self.channel = self._opened[1]
@@ -187,6 +188,12 @@ class _Link:
                 self.run_until(lambda: self.connection.is_closed, "close", timeout_s=1.0)
         self.ioloop.deactivate_poller()
         self.ioloop.close()
+        if not (self.connection.is_open or self.connection.is_closed):
+            # Still in its AMQP handshake (RabbitMQ did not answer it): pika 1.4's close() cannot cut that cleanly
+            # (its connection workflow trips an assertion), so its socket is closed here, not later by the GC.
+            sock = getattr(getattr(self.connection, "_transport", None), "_sock", None)
+            if sock is not None:
+                sock.close()
 
 
 class _LinkBroken(Exception):
@@ -250,6 +257,7 @@ class Publisher:
         alarm ends) and the call fails at once, instead of waiting out CONFIRM_TIMEOUT_S on each of two
         connections."""
         for attempt in range(1, PUBLISH_TRIES + 1):
+            fresh = self._link is None or not self._link.usable
             try:
                 link = self._open()
                 link.check_blocked()
@@ -261,7 +269,7 @@ class Publisher:
                 ) from exc
             except (_LinkBroken, *TRANSPORT_ERRORS) as exc:
                 self._close()
-                if attempt == PUBLISH_TRIES:
+                if attempt == PUBLISH_TRIES or fresh:
                     raise IngressUnavailable(f"RabbitMQ is not answering at {redact(self.url)} ({exc})") from exc
                 log.warning("RabbitMQ connection broken during %s (%s); reconnecting", what, exc)
         raise AssertionError("unreachable")
