@@ -34,10 +34,24 @@ Each try against a Redis that is down waits out the client's bounded retries
 """
 
 
-class RedisPause:
-    """When this API process last saw Redis fail to answer, and whether that was under REDIS_PAUSE_S ago."""
+RABBITMQ_PAUSE_S = 1.0
+"""After RabbitMQ failed to answer, a `dual` API process queues tasks in Redis only for this long (one that is
+frozen or cut off without a reset makes each publish wait out CONFIRM_TIMEOUT_S)."""
 
-    def __init__(self) -> None:
+PUBLISH_STALL_S = 1.0
+"""A `dual` publish still unconfirmed after this long counts as RabbitMQ not answering for the tasks that come
+meanwhile (a confirm takes about a millisecond)."""
+
+
+SKIPPED = "RabbitMQ failed to answer moments ago"
+"""Why a `dual` publish was not tried (RABBITMQ_PAUSE_S)."""
+
+
+class Pause:
+    """When this API process last saw a server fail to answer, and whether that was under `seconds` ago."""
+
+    def __init__(self, seconds: float = REDIS_PAUSE_S) -> None:
+        self.seconds = seconds
         self.clock: Callable[[], float] = time.monotonic
         self._until = 0.0
 
@@ -45,7 +59,7 @@ class RedisPause:
         return self.clock() < self._until
 
     def start(self) -> None:
-        self._until = self.clock() + REDIS_PAUSE_S
+        self._until = self.clock() + self.seconds
 
 
 NOT_CONFIGURED = "the RabbitMQ ingress is not configured (RABBITMQ_URL is not set): there are no dead letters"
@@ -140,14 +154,14 @@ class RabbitIngress:
     still answers only after its own message was confirmed.
     """
 
-    def __init__(self, connection: redis.Redis, settings: Settings, pause: RedisPause | None = None) -> None:
+    def __init__(self, connection: redis.Redis, settings: Settings, pause: Pause | None = None) -> None:
         from bridge.amqp.publisher import Publisher  # pika is loaded only where RabbitMQ is used
         from bridge.amqp.topology import Topology
 
         self.connection = connection
         self.publisher = Publisher(settings.rabbitmq_url, Topology(settings.ingress_queue))
         self.commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
-        self.redis_pause = pause or RedisPause()
+        self.redis_pause = pause or Pause()
         self.description = f"RabbitMQ queue {settings.ingress_queue!r}, moved into RQ by the bridge"
 
     def submit(self, request: TaskRequest) -> None:
@@ -250,7 +264,7 @@ class RedisFirstIngress:
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
-        self.pause = RedisPause()
+        self.pause = Pause()
         self.direct = DirectIngress(connection, settings)
         self.rabbit = RabbitIngress(connection, settings, self.pause)
         self.commits: GroupCommit[TaskRequest] = GroupCommit(self._flush)
@@ -367,6 +381,9 @@ class DualIngress(RabbitIngress):
         super().__init__(connection, settings)  # its `commits` flushes with _flush below: the first step
         self.settings = settings
         self.rate = SubmitRate()
+        self.rabbitmq_pause = Pause(RABBITMQ_PAUSE_S)
+        self.publishing_since: float | None = None
+        """When the publish in progress began (None: none is)."""
         self.publishes: GroupCommit[Outgoing] = GroupCommit(self._publish)
         self.description = f"into RQ and RabbitMQ queue {settings.ingress_queue!r} at once; the bridge fills gaps"
 
@@ -384,6 +401,15 @@ class DualIngress(RabbitIngress):
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         """Enqueue `requests` into RQ, marked, in one transaction; each gets _NotInRedis if Redis failed (now, or
         moments ago). Over the rate limit: record and publish them as RabbitIngress does (_Bridged, or its error)."""
+        if self._rabbitmq_failing():
+            if self._enqueue(requests, marked=False):
+                log.debug(
+                    "RabbitMQ is not answering: %d tasks queued in Redis only",
+                    len(requests),
+                    extra={"task_ids": [r.task_id for r in requests]},
+                )
+                return [_InRedisOnly() for _ in requests]
+            return [_NotInRedis() for _ in requests]  # then RabbitMQ is their only way: it is tried
         limit = self.settings.dual_max_rate
         if self.rate.add(len(requests)) > limit > 0:
             return self._bridge(requests)
@@ -410,6 +436,7 @@ class DualIngress(RabbitIngress):
         try:
             outcomes: list[BaseException | None] = super()._flush(requests)
         except IngressUnavailable as exc:
+            self._rabbitmq_failed(exc)
             outcomes = [exc] * len(requests)
         unpublished = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is not None]
         if unpublished:
@@ -425,13 +452,22 @@ class DualIngress(RabbitIngress):
 
     def _publish(self, messages: list[Outgoing]) -> list[BaseException | None]:
         """Publish `messages`; one RabbitMQ does not take fails its request unless its task is in Redis (then its
-        mark is removed: no message will come for it)."""
-        try:
-            refusals = self.publisher.publish_many(messages)
-        except IngressUnavailable as exc:
-            if not any(m.in_redis for m in messages):
-                raise
-            refusals = [str(exc)] * len(messages)
+        mark is removed: no message will come for it). Within RABBITMQ_PAUSE_S of a failure, those in Redis are
+        not tried (each try at a RabbitMQ that does not answer waits out a timeout)."""
+        paused = self.rabbitmq_pause.active()
+        refusals: list[str | None] = [SKIPPED if paused and m.in_redis else None for m in messages]
+        tried = [i for i, why in enumerate(refusals) if why is None]
+        if tried:
+            self.publishing_since = self.rabbitmq_pause.clock()
+            try:
+                answers = self.publisher.publish_many([messages[i] for i in tried])
+            except IngressUnavailable as exc:
+                self._rabbitmq_failed(exc)
+                answers = [str(exc)] * len(tried)
+            finally:
+                self.publishing_since = None
+            for i, why in zip(tried, answers, strict=True):
+                refusals[i] = why
         kept = [m.message_id for m, why in zip(messages, refusals, strict=True) if why is not None and m.in_redis]
         if kept:
             log.warning(
@@ -445,6 +481,29 @@ class DualIngress(RabbitIngress):
             IngressUnavailable(why) if why is not None and not m.in_redis else None
             for m, why in zip(messages, refusals, strict=True)
         ]
+
+    def submit_workflow(self, plan: Plan) -> None:
+        """As in `rabbitmq` mode (see _not_published), but while RabbitMQ is failing, created in Redis at once."""
+        if self._rabbitmq_failing():
+            try:
+                with redis_errors():
+                    workflows.create(self.connection, self.settings, plan)
+                return
+            except BackendUnavailable:
+                pass  # RabbitMQ is its only way: it is tried
+        super().submit_workflow(plan)
+
+    def _rabbitmq_failing(self) -> bool:
+        """Whether RabbitMQ failed to answer under RABBITMQ_PAUSE_S ago, or a publish has waited over
+        PUBLISH_STALL_S for its confirm."""
+        since = self.publishing_since
+        pause = self.rabbitmq_pause
+        return pause.active() or (since is not None and pause.clock() - since > PUBLISH_STALL_S)
+
+    def _rabbitmq_failed(self, exc: IngressUnavailable) -> None:
+        if not self.rabbitmq_pause.active():
+            log.warning("RabbitMQ did not answer (%s): tasks go into Redis only for %.0f s", exc, RABBITMQ_PAUSE_S)
+        self.rabbitmq_pause.start()
 
     def _not_published(self, plan: Plan, exc: IngressUnavailable) -> None:
         """RabbitMQ did not take `plan`: create it in Redis, as direct ingress does (its accepted record, if any, is

@@ -21,6 +21,7 @@ from core.model import TaskRequest
 from core.settings import Settings
 from core.storage.keys import job_key
 from core.storage.metrics import SUBMITTED_KEY
+from core.workflow import Plan, StepJob
 from tests.helpers import wait_until
 
 SETTINGS_ENV = {"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F", "TASKRELAY_TASK_MODULES": "tests.fixture_tasks"}
@@ -89,6 +90,13 @@ def bridged(connection: fakeredis.FakeRedis, messages: list[Outgoing]) -> tuple[
     bridge, acks = Bridge(SETTINGS, connection), Acks()
     assert bridge.handle(deliveries(messages), acks)  # type: ignore[arg-type]
     return bridge, acks
+
+
+def workflows_plan(workflow_id: str) -> Plan:
+    """A one-step workflow whose step's task id is t-<workflow_id>."""
+    task_id = f"t-{workflow_id}"
+    document = {"workflow_id": workflow_id, "name": None, "steps": {"a": {"task_id": task_id}}}
+    return Plan(workflow_id, document, (StepJob("a", request(task_id), ()),))
 
 
 def queued(connection: Any) -> list[bytes]:
@@ -276,3 +284,76 @@ def test_over_the_rate_limit_a_task_rabbitmq_does_not_take_is_enqueued_into_redi
     server.connected = False
     with pytest.raises(IngressUnavailable):
         ingress.submit(request("busy-2"))
+
+
+def test_after_rabbitmq_failed_to_answer_tasks_and_workflows_go_into_redis_only_for_the_pause(fake_redis):
+    from app.ingress import RABBITMQ_PAUSE_S
+    from core.storage import workflows
+
+    ingress, publishing = dual(fake_redis)
+    now = [100.0]
+    ingress.rabbitmq_pause.clock = lambda: now[0]
+    calls = []
+    publish_many = publishing.__call__
+
+    def counted(messages: Sequence[Outgoing]) -> list[str | None]:
+        calls.append([m.message_id for m in messages])
+        return publish_many(messages)
+
+    ingress.publisher.publish_many = counted  # type: ignore[method-assign]
+    publishing.fail = True
+    ingress.submit(request("d-1"))  # tried, failed: 202 from Redis
+    ingress.submit(request("d-2"))  # within the pause: RabbitMQ is not tried
+    plan = workflows_plan("w-1")
+    ingress.submit_workflow(plan)
+    assert calls == [["d-1"]]
+    assert queued(fake_redis) == [b"d-1", b"d-2", b"t-w-1"]
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0 and workflows.load(fake_redis, "w-1") is not None
+    publishing.fail = False
+    now[0] += RABBITMQ_PAUSE_S + 0.01
+    ingress.submit(request("d-3"))  # the pause is over: published, flagged
+    assert calls[-1] == ["d-3"] and publishing.sent[-1].in_redis
+
+
+def test_tasks_that_come_while_a_publish_is_stalled_do_not_wait_for_it(fake_redis):
+    from app.ingress import PUBLISH_STALL_S
+
+    ingress, _ = dual(fake_redis)
+    now = [100.0]
+    ingress.rabbitmq_pause.clock = lambda: now[0]
+    entered, release = threading.Event(), threading.Event()
+
+    def frozen(messages: Sequence[Outgoing]) -> list[str | None]:
+        entered.set()
+        release.wait(10)
+        raise IngressUnavailable("RabbitMQ is not answering")
+
+    ingress.publisher.publish_many = frozen  # type: ignore[method-assign]
+    first = threading.Thread(target=ingress.submit, args=(request("a"),))
+    first.start()
+    try:
+        assert entered.wait(10)
+        now[0] += PUBLISH_STALL_S + 0.01
+        ingress.submit(request("b"))  # returns at once (this thread would block on the held publish otherwise)
+        assert queued(fake_redis) == [b"a", b"b"]
+        assert fake_redis.zscore(accepted.IN_REDIS_KEY, "b") is None  # queued in Redis only
+    finally:
+        release.set()
+        first.join(10)
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0  # "a"'s mark went with its failed publish
+
+
+def test_within_the_pause_a_publish_skips_the_tasks_in_redis_and_tries_the_others(fake_redis):
+    ingress, publishing = dual(fake_redis)
+    ingress.rabbitmq_pause.start()
+    pipe = fake_redis.pipeline()
+    accepted.mark_in_redis(pipe, ["in-redis"])
+    pipe.execute()
+    waiting = [Outgoing(b"{}", "normal", "in-redis", True), Outgoing(b"{}", "normal", "only-here", False)]
+    publishing.fail = True
+    outcomes = ingress._publish(waiting)  # a flush that had waited behind the publish that failed
+    assert outcomes[0] is None and isinstance(outcomes[1], IngressUnavailable)  # 202 from Redis; 503 (both down)
+    assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
+    publishing.fail = False
+    assert ingress._publish(waiting) == [None, None]
+    assert [m.message_id for m in publishing.sent] == ["only-here"]  # the task in Redis was not tried
