@@ -16,7 +16,8 @@ meets submissions in flight. Meanwhile, on a schedule:
     a worker SIGKILLed x5 (a new one started each time), the bridge SIGKILLed x2
     (restarted), one gunicorn worker SIGKILLed (gunicorn replaces it), RabbitMQ
     restarted, API <-> RabbitMQ cut for 10 s, Redis restarted with SIGTERM and
-    with SIGKILL (AOF replayed).
+    with SIGKILL (AOF replayed), API <-> RabbitMQ silent for 8 s (connections
+    kept and new ones accepted, nothing forwarded: a network dropping packets).
 
 Every task counts its runs in a Redis the run never kills (the machine's, db
 BENCH_REDIS_DBS[0]). Printed at the end: accepted, finished, failed, lost
@@ -61,6 +62,8 @@ OBSERVER_URL = f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DBS', '13,1
 PRIORITIES = ("high", "normal", "low")
 EXTRA_PACE_S = 0.2
 """How far apart a client that submitted its share sends its extra tasks until the last event, in seconds."""
+SLOW_ANSWER_S = 1.0
+"""An answer that took longer is reported (a submit held up by a failing server)."""
 KILLED_WHILE_RUNNING = "its worker was killed while it ran (an abandoned attempt, retried)"
 RAN_AGAIN_UNRECORDED = (
     "ran again with no failed attempt recorded (its worker was killed after running it, before writing its end)"
@@ -194,6 +197,8 @@ class Answers:
     gave_up: int = 0
     unavailable: list[tuple[float, str, str]] = field(default_factory=list)
     """Each 503: (seconds into the run, path, the error it gave)."""
+    slow: list[tuple[float, float, int]] = field(default_factory=list)
+    """Each answer that took over SLOW_ANSWER_S: (seconds it took, seconds into the run it came, status)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -216,9 +221,11 @@ class Client:
             try:
                 if self.connection is None:
                     self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                asked = time.monotonic()
                 self.connection.request("POST", path, payload, headers)
                 response = self.connection.getresponse()
                 data = response.read()
+                took = time.monotonic() - asked
             except (OSError, http.client.HTTPException):
                 with self.answers.lock:
                     self.answers.connection_errors += 1
@@ -228,6 +235,10 @@ class Client:
                 continue
             with self.answers.lock:
                 self.answers.statuses[response.status] += 1
+                if took > SLOW_ANSWER_S:
+                    self.answers.slow.append(
+                        (round(took, 1), round(time.monotonic() - self.started, 1), response.status)
+                    )
                 if response.status == 503:
                     if not response.getheader("Retry-After"):
                         self.answers.unavailable_without_retry_after += 1
@@ -257,6 +268,26 @@ def _error_text(data: bytes) -> str:
     except (ValueError, AttributeError):
         text = data[:100].decode(errors="replace")
     return text.split("; the request was not accepted")[0]
+
+
+def _slow_answers(slow: list[tuple[float, float, int]]) -> dict[str, Any]:
+    """How many answers took over SLOW_ANSWER_S, the longest, and when they came (seconds into the run)."""
+    if not slow:
+        return {"count": 0}
+    return {
+        "count": len(slow),
+        "longest_s": max(took for took, _, _ in slow),
+        "from_s": min(at for _, at, _ in slow),
+        "to_s": max(at for _, at, _ in slow),
+        "statuses": dict(Counter(str(status) for _, _, status in slow)),
+    }
+
+
+def _slow_text(slow: dict[str, Any]) -> str:
+    if not slow["count"]:
+        return "none"
+    statuses = ", ".join(f"{status}: {n}" for status, n in slow["statuses"].items())
+    return f"{slow['count']} ({statuses}), the longest {slow['longest_s']} s, at {slow['from_s']}-{slow['to_s']} s"
 
 
 def _unavailable_by_cause(unavailable: list[tuple[float, str, str]]) -> list[dict[str, Any]]:
@@ -397,6 +428,8 @@ def _run(
         (44, "Redis restarted (SIGTERM)", lambda: own_redis.restart(signal.SIGTERM)),
         (50, "worker killed", system.kill_worker),
         (54, "Redis restarted (SIGKILL)", lambda: own_redis.restart(signal.SIGKILL)),
+        (58, "API <-> RabbitMQ silent for 8 s", proxy.silence),
+        (66, "API <-> RabbitMQ heard again", proxy.heal),
     ]
     done_events: list[tuple[float, str]] = []
     deadline = started + 600
@@ -553,6 +586,7 @@ def _report(
         "connection_errors": answers.connection_errors,
         "503_without_retry_after": answers.unavailable_without_retry_after,
         "503_by_cause": unavailable,
+        "slow_answers": _slow_answers(answers.slow),
         "gave_up": answers.gave_up,
         "workflows_accepted": len(finals),
         "workflows_finished": workflows_done,
@@ -582,6 +616,8 @@ def _report(
         f"| all submitted after / all ended after | {submitted_s:.0f} s / {drained_s:.0f} s |",
         "",
         "Ran more than once, by cause: " + ("; ".join(f"{k}: {v}" for k, v in twice.items()) or "none"),
+        "",
+        "Answers slower than 1 s: " + _slow_text(_slow_answers(answers.slow)),
         "",
         "503s by cause (path, error, count, when): "
         + (

@@ -1,5 +1,6 @@
 """A TCP forwarder for tests and bench.chaos: put it between a client and a server, then cut every connection at
-will, or refuse new ones for a while (a network partition)."""
+will, refuse new ones for a while (a network partition), or forward nothing for a while (a network that drops
+packets: connections stay up and silent)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class TcpProxy:
         self.accepted = 0
         self.refusing = False
         """While set, new connections are closed at once (as a cut link would leave them)."""
+        self.flowing = threading.Event()
+        """Cleared while `silence()` holds every byte: they go on once it is set again."""
+        self.flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -43,10 +47,10 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self.flowing.wait()
                 target.sendall(data)
         except OSError:
             pass
@@ -69,9 +73,15 @@ class TcpProxy:
         self.refusing = True
         self.drop_all()
 
+    def silence(self) -> None:
+        """Keep every connection, and accept new ones, but forward nothing until `heal()` (then what was held goes
+        on, as TCP would retransmit it)."""
+        self.flowing.clear()
+
     def heal(self) -> None:
-        """Accept connections again."""
+        """Accept connections again, and forward again."""
         self.refusing = False
+        self.flowing.set()
 
     def close(self) -> None:
         """Stop listening and cut everything."""
