@@ -21,6 +21,18 @@ Flush = Callable[[list[T]], list[BaseException | None]]
 """Commit a batch; return, per item and in order, None or the exception that item's caller should raise."""
 
 
+class StoppedWaiting(Exception):
+    """A caller with a `wait_s` stopped waiting for its item (only a caller that was not leading a flush can)."""
+
+
+class Withdrawn(StoppedWaiting):
+    """The item had not gone out: it was taken back and will not be flushed."""
+
+
+class Unanswered(StoppedWaiting):
+    """The item is in a flush that was still running: it may or may not be committed; its outcome goes unread."""
+
+
 class _Slot(Generic[T]):
     __slots__ = ("done", "error", "item", "wake")
 
@@ -53,14 +65,24 @@ class GroupCommit(Generic[T]):
         """Call `observer(batch)` before each flush, with the items it carries (tests and metrics count with it)."""
         self._observers.append(observer)
 
-    def submit(self, item: T) -> None:
-        """Flush `item` (with whatever else is waiting); raise the error the flush gave it, if any."""
+    def submit(self, item: T, wait_s: float | None = None) -> None:
+        """Flush `item` (with whatever else is waiting); raise the error the flush gave it, if any.
+
+        With `wait_s`, a caller that waits for another's flush stops after that long and raises Withdrawn (its item
+        had not gone out, and now never will) or Unanswered (its item is in the flush still running). A caller
+        that leads a flush waits for it whatever `wait_s` says.
+        """
         slot = _Slot(item)
         with self._lock:
             self._waiting.append(slot)
             leading, self._flushing = not self._flushing, True
-        if not leading:
-            slot.wake.acquire()  # done, or now the leader
+        if not leading and not slot.wake.acquire(timeout=-1 if wait_s is None else wait_s):  # done, or now leading
+            with self._lock:  # the lead is handed, and an item taken for a flush, only under this lock
+                if not slot.wake.acquire(blocking=False):
+                    if any(waiting is slot for waiting in self._waiting):
+                        self._waiting = [waiting for waiting in self._waiting if waiting is not slot]
+                        raise Withdrawn(f"not flushed within {wait_s:g} s")
+                    raise Unanswered(f"its flush did not end within {wait_s:g} s")
         while not slot.done:  # leading: flush batches until this caller's own item has gone out
             with self._lock:
                 batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]

@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 import redis
 
 from app.errors import IngressNotConfigured
-from app.group_commit import GroupCommit
+from app.group_commit import GroupCommit, Unanswered, Withdrawn
 from bridge.message import Outgoing, TaskEnvelope, WorkflowEnvelope
 from core import accepted
 from core.connection import redis_errors
@@ -39,8 +39,8 @@ RABBITMQ_PAUSE_S = 1.0
 frozen or cut off without a reset makes each publish wait out CONFIRM_TIMEOUT_S)."""
 
 PUBLISH_STALL_S = 1.0
-"""A `dual` publish still unconfirmed after this long counts as RabbitMQ not answering for the tasks that come
-meanwhile (a confirm takes about a millisecond)."""
+"""A `dual` publish still unconfirmed after this long counts as RabbitMQ not answering: for the tasks that come
+meanwhile, and for those waiting on it, which are answered from Redis (a confirm takes about a millisecond)."""
 
 
 SKIPPED = "RabbitMQ failed to answer moments ago"
@@ -396,7 +396,16 @@ class DualIngress(RabbitIngress):
         except _NotInRedis:
             in_redis = False
         envelope = TaskEnvelope.from_request(request).encode()
-        self.publishes.submit(Outgoing(envelope, request.priority, request.task_id, in_redis))
+        outgoing = Outgoing(envelope, request.priority, request.task_id, in_redis)
+        if not in_redis:
+            self.publishes.submit(outgoing)  # RabbitMQ is its only way: its answer is awaited
+            return
+        try:
+            self.publishes.submit(outgoing, wait_s=PUBLISH_STALL_S)
+        except Withdrawn:  # queued behind a publish RabbitMQ has not confirmed for PUBLISH_STALL_S: not sent
+            self._try(lambda: accepted.unmark(self.connection, [request.task_id]), "unmark", [request.task_id])
+        except Unanswered:  # in that publish: its outcome removes the mark if RabbitMQ does not take it
+            pass
 
     def _flush(self, requests: list[TaskRequest]) -> list[BaseException | None]:
         """Enqueue `requests` into RQ, marked, in one transaction; each gets _NotInRedis if Redis failed (now, or

@@ -280,6 +280,7 @@ def _slow_answers(slow: list[tuple[float, float, int]]) -> dict[str, Any]:
         "from_s": min(at for _, at, _ in slow),
         "to_s": max(at for _, at, _ in slow),
         "statuses": dict(Counter(str(status) for _, _, status in slow)),
+        "each": sorted(slow, key=lambda answer: answer[1]),
     }
 
 
@@ -287,7 +288,8 @@ def _slow_text(slow: dict[str, Any]) -> str:
     if not slow["count"]:
         return "none"
     statuses = ", ".join(f"{status}: {n}" for status, n in slow["statuses"].items())
-    return f"{slow['count']} ({statuses}), the longest {slow['longest_s']} s, at {slow['from_s']}-{slow['to_s']} s"
+    each = ", ".join(f"{took} s at {at} s" for took, at, _ in slow["each"][:40])
+    return f"{slow['count']} ({statuses}), the longest {slow['longest_s']} s; each, by when it came: {each}"
 
 
 def _unavailable_by_cause(unavailable: list[tuple[float, str, str]]) -> list[dict[str, Any]]:

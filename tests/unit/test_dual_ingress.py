@@ -357,3 +357,35 @@ def test_within_the_pause_a_publish_skips_the_tasks_in_redis_and_tries_the_other
     publishing.fail = False
     assert ingress._publish(waiting) == [None, None]
     assert [m.message_id for m in publishing.sent] == ["only-here"]  # the task in Redis was not tried
+
+
+def test_a_task_queued_behind_a_stalled_publish_is_answered_from_redis_after_publish_stall_s(fake_redis, monkeypatch):
+    import app.ingress
+
+    monkeypatch.setattr(app.ingress, "PUBLISH_STALL_S", 0.05)
+    ingress, _ = dual(fake_redis)
+    ingress.rabbitmq_pause.clock = lambda: 100.0  # the stall is never seen by the first step: "b" is marked and waits
+    entered, release = threading.Event(), threading.Event()
+    sent: list[list[str]] = []
+    over = threading.Event()
+
+    def frozen(messages: Sequence[Outgoing]) -> list[str | None]:
+        sent.append([m.message_id for m in messages])
+        entered.set()
+        release.wait(10)
+        over.set()
+        raise IngressUnavailable("RabbitMQ is not answering")
+
+    ingress.publisher.publish_many = frozen  # type: ignore[method-assign]
+    first = threading.Thread(target=ingress.submit, args=(request("a"),))
+    first.start()
+    try:
+        assert entered.wait(10)
+        ingress.submit(request("b"))  # waits 0.05 s behind the held publish, then is answered: it is in Redis
+        assert not over.is_set()  # answered while that publish still waited
+        assert queued(fake_redis) == [b"a", b"b"]
+        assert fake_redis.zscore(accepted.IN_REDIS_KEY, "b") is None  # no message will come for it
+    finally:
+        release.set()
+        first.join(10)
+    assert sent == [["a"]] and fake_redis.zcard(accepted.IN_REDIS_KEY) == 0

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app.group_commit import GroupCommit
+from tests.helpers import wait_until
 
 
 class Recorder:
@@ -122,3 +123,105 @@ def test_sustained_load_hands_the_lead_on_and_loses_no_caller():
     assert not any(thread.is_alive() for thread in threads), "a caller was never woken"
     assert sorted(item for batch in flush.batches for item in batch) == list(range(16 * per_thread))
     assert flush.most_running == 1
+
+
+class Gated(Recorder):
+    """A flush that waits for its gate (one event per flush, in order) before it records its batch."""
+
+    def __init__(self, flushes: int) -> None:
+        super().__init__()
+        self.gates = [threading.Event() for _ in range(flushes)]
+        self.entered = [threading.Event() for _ in range(flushes)]
+        self.count = 0
+
+    def __call__(self, items: list[int]) -> list[BaseException | None]:
+        n, self.count = self.count, self.count + 1
+        self.entered[n].set()
+        assert self.gates[n].wait(10)
+        return super().__call__(items)
+
+
+def background(commit: GroupCommit[int], item: int, wait_s: float | None = None) -> tuple[threading.Thread, list]:
+    outcome: list = []
+
+    def submit() -> None:
+        try:
+            commit.submit(item, wait_s)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=submit, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_caller_that_stops_waiting_before_its_item_went_out_withdraws_it():
+    from app.group_commit import Withdrawn
+
+    flush = Gated(2)
+    commit = GroupCommit(flush)
+    leader, led = background(commit, 1)
+    assert flush.entered[0].wait(10)
+    with pytest.raises(Withdrawn):
+        commit.submit(2, wait_s=0.05)  # queued behind the held flush: taken back
+    flush.gates[0].set()
+    leader.join(10)
+    flush.gates[1].set()
+    commit.submit(3)  # the group commit is free again: this caller leads at once
+    assert led == [None] and flush.batches == [[1], [3]]
+
+
+def test_a_caller_that_stops_waiting_while_its_item_is_in_a_running_flush_leaves_it_there():
+    from app.group_commit import Unanswered
+
+    flush = Gated(2)
+    commit = GroupCommit(flush)
+    first, _ = background(commit, 1)
+    assert flush.entered[0].wait(10)
+    second, led = background(commit, 2)  # will lead the next flush
+    wait_until(lambda: len(commit._waiting) == 1)
+    third, stopped = background(commit, 3, wait_s=0.3)  # goes out in that next flush, led by 2
+    wait_until(lambda: len(commit._waiting) == 2)
+    flush.gates[0].set()
+    assert flush.entered[1].wait(10)
+    third.join(10)
+    assert len(stopped) == 1 and isinstance(stopped[0], Unanswered)  # its flush is still held
+    flush.gates[1].set()
+    first.join(10)
+    second.join(10)
+    assert led == [None] and flush.batches == [[1], [2, 3]]  # flushed all the same
+
+
+def test_callers_that_stop_waiting_under_load_never_lose_or_double_an_item_or_the_lead():
+    from app.group_commit import Unanswered, Withdrawn
+
+    flush = Recorder(delay_s=0.002)
+    commit = GroupCommit(flush, max_batch=4)
+    outcomes: dict[int, BaseException | None] = {}
+
+    def submit(item: int) -> None:
+        try:
+            commit.submit(item, wait_s=0.001 * (item % 5))
+            outcomes[item] = None
+        except BaseException as exc:
+            outcomes[item] = exc
+
+    threads = [threading.Thread(target=submit, args=(n,), daemon=True) for n in range(400)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert not any(thread.is_alive() for thread in threads), "a submit never returned"
+    flushed = [item for batch in flush.batches for item in batch]
+    assert len(flushed) == len(set(flushed))
+    withdrawn = {item for item, exc in outcomes.items() if isinstance(exc, Withdrawn)}
+    answered = {item for item, exc in outcomes.items() if exc is None}
+    assert withdrawn and not withdrawn & set(flushed)
+    assert answered <= set(flushed)
+    assert set(outcomes) == set(range(400)) and all(
+        exc is None or isinstance(exc, Withdrawn | Unanswered) for exc in outcomes.values()
+    )
+    assert set(flushed) | withdrawn == set(range(400))
+    commit.submit(1000)
+    assert flush.batches[-1] == [1000]
