@@ -375,6 +375,10 @@ class DualIngress(RabbitIngress):
     not take the task, queued in RQ only (as a redis-first 202). With both failing, 503. Workflows go as in
     `rabbitmq` mode (one message, recorded, created by the bridge); one RabbitMQ does not take is created in
     Redis by the API, as with direct ingress.
+
+    RabbitMQ failing to answer costs little: for RABBITMQ_PAUSE_S after a failure it is not tried for what is in
+    Redis, and a request whose task is in Redis waits at most PUBLISH_STALL_S for its confirm (only the request
+    leading a publish waits for the publisher's own timeout).
     """
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
