@@ -235,14 +235,12 @@ class Client:
                 continue
             with self.answers.lock:
                 self.answers.statuses[response.status] += 1
+                at = round(time.monotonic() - self.started, 1)
                 if took > SLOW_ANSWER_S:
-                    self.answers.slow.append(
-                        (round(took, 1), round(time.monotonic() - self.started, 1), response.status)
-                    )
+                    self.answers.slow.append((round(took, 1), at, response.status))
                 if response.status == 503:
                     if not response.getheader("Retry-After"):
                         self.answers.unavailable_without_retry_after += 1
-                    at = round(time.monotonic() - self.started, 1)
                     self.answers.unavailable.append((at, path, _error_text(data)))
             if response.status == 202:
                 return dict(json.loads(data))
@@ -575,6 +573,7 @@ def _report(
     workflows_done = sum(1 for status in pipe.execute() if status == b"finished")
     statuses = dict(sorted(answers.statuses.items()))
     unavailable = _unavailable_by_cause(answers.unavailable)
+    slow = _slow_answers(answers.slow)
     data = {
         "tasks_submitted": answers.submitted_tasks,
         "accepted": len(ids),
@@ -588,7 +587,7 @@ def _report(
         "connection_errors": answers.connection_errors,
         "503_without_retry_after": answers.unavailable_without_retry_after,
         "503_by_cause": unavailable,
-        "slow_answers": _slow_answers(answers.slow),
+        "slow_answers": slow,
         "gave_up": answers.gave_up,
         "workflows_accepted": len(finals),
         "workflows_finished": workflows_done,
@@ -619,7 +618,7 @@ def _report(
         "",
         "Ran more than once, by cause: " + ("; ".join(f"{k}: {v}" for k, v in twice.items()) or "none"),
         "",
-        "Answers slower than 1 s: " + _slow_text(_slow_answers(answers.slow)),
+        f"Answers slower than {SLOW_ANSWER_S:g} s: " + _slow_text(slow),
         "",
         "503s by cause (path, error, count, when): "
         + (

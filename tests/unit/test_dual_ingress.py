@@ -63,6 +63,22 @@ class Acks:
         self.dead.append(reason)
 
 
+class HeldPublish:
+    """Stands in for the publisher's `publish_many` as a RabbitMQ that does not answer: records what it was given,
+    holds until `release` is set, then raises as a publish that timed out; `over` says it has returned."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[str]] = []
+        self.entered, self.release, self.over = threading.Event(), threading.Event(), threading.Event()
+
+    def __call__(self, messages: Sequence[Outgoing]) -> list[str | None]:
+        self.sent.append([m.message_id for m in messages])
+        self.entered.set()
+        self.release.wait(10)
+        self.over.set()
+        raise IngressUnavailable("RabbitMQ is not answering")
+
+
 def dual(connection: fakeredis.FakeRedis) -> tuple[DualIngress, Publishing]:
     ingress = DualIngress(connection, SETTINGS)
     publishing = Publishing()
@@ -321,24 +337,18 @@ def test_tasks_that_come_while_a_publish_is_stalled_do_not_wait_for_it(fake_redi
     ingress, _ = dual(fake_redis)
     now = [100.0]
     ingress.rabbitmq_pause.clock = lambda: now[0]
-    entered, release = threading.Event(), threading.Event()
-
-    def frozen(messages: Sequence[Outgoing]) -> list[str | None]:
-        entered.set()
-        release.wait(10)
-        raise IngressUnavailable("RabbitMQ is not answering")
-
-    ingress.publisher.publish_many = frozen  # type: ignore[method-assign]
+    held = HeldPublish()
+    ingress.publisher.publish_many = held  # type: ignore[method-assign]
     first = threading.Thread(target=ingress.submit, args=(request("a"),))
     first.start()
     try:
-        assert entered.wait(10)
+        assert held.entered.wait(10)
         now[0] += PUBLISH_STALL_S + 0.01
         ingress.submit(request("b"))  # returns at once (this thread would block on the held publish otherwise)
         assert queued(fake_redis) == [b"a", b"b"]
         assert fake_redis.zscore(accepted.IN_REDIS_KEY, "b") is None  # queued in Redis only
     finally:
-        release.set()
+        held.release.set()
         first.join(10)
     assert fake_redis.zcard(accepted.IN_REDIS_KEY) == 0  # "a"'s mark went with its failed publish
 
@@ -365,27 +375,17 @@ def test_a_task_queued_behind_a_stalled_publish_is_answered_from_redis_after_pub
     monkeypatch.setattr(app.ingress, "PUBLISH_STALL_S", 0.05)
     ingress, _ = dual(fake_redis)
     ingress.rabbitmq_pause.clock = lambda: 100.0  # the stall is never seen by the first step: "b" is marked and waits
-    entered, release = threading.Event(), threading.Event()
-    sent: list[list[str]] = []
-    over = threading.Event()
-
-    def frozen(messages: Sequence[Outgoing]) -> list[str | None]:
-        sent.append([m.message_id for m in messages])
-        entered.set()
-        release.wait(10)
-        over.set()
-        raise IngressUnavailable("RabbitMQ is not answering")
-
-    ingress.publisher.publish_many = frozen  # type: ignore[method-assign]
+    held = HeldPublish()
+    ingress.publisher.publish_many = held  # type: ignore[method-assign]
     first = threading.Thread(target=ingress.submit, args=(request("a"),))
     first.start()
     try:
-        assert entered.wait(10)
+        assert held.entered.wait(10)
         ingress.submit(request("b"))  # waits 0.05 s behind the held publish, then is answered: it is in Redis
-        assert not over.is_set()  # answered while that publish still waited
+        assert not held.over.is_set()  # answered while that publish still waited
         assert queued(fake_redis) == [b"a", b"b"]
         assert fake_redis.zscore(accepted.IN_REDIS_KEY, "b") is None  # no message will come for it
     finally:
-        release.set()
+        held.release.set()
         first.join(10)
-    assert sent == [["a"]] and fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
+    assert held.sent == [["a"]] and fake_redis.zcard(accepted.IN_REDIS_KEY) == 0
